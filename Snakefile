@@ -1,0 +1,19 @@
+# digestlab: papers/*.yaml -> arXiv metadata -> reproductions -> a bilingual MkDocs site.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflows/common.smk"
+include: "workflows/fetch.smk"
+include: "workflows/reproduce.smk"
+include: "workflows/render.smk"
+
+
+rule all:
+    input:
+        site_pages(),
+    default_target: True

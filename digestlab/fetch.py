@@ -1,0 +1,143 @@
+"""Paper metadata from the arXiv API, with the entry's own fields as the offline fallback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import arxiv
+import requests
+
+from digestlab.io import write_bytes_atomic, write_json_atomic
+from digestlab.papers import arxiv_abs_url
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How to talk to the arXiv API (all from config/config.yaml `fetch:`)."""
+
+    api_url: str = "https://export.arxiv.org/api/query"  # tests point this at a loopback server
+    timeout_s: float = 15.0  # per HTTP request
+    num_retries: int = 2  # extra tries after the first, with delay_s between them
+    delay_s: float = 3.0  # arXiv asks for at least 3 s between requests
+    retry_offline_after_min: float = 60.0  # offline records are retried once older than this
+    download_pdf: bool = False
+
+
+class _TimeoutSession(requests.Session):
+    # The arxiv client issues requests without a timeout; a silent server would hang the run.
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout_s)
+        return super().request(*args, **kwargs)
+
+
+def _client(settings: FetchSettings) -> arxiv.Client:
+    client = arxiv.Client(
+        page_size=1, delay_seconds=settings.delay_s, num_retries=settings.num_retries
+    )
+    client.query_url_format = settings.api_url + "?{}"
+    client._session = _TimeoutSession(settings.timeout_s)
+    return client
+
+
+def _bare_id(arxiv_id: str) -> str:
+    return re.sub(r"v\d+$", "", arxiv_id)
+
+
+def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
+    """Ask the arXiv API for one paper; raise LookupError (or a network error) when it cannot."""
+    search = arxiv.Search(id_list=[arxiv_id], max_results=1)
+    results = list(_client(settings).results(search))
+    if not results:
+        raise LookupError("the feed held no entry (malformed or empty answer)")
+    result = results[0]
+    short_id = result.get_short_id()
+    if _bare_id(short_id) != _bare_id(arxiv_id):
+        raise LookupError(f"the feed answered with another paper ({short_id})")
+    return {
+        "origin": "arxiv",
+        "arxiv_id": arxiv_id,
+        "version_id": short_id,
+        "title": " ".join(result.title.split()),
+        "authors": [author.name for author in result.authors],
+        "abstract": " ".join(result.summary.split()),
+        "categories": list(result.categories),
+        "primary_category": result.primary_category,
+        "published": result.published.date().isoformat(),
+        "updated": result.updated.date().isoformat(),
+        "pdf_url": result.pdf_url,
+        "abs_url": arxiv_abs_url(_bare_id(arxiv_id)),
+        "doi": result.doi or None,
+        "journal_ref": result.journal_ref or None,
+        "comment": result.comment or None,
+    }
+
+
+def offline_metadata(fallback: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The metadata the entry itself carries (`Paper.fallback_metadata()`), marked as such."""
+    arxiv_id = fallback["arxiv_id"]
+    return {
+        "origin": "offline",
+        "reason": reason,
+        "arxiv_id": arxiv_id,
+        "version_id": arxiv_id,
+        "title": fallback["title"],
+        "authors": list(fallback["authors"]),
+        "abstract": None,
+        "categories": [],
+        "primary_category": None,
+        "published": fallback["published"],
+        "updated": fallback["published"],
+        "pdf_url": f"https://arxiv.org/pdf/{arxiv_id}",
+        "abs_url": fallback["url"],
+        "doi": None,
+        "journal_ref": None,
+        "comment": None,
+    }
+
+
+def _download_pdf(url: str, dest: Path, settings: FetchSettings) -> None:
+    response = _TimeoutSession(settings.timeout_s).get(url)
+    response.raise_for_status()
+    write_bytes_atomic(dest, response.content)
+
+
+def fetch_metadata(
+    fallback: dict[str, Any],
+    out: str | Path,
+    settings: FetchSettings,
+    retry_token: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fetch one paper's metadata into `out` (JSON); fall back to the entry when arXiv fails."""
+    arxiv_id = fallback["arxiv_id"]
+    started = time.time()
+    try:
+        meta = query_arxiv(arxiv_id, settings)
+        log(f"fetched {arxiv_id} from {settings.api_url} in {time.time() - started:.1f}s")
+    except (arxiv.ArxivError, requests.RequestException, LookupError, ValueError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log(f"arXiv unavailable for {arxiv_id}, using the entry's own fields: {reason}")
+        meta = offline_metadata(fallback, reason)
+    if settings.download_pdf and meta["origin"] == "arxiv" and meta["pdf_url"]:
+        pdf = Path(out).with_suffix(".pdf")
+        try:
+            _download_pdf(meta["pdf_url"], pdf, settings)
+            meta["pdf_path"] = str(pdf)
+            log(f"downloaded {meta['pdf_url']} to {pdf}")
+        except requests.RequestException as exc:
+            log(f"PDF download failed, continuing without it: {type(exc).__name__}: {exc}")
+    now = dt.datetime.now(dt.UTC)
+    meta["fetched_at"] = now.isoformat(timespec="seconds")
+    meta["retry_token"] = retry_token
+    write_json_atomic(out, meta)
+    return meta

@@ -1,0 +1,476 @@
+"""The one decoder-only transformer every experiment uses.
+
+Reads top to bottom like nanoGPT's model.py: norm, rotary, attention, MLP, block, config, model.
+Attention variants are config fields, not subclasses:
+- MHA / GQA / MQA: n_kv_heads == n_heads / divides n_heads / == 1.
+- Cross-Layer Attention (Brandon et al. 2024, arXiv 2405.12981): with kv_share = s, the first
+  layer of each group of s consecutive layers computes K/V; the other s - 1 layers have no K/V
+  projections and attend to the producer's K/V with their own queries.
+- Latent KV (DeepSeek-V2 MLA): K/V are up-projected from a small latent c_kv, and a decoupled
+  RoPE key shared across heads carries position; only c_kv and that key are cached.
+"""
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from digestlab.nn.cache import KVCache
+
+# K and V as handed from a producing layer to the layers that reuse them:
+# k (B, n_kv, S, qk_dim) already rotated, v (B, n_kv, S, hs).
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale and no bias."""
+
+    def __init__(self, ndim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension."""
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding angles for explicit position ids."""
+
+    def __init__(self, dim: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        # not persistent: it is a function of the config, so checkpoints need not carry it
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (cos, sin), each (B, 1, T, dim/2), for position ids of shape (B, T)."""
+        # fp32 angles: positions can be large after cache eviction re-assigns them
+        angles = positions.float()[..., None] * self.inv_freq  # (B, T, dim/2)
+        angles = angles[:, None]  # (B, 1, T, dim/2)
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, h, T, d) by the angles (B, 1, T, d/2), GPT-NeoX half-split layout."""
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal self-attention with GQA/MQA, cross-layer KV sharing and optional latent KV."""
+
+    def __init__(self, config: "GPTConfig", layer_idx: int):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.latent = config.kv_latent_dim > 0
+        self.rope_dim = config.kv_rope_dim if self.latent else 0  # decoupled RoPE part of q/k
+        self.produces_kv = layer_idx % config.kv_share == 0
+        self.kv_slot = layer_idx // config.kv_share  # which cache entry this layer's group uses
+        self.dropout = config.dropout
+        qk_dim = self.head_dim + self.rope_dim
+        self.q_proj = nn.Linear(config.d_model, self.n_heads * qk_dim, bias=config.bias)
+        # consumer layers (CLA) own no K/V parameters at all
+        if self.produces_kv and self.latent:
+            self.kv_down = nn.Linear(config.d_model, config.kv_latent_dim, bias=config.bias)
+            self.kv_norm = RMSNorm(config.kv_latent_dim)
+            self.kv_up = nn.Linear(
+                config.kv_latent_dim, 2 * self.n_kv_heads * self.head_dim, bias=config.bias
+            )
+            self.k_rope_proj = nn.Linear(config.d_model, self.rope_dim, bias=config.bias)
+        elif self.produces_kv:
+            self.kv_proj = nn.Linear(
+                config.d_model, 2 * self.n_kv_heads * self.head_dim, bias=config.bias
+            )
+        self.out_proj = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def compute_kv(
+        self,
+        x: torch.Tensor,
+        rope_k: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None,
+    ) -> KV:
+        """Project x to K/V, extend them with the cache, and rotate keys at their positions."""
+        B, T, _ = x.shape
+        if self.latent:
+            c_kv = self.kv_norm(self.kv_down(x))  # (B, T, r)
+            k_rope = self.k_rope_proj(x)  # (B, T, dr), stored before rotation
+            if cache is not None:
+                c_kv, k_rope = cache.append(self.kv_slot, c_kv, k_rope)  # (B, S, r), (B, S, dr)
+            S = c_kv.shape[1]
+            kv = self.kv_up(c_kv).view(B, S, self.n_kv_heads, 2 * self.head_dim)
+            k_nope, v = kv.transpose(1, 2).split(self.head_dim, dim=-1)  # (B, n_kv, S, hs) each
+            k_rope = apply_rotary(k_rope[:, None], *rope_k)  # (B, 1, S, dr)
+            k_rope = k_rope.expand(B, self.n_kv_heads, S, self.rope_dim)  # (B, n_kv, S, dr)
+            k = torch.cat([k_nope, k_rope], dim=-1)  # (B, n_kv, S, hs + dr)
+            return k, v
+        kv = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.head_dim)
+        k, v = kv.unbind(dim=2)  # (B, T, n_kv, hs) each, keys stored before rotation
+        if cache is not None:
+            k, v = cache.append(self.kv_slot, k, v)  # (B, S, n_kv, hs) each
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, S, hs)
+        return apply_rotary(k, *rope_k), v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        rope_k: tuple[torch.Tensor, torch.Tensor],
+        kv: KV | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        """Attend causally; producers compute K/V, consumers use the `kv` passed in."""
+        B, T, _ = x.shape
+        if self.produces_kv:
+            kv = self.compute_kv(x, rope_k, cache)
+        elif kv is None:
+            raise ValueError("a KV-sharing layer needs the K/V of the layer that produces them")
+        k, v = kv
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
+        q = q.transpose(1, 2)  # (B, nh, T, hs + dr)
+        if self.latent:
+            q_nope, q_rope = q.split([self.head_dim, self.rope_dim], dim=-1)
+            q = torch.cat([q_nope, apply_rotary(q_rope, *rope_q)], dim=-1)  # (B, nh, T, hs + dr)
+        else:
+            q = apply_rotary(q, *rope_q)
+        # without a cache the plain causal mask applies; with one, `mask` aligns the new queries
+        # after the cached slots (is_causal would align them to the first slot instead)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and cache is None and T > 1,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hs)
+        return self.resid_dropout(self.out_proj(y)), kv
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: SwiGLU or GELU."""
+
+    def __init__(self, config: "GPTConfig"):
+        super().__init__()
+        hidden = config.hidden_dim
+        self.swiglu = config.mlp == "swiglu"
+        if self.swiglu:
+            self.gate_proj = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.up_proj = nn.Linear(config.d_model, hidden, bias=config.bias)
+        self.down_proj = nn.Linear(hidden, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the feed-forward to (B, T, d_model)."""
+        if self.swiglu:
+            h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        else:
+            h = F.gelu(self.up_proj(x))
+        return self.dropout(self.down_proj(h))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: "GPTConfig", layer_idx: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp_norm = RMSNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        rope_k: tuple[torch.Tensor, torch.Tensor],
+        kv: KV | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        """Return the new residual stream and the K/V the next layers of the group reuse."""
+        a, kv = self.attn(self.attn_norm(x), rope_q, rope_k, kv, cache, mask)
+        x = x + a
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, kv
+
+
+@dataclass
+class GPTConfig:
+    """Every knob of the model; the variants of attention are combinations of these fields."""
+
+    vocab_size: int = 256  # byte-level tokens
+    block_size: int = 256  # most tokens one sequence may attend over (prompt + cache + new)
+    n_layer: int = 4  # transformer blocks
+    d_model: int = 64  # residual stream width
+    n_heads: int = 4  # query heads
+    n_kv_heads: int = 4  # K/V heads: n_heads = MHA, 1 = MQA, a divisor in between = GQA
+    head_dim: int = 16  # per-head width, independent of d_model / n_heads
+    kv_share: int = 1  # cross-layer KV sharing factor: 1 none, 2 = CLA2, 3 = CLA3
+    kv_latent_dim: int = 0  # 0 = off; > 0 = MLA-style latent c_kv width (cached instead of K/V)
+    kv_rope_dim: int = 0  # MLA decoupled RoPE key width, shared across heads (latent KV only)
+    mlp: str = "swiglu"  # "swiglu" or "gelu"
+    mlp_hidden: int = 0  # MLP hidden width; 0 = round(mlp_ratio * d_model)
+    mlp_ratio: float = 4.0  # used only when mlp_hidden == 0
+    tie_embeddings: bool = True  # output head shares the token embedding matrix
+    bias: bool = False  # biases in Linear layers
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches
+    rope_base: float = 10000.0  # RoPE frequency base
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "d_model",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "kv_share",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
+        if self.kv_latent_dim < 0 or self.kv_rope_dim < 0 or self.mlp_hidden < 0:
+            raise ValueError("kv_latent_dim, kv_rope_dim and mlp_hidden must be >= 0")
+        if self.kv_latent_dim > 0:
+            if self.kv_rope_dim == 0 or self.kv_rope_dim % 2:
+                raise ValueError(
+                    f"latent KV needs an even kv_rope_dim > 0 to carry position, got "
+                    f"{self.kv_rope_dim}"
+                )
+        elif self.kv_rope_dim:
+            raise ValueError("kv_rope_dim is only used with latent KV (kv_latent_dim > 0)")
+        elif self.head_dim % 2:
+            raise ValueError(f"RoPE rotates pairs, so head_dim must be even, got {self.head_dim}")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+        if self.mlp_hidden == 0 and self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def hidden_dim(self) -> int:
+        """MLP hidden width."""
+        return self.mlp_hidden or round(self.mlp_ratio * self.d_model)
+
+    @property
+    def n_kv_layers(self) -> int:
+        """Number of layers that compute (and cache) K/V: ceil(n_layer / kv_share)."""
+        return math.ceil(self.n_layer / self.kv_share)
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        """KV-cache bytes one token of one sequence costs, over all KV-producing layers."""
+        if self.kv_latent_dim > 0:
+            per_layer = self.kv_latent_dim + self.kv_rope_dim
+        else:
+            per_layer = 2 * self.n_kv_heads * self.head_dim
+        return self.n_kv_layers * per_layer * dtype_bytes
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer over bytes, configured entirely by a GPTConfig."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.rotary = Rotary(config.kv_rope_dim or config.head_dim, config.rope_base)
+        # a plain ModuleList so each block can be wrapped (FSDP2, checkpointing) from outside
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # residual projections scaled down so the stream's variance does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 init: normal(0, 0.02) weights, zero biases."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; non_embedding drops the input embedding unless it is the tied head."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token: 6N + 12 * L * d * T, with d = n_heads * head_dim."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_heads * c.head_dim * seq_len
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        """KV-cache bytes per token of one sequence; see GPTConfig.kv_bytes_per_token."""
+        return self.config.kv_bytes_per_token(dtype_bytes)
+
+    def configure_optimizers(
+        self,
+        weight_decay: float,
+        learning_rate: float,
+        betas: tuple[float, float],
+        device_type: str,
+    ) -> torch.optim.AdamW:
+        """AdamW that decays matrices and embeddings but not norms, biases or other 1-d params."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        extra = {"fused": True} if fused else {}
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """Empty KV cache for this model, on the model's device and dtype unless given."""
+        p = self.wte.weight
+        return KVCache(self.config, batch_size, device or p.device, dtype or p.dtype)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) for every position, and mean cross-entropy if targets are given.
+
+        positions: (T,) or (B, T) RoPE position ids; default 0..T-1, or with a cache the slots
+        after the largest cached position. With a cache the new tokens attend to every cached
+        slot plus the new tokens before them, and their K/V are appended to the cache.
+        """
+        B, T = idx.shape
+        past = len(cache) if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"{past} cached + {T} new tokens exceed block_size {self.config.block_size}"
+            )
+        if positions is None:
+            if cache is not None:
+                positions = cache.next_positions(T)
+            else:
+                positions = torch.arange(T, device=idx.device)
+        positions = positions.to(idx.device).expand(B, T)  # (B, T)
+        key_positions = cache.append_positions(positions) if cache is not None else positions
+        rope_q = self.rotary(positions)
+        rope_k = self.rotary(key_positions)  # (B, 1, S, rope/2) each
+        mask = None
+        if cache is not None and T > 1:
+            # new query i sees every cached slot and new slots up to itself
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(past)
+
+        x = self.drop(self.wte(idx))  # (B, T, d_model)
+        kv = None
+        for block in self.blocks:
+            x, kv = block(x, rope_q, rope_k, kv, cache, mask)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+            )
+        return logits, loss
+
+    @contextmanager
+    def residual_hook(
+        self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]
+    ) -> Iterator[None]:
+        """Within the block, call fn on the residual stream after `layer`; a tensor it returns
+        replaces the stream, None leaves it unchanged."""
+
+        def hook(module: nn.Module, args: tuple, output: tuple) -> tuple | None:
+            h, kv = output
+            new = fn(h)
+            return None if new is None else (new, kv)
+
+        handle = self.blocks[layer].register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by sampling max_new_tokens with the KV cache; temperature 0 is
+        greedy. Prompt plus new tokens must fit in block_size."""
+        cache = self.new_cache(idx.shape[0], device=idx.device)
+        logits, _ = self(idx, cache=cache)  # prefill
+        for i in range(max_new_tokens):
+            logits = logits[:, -1, :]  # (B, vocab)
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, next_id], dim=1)
+            if i < max_new_tokens - 1:
+                logits, _ = self(next_id, cache=cache)
+        return idx
+
+    def sequence_logprobs(
+        self,
+        prompt_ids: torch.Tensor,
+        continuation_ids: torch.Tensor,
+        continuation_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Summed log p(continuation | prompt) per sequence, differentiable, shape (B,).
+
+        Takes a batch: prompts (B, P) of one length, continuations (B, C) right-padded, with
+        continuation_mask (B, C) marking real tokens (default all)."""
+        P = prompt_ids.shape[1]
+        if P < 1:
+            raise ValueError("sequence_logprobs needs at least one prompt token")
+        x = torch.cat([prompt_ids, continuation_ids], dim=1)  # (B, P + C)
+        logits, _ = self(x)
+        logits = logits[:, P - 1 : -1]  # (B, C, vocab): the logits that predict each continuation
+        logp = F.log_softmax(logits.float(), dim=-1)
+        picked = logp.gather(-1, continuation_ids[..., None]).squeeze(-1)  # (B, C)
+        if continuation_mask is not None:
+            picked = picked * continuation_mask.to(picked.dtype)
+        return picked.sum(dim=-1)

@@ -1,0 +1,307 @@
+"""Paper entries: the one place that reads, validates and describes `papers/*.yaml`.
+
+Validation collects every problem in every file before anything runs, and reports each as one
+line naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+PAPER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+# New-style ids (2405.12981, optionally v2) and old-style ids (hep-th/9901001, math.GT/0309136v1).
+ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z-]*(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+LANGUAGES = ("ko", "en")
+
+
+class PaperError(Exception):
+    """Raised with one readable line per problem found in the entries."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def is_arxiv_id(value: str) -> bool:
+    """True for a well-formed arXiv identifier in either of its two shapes."""
+    return bool(ARXIV_ID.match(value))
+
+
+def arxiv_abs_url(arxiv_id: str) -> str:
+    """The abstract page of an arXiv paper."""
+    return f"https://arxiv.org/abs/{arxiv_id}"
+
+
+def _known_tag(value: str, info: ValidationInfo) -> str:
+    tags = (info.context or {}).get("tags")
+    if tags is not None and value not in tags:
+        raise ValueError(
+            f"unknown tag {value!r} (allowed: {', '.join(sorted(tags))};"
+            " add new tags to config/tags.yaml)"
+        )
+    return value
+
+
+def _known_experiment(value: str, info: ValidationInfo) -> str:
+    exists = (info.context or {}).get("experiment_exists")
+    if exists is not None and not exists(value):
+        raise ValueError(f"unknown experiment {value!r}")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Source(Strict):
+    """Where the paper lives: an arXiv id, or a URL for work that is not on arXiv."""
+
+    arxiv: str | None = None
+    url: str | None = None
+
+    @field_validator("arxiv")
+    @classmethod
+    def _arxiv_shape(cls, value: str | None) -> str | None:
+        if value is not None and not is_arxiv_id(value):
+            raise ValueError(
+                f"{value!r} is not an arXiv id (allowed: e.g. \"2405.12981\" or \"hep-th/9901001\")"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://\S+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.arxiv is None) == (self.url is None):
+            raise ValueError("give exactly one of 'arxiv' or 'url'")
+        return self
+
+
+class Note(Strict):
+    """The reader's commentary in Markdown, once per language."""
+
+    ko: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class Reproduction(Strict):
+    """The registered experiment that reproduces the paper, and params over its defaults."""
+
+    experiment: Annotated[str, AfterValidator(_known_experiment)]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Paper(Strict):
+    """One entry of the digest."""
+
+    id: str
+    source: Source
+    title: str = Field(min_length=1)
+    authors: list[str] = Field(min_length=1)
+    published: dt.date
+    digest_date: dt.date
+    tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1)
+    note: Note
+    related: list[str] = Field(default_factory=list)
+    links: dict[str, str] = Field(default_factory=dict)
+    reproduction: Reproduction | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not PAPER_ID.match(value):
+            raise ValueError(f"{value!r} is not a slug (allowed: ^[a-z0-9][a-z0-9-]{{1,63}}$)")
+        return value
+
+    @field_validator("published", "digest_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        # YAML gives date objects for unquoted dates; accept quoted ISO dates too, nothing looser.
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        return value
+
+    @property
+    def arxiv_id(self) -> str | None:
+        return self.source.arxiv
+
+    @property
+    def url(self) -> str:
+        """The paper's canonical address."""
+        return arxiv_abs_url(self.source.arxiv) if self.source.arxiv else str(self.source.url)
+
+    def fallback_metadata(self) -> dict[str, Any]:
+        """The fields that stand in for arXiv's answer when it cannot be had."""
+        return {
+            "arxiv_id": self.arxiv_id,
+            "title": self.title,
+            "authors": list(self.authors),
+            "published": self.published.isoformat(),
+            "url": self.url,
+        }
+
+
+_SECTIONS: dict[tuple, type[BaseModel]] = {
+    (): Paper,
+    ("source",): Source,
+    ("note",): Note,
+    ("reproduction",): Reproduction,
+}
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+    """Turn one pydantic error into (field path, readable message)."""
+    loc = [str(part) for part in error["loc"]]
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    field = field.lstrip(".") or "(top level)"
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return field, "unknown field"
+    if kind == "missing":
+        return field, "missing required field"
+    if kind == "value_error":
+        return field, msg.removeprefix("Value error, ")
+    if loc[-1:] == ["arxiv"] and kind == "string_type":
+        return field, "must be a string: write the arXiv id in quotes, e.g. \"2405.12981\""
+    if kind.startswith("date"):
+        return field, f"{msg} (allowed: a date such as 2024-05-22)"
+    return field, msg
+
+
+def _allowed_fields(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def _read_entry(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        reason = getattr(exc, "problem", None) or "cannot be parsed"
+        problems.append(f"{path}: (file): not valid YAML{at}: {reason}")
+        return None
+    except UnicodeDecodeError:
+        problems.append(f"{path}: (file): not UTF-8 text")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: (file): must be a mapping of fields ({_allowed_fields(Paper)})")
+        return None
+    return data
+
+
+def load_papers(
+    papers_dir: str | Path,
+    tags: Mapping[str, Mapping[str, str]],
+    experiment_exists: Callable[[str], bool],
+) -> dict[str, Paper]:
+    """Read and validate every entry in `papers_dir`; raise PaperError listing all problems."""
+    papers_dir = Path(papers_dir)
+    problems: list[str] = []
+    papers: dict[str, Paper] = {}
+    seen_ids: dict[str, Path] = {}
+    seen_arxiv: dict[str, Path] = {}
+
+    if not papers_dir.is_dir():
+        raise PaperError([f"{papers_dir}: (folder): not found"])
+    for path in sorted(papers_dir.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.suffix != ".yaml" or not path.is_file():
+            problems.append(f"{path}: (file): only .yaml entries belong in {papers_dir}/")
+            continue
+        data = _read_entry(path, problems)
+        if data is None:
+            continue
+        try:
+            paper = Paper.model_validate(
+                data, context={"tags": tags, "experiment_exists": experiment_exists}
+            )
+        except ValidationError as exc:
+            for error in exc.errors():
+                field, message = _describe(error)
+                if message == "unknown field":
+                    parent = _SECTIONS.get(tuple(error["loc"][:-1]))
+                    message += f" (allowed: {_allowed_fields(parent)})" if parent else ""
+                problems.append(f"{path}: {field}: {message}")
+            continue
+
+        local = []
+        if paper.id != path.stem:
+            local.append(f"{path}: id: {paper.id!r} must equal the file name {path.stem!r}")
+        if paper.id in seen_ids:
+            local.append(f"{path}: id: {paper.id!r} is already used by {seen_ids[paper.id]}")
+        seen_ids.setdefault(paper.id, path)
+        if paper.arxiv_id:
+            bare = re.sub(r"v\d+$", "", paper.arxiv_id)
+            if bare in seen_arxiv:
+                local.append(
+                    f"{path}: source.arxiv: {paper.arxiv_id!r} is already the source of "
+                    f"{seen_arxiv[bare]}"
+                )
+            seen_arxiv.setdefault(bare, path)
+        problems.extend(local)
+        if not local:
+            papers[paper.id] = paper
+
+    for paper in papers.values():
+        for i, ref in enumerate(paper.related):
+            if not (is_arxiv_id(ref) or ref in papers):
+                problems.append(
+                    f"{papers_dir / (paper.id + '.yaml')}: related[{i}]: {ref!r} is neither an "
+                    "arXiv id nor the id of another entry"
+                )
+    if problems:
+        raise PaperError(problems)
+    return papers
+
+
+def read_paper(path: str | Path) -> Paper:
+    """Read one entry that `load_papers` has already validated."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return Paper.model_validate(data)
+
+
+def load_tags(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read the tag vocabulary: tag -> {language: label}."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        reason = exc.__class__.__name__
+        raise PaperError([f"{path}: (file): cannot be read as YAML ({reason})"]) from None
+    problems = []
+    if not isinstance(data, dict) or not data:
+        raise PaperError([f"{path}: (file): must map each tag to its labels"])
+    for tag, labels in data.items():
+        if not isinstance(labels, dict) or set(labels) != set(LANGUAGES):
+            problems.append(f"{path}: {tag}: needs exactly the labels {', '.join(LANGUAGES)}")
+        elif not all(isinstance(v, str) and v for v in labels.values()):
+            problems.append(f"{path}: {tag}: labels must be non-empty strings")
+    if problems:
+        raise PaperError(problems)
+    return data

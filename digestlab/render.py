@@ -1,0 +1,236 @@
+"""Markdown pages for the site, in every language, from entries, arXiv metadata and results.
+
+One set of jinja2 templates serves both languages; UI strings come from the Babel catalog of each
+language (`digestlab/locale/<lang>/LC_MESSAGES/messages.po`). Text from outside (arXiv titles,
+abstracts, author names) is HTML-escaped by autoescaping; only the entry's own notes, which the
+digest's author writes in Markdown, are inserted as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+from babel.dates import format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.support import NullTranslations, Translations
+
+from digestlab.claims import VERDICTS
+from digestlab.io import read_json, write_text_atomic
+from digestlab.papers import LANGUAGES, Paper, arxiv_abs_url, is_arxiv_id, load_tags, read_paper
+
+PACKAGE_DIR = Path(__file__).parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+LOCALE_DIR = PACKAGE_DIR / "locale"
+SOURCE_LANGUAGE = "en"  # msgids are English
+
+
+@cache
+def translations(lang: str) -> NullTranslations:
+    """The UI strings of `lang`, compiled in memory from its .po catalog."""
+    po = LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
+    if lang == SOURCE_LANGUAGE and not po.exists():
+        return NullTranslations()
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=lang)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer)
+
+
+def number(value: Any, lang: str = "en") -> str:
+    """A measured number for display: four significant digits, grouped thousands."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return format_decimal(value, locale=lang)
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "–"
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return format_decimal(float(f"{value:.4g}"), format="#,##0.####", locale=lang)
+        return f"{value:.3e}"
+    return str(value)
+
+
+@cache
+def environment(lang: str) -> jinja2.Environment:
+    """The jinja2 environment for one language."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.install_gettext_translations(translations(lang), newstyle=True)
+    env.filters["number"] = lambda value: number(value, lang)
+    # Front matter is YAML, and a JSON string is a valid YAML scalar whatever it holds.
+    env.filters["yaml"] = lambda value: markupsafe.Markup(json.dumps(value, ensure_ascii=False))
+    env.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+    env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
+    env.globals.update(lang=lang, verdicts=VERDICTS)
+    return env
+
+
+@dataclass
+class PaperView:
+    """Everything a page says about one paper."""
+
+    paper: Paper
+    meta: dict[str, Any] | None  # resources/arxiv/<id>.json, when the entry is on arXiv
+    result: dict[str, Any] | None  # results/<id>/metrics.json, when it has a reproduction
+
+    @property
+    def title(self) -> str:
+        return self.meta["title"] if self.meta else self.paper.title
+
+    @property
+    def authors(self) -> list[str]:
+        return self.meta["authors"] if self.meta else list(self.paper.authors)
+
+    @property
+    def online(self) -> bool:
+        return bool(self.meta) and self.meta["origin"] == "arxiv"
+
+    def tag_labels(self, tags: dict[str, dict[str, str]], lang: str) -> list[str]:
+        """The entry's tags as labels of `lang`."""
+        return [tags[tag][lang] for tag in self.paper.tags]
+
+    def links(self) -> list[tuple[str, str]]:
+        """(label, URL) pairs: the paper itself, its PDF, then the entry's own links."""
+        links = [("arXiv" if self.paper.arxiv_id else "web", self.paper.url)]
+        if self.meta and self.meta.get("pdf_url"):
+            links.append(("PDF", self.meta["pdf_url"]))
+        return links + list(self.paper.links.items())
+
+    def related(self, papers: dict[str, Paper]) -> list[tuple[str, str, bool]]:
+        """(label, target, internal) for each related work."""
+        out = []
+        for ref in self.paper.related:
+            if ref in papers:
+                out.append((papers[ref].title, f"{ref}.md", True))
+            elif is_arxiv_id(ref):
+                out.append((f"arXiv:{ref}", arxiv_abs_url(ref), False))
+        return out
+
+    def verdict_counts(self) -> dict[str, int]:
+        claims = self.result["claims"] if self.result else []
+        return {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+
+    def bibtex(self) -> str | None:
+        """A BibTeX entry for an arXiv paper."""
+        if not self.paper.arxiv_id:
+            return None
+        meta = self.meta or {}
+        year = (meta.get("published") or self.paper.published.isoformat())[:4]
+        first = _ascii_word(self.authors[0].split()[-1]) if self.authors else "anon"
+        word = next((_ascii_word(w) for w in self.title.split() if len(_ascii_word(w)) > 3), "")
+        fields = {
+            "title": "{" + _bibtex_escape(self.title) + "}",
+            "author": " and ".join(_bibtex_escape(a) for a in self.authors),
+            "year": year,
+            "eprint": re.sub(r"v\d+$", "", self.paper.arxiv_id),
+            "archivePrefix": "arXiv",
+            "primaryClass": meta.get("primary_category") or "",
+            "url": arxiv_abs_url(self.paper.arxiv_id),
+        }
+        body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
+        return f"@misc{{{first}{year}{word},\n{body}\n}}"
+
+
+def _ascii_word(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _bibtex_escape(text: str) -> str:
+    return re.sub(r"([{}&%$#_])", r"\\\1", text)
+
+
+def first_paragraph(markdown: str) -> str:
+    """The first paragraph of a note, for summaries."""
+    return markdown.strip().split("\n\n", 1)[0].replace("\n", " ")
+
+
+def load_view(entry: str | Path, arxiv: str | Path | None, metrics: str | Path | None) -> PaperView:
+    """Read one paper's entry, metadata and result."""
+    return PaperView(
+        paper=read_paper(entry),
+        meta=read_json(arxiv) if arxiv else None,
+        result=read_json(metrics) if metrics else None,
+    )
+
+
+def render(template: str, lang: str, **context: Any) -> str:
+    """Render one template in one language."""
+    return environment(lang).get_template(template).render(**context)
+
+
+def render_paper_pages(
+    entry: str | Path,
+    tags: str | Path,
+    arxiv: str | Path | None,
+    metrics: str | Path | None,
+    out: dict[str, str | Path],
+    related_entries: list[str | Path] = (),
+) -> None:
+    """Write one paper's page in every language; `related_entries` name the related entries."""
+    view = load_view(entry, arxiv, metrics)
+    vocabulary = load_tags(tags)
+    papers = {Path(p).stem: read_paper(p) for p in related_entries}
+    for lang in LANGUAGES:
+        text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers)
+        write_text_atomic(out[lang], text)
+
+
+def publish_figures(src: str | Path, dest: str | Path) -> None:
+    """Copy a result's figures to where the site's pages link them."""
+    src, dest = Path(src), Path(dest)
+    staging = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(src, staging)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+
+
+def render_site_pages(
+    entries: list[str | Path],
+    tags: str | Path,
+    arxiv_dir: str | Path,
+    results_dir: str | Path,
+    out_dir: str | Path,
+) -> None:
+    """Write the home, results and tags pages of every language."""
+    views = []
+    for entry in entries:
+        paper = read_paper(entry)
+        arxiv = Path(arxiv_dir) / f"{paper.arxiv_id}.json" if paper.arxiv_id else None
+        metrics = Path(results_dir) / paper.id / "metrics.json" if paper.reproduction else None
+        views.append(load_view(entry, arxiv, metrics))
+    # Newest digest first; within a day, the order of publication.
+    views.sort(key=lambda v: (v.paper.digest_date, v.paper.published, v.paper.id), reverse=True)
+    by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
+    vocabulary = load_tags(tags)
+    for lang in LANGUAGES:
+        context = dict(
+            views=views, by_date=by_date, tags=vocabulary, first_paragraph=first_paragraph
+        )
+        for page in ("index", "results", "tags"):
+            text = render(f"{page}.md.j2", lang, **context)
+            write_text_atomic(Path(out_dir) / lang / f"{page}.md", text)

@@ -1,0 +1,59 @@
+"""Building the MkDocs site: stale generated pages out, a strict build, then an atomic swap."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from digestlab.papers import LANGUAGES
+
+
+class SiteError(Exception):
+    """`mkdocs build --strict` failed; the message holds its output."""
+
+
+def prune_generated(docs_dir: str | Path, keep_papers: Iterable[str]) -> list[Path]:
+    """Remove generated pages and figures of papers that are no longer in the digest."""
+    docs_dir, keep = Path(docs_dir), set(keep_papers)
+    stale = [
+        page
+        for lang in LANGUAGES
+        for page in (docs_dir / lang / "papers").glob("*.md")
+        if page.stem not in keep
+    ]
+    stale += [d for d in (docs_dir / "assets" / "figures").glob("*") if d.name not in keep]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return stale
+
+
+def build_site(
+    mkdocs_yml: str | Path,
+    docs_dir: str | Path,
+    site_dir: str | Path,
+    keep_papers: Iterable[str],
+) -> None:
+    """Build the site with `mkdocs build --strict`; a failed build leaves the old site in place."""
+    for path in prune_generated(docs_dir, keep_papers):
+        print(f"removed stale {path}")
+    site_dir = Path(site_dir)
+    staging = site_dir.with_name(f".{site_dir.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean",
+               "--config-file", str(mkdocs_yml), "--site-dir", str(staging.resolve())]
+    env = os.environ | {"NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    print(done.stdout + done.stderr)
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SiteError(f"mkdocs build --strict failed:\n{done.stderr[-4000:]}")
+    old = site_dir.with_name(f".{site_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if site_dir.exists():
+        site_dir.rename(old)
+    staging.rename(site_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""What the Snakemake workflow needs while it is parsed. Kept light: no torch, no plotting."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from digestlab.experiments import experiment_exists
+from digestlab.io import read_json
+from digestlab.papers import Paper, PaperError, load_papers, load_tags
+
+
+def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:
+    """Validate every entry; on any problem print one line each and stop before any job runs."""
+    packages = tuple(config["experiment_packages"])
+    try:
+        tags = load_tags(config["tags"])
+        return load_papers(
+            config["papers_dir"], tags, lambda name: experiment_exists(name, packages)
+        )
+    except PaperError as exc:
+        n = len(exc.problems)
+        sys.exit("\n".join(exc.problems) + f"\n{n} problem{'s' * (n != 1)} in the paper entries")
+
+
+def export_package_path(root: str | Path) -> None:
+    """Put `root` first on the PYTHONPATH that jobs inherit, so they import this digestlab."""
+    paths = [str(Path(root).resolve()), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+
+
+def retry_token(path: str | Path, retry_after_min: float, now: float | None = None) -> str:
+    """A value that changes exactly when an offline record at `path` is due for another try.
+
+    Snakemake reruns a job whose params changed. Each record stores the token it was made with, so
+    this stays equal to the stored token until an offline record has aged past `retry_after_min`;
+    then it changes once, and the fetch is retried.
+    """
+    try:
+        meta = read_json(path)
+        fetched = dt.datetime.fromisoformat(meta["fetched_at"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    stored = str(meta.get("retry_token", ""))
+    if meta.get("origin") != "offline":
+        return stored
+    age_s = (time.time() if now is None else now) - fetched
+    return stored if age_s < retry_after_min * 60 else f"retry:{meta['fetched_at']}"
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path) -> Iterator[None]:
+    """Send a script's output, and any traceback, to its Snakemake log; fail with one line."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        except Exception as exc:
+            traceback.print_exc(file=log)
+            first_line = (str(exc).splitlines() or [""])[0]
+            sys.exit(f"{type(exc).__name__}: {first_line} (details in {log_path})")

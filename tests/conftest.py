@@ -1,0 +1,91 @@
+"""Shared fixtures: a copy of the workflow in a temporary directory, and a fake arXiv API."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_arxiv import FakeArxiv
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+ARXIV_PAPERS = {
+    "2405.12981": {
+        "title": "Reducing Transformer Key-Value Cache Size with Cross-Layer Attention",
+        "authors": ["William Brandon", "Mayank Mishra"],
+        "abstract": "We share keys and values between adjacent layers.",
+    },
+    "2401.00001": {
+        "title": "A <script>alert(1)</script> & Title",
+        "authors": ["Ada <b>Lovelace</b>"],
+        "abstract": "An abstract with <img src=x onerror=alert(1)> markup.",
+    },
+}
+
+
+def entry(paper_id: str, **fields) -> dict:
+    """A valid paper entry with `fields` overriding the defaults."""
+    base = {
+        "id": paper_id,
+        "source": {"arxiv": "2405.12981"},
+        "title": "Cross-Layer Attention",
+        "authors": ["William Brandon"],
+        "published": "2024-05-21",
+        "digest_date": "2024-05-22",
+        "tags": ["efficiency"],
+        "note": {"ko": "한국어 노트입니다.", "en": "An English note."},
+    }
+    base.update(fields)
+    return base
+
+
+def write_entry(papers_dir: Path, data: dict, name: str | None = None) -> Path:
+    """Write an entry to `papers_dir/<id>.yaml`."""
+    path = papers_dir / f"{name or data['id']}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fake_arxiv():
+    with FakeArxiv(ARXIV_PAPERS) as server:
+        yield server
+
+
+@pytest.fixture
+def workspace(tmp_path, fake_arxiv, monkeypatch):
+    """A runnable copy of the workflow with two entries, pointed at the fake arXiv API."""
+    for name in ("Snakefile", "mkdocs.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("workflows", "config", "envs"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    for name in ("ko/about.md", "en/about.md", "stylesheets/extra.css"):
+        (tmp_path / "notes" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "notes" / name, tmp_path / "notes" / name)
+    (tmp_path / "digestlab").symlink_to(ROOT / "digestlab")  # mkdocs.yml names its hook by path
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    write_entry(papers, entry("cla", reproduction={"experiment": "noisy_mean"},
+                              related=["2405.05254", "blog-post"]))
+    write_entry(papers, entry("blog-post", source={"url": "https://example.org/post"},
+                              title="A blog post", tags=["llm"]))
+    (tmp_path / "config" / "test.yaml").write_text(textwrap.dedent(f"""\
+        scale: smoke
+        experiment_packages: [digestlab.experiments, experiments_for_tests]
+        fetch:
+          api_url: {fake_arxiv.url}
+          timeout_s: 1
+          num_retries: 0
+          delay_s: 0
+          retry_offline_after_min: 0
+          download_pdf: false
+    """))
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}:{ROOT}")
+    monkeypatch.setenv("NO_MKDOCS_2_WARNING", "1")
+    return tmp_path

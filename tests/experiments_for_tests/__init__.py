@@ -1,0 +1,1 @@
+"""Experiments that exist only to exercise the reproduction contract in tests."""

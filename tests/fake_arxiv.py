@@ -1,0 +1,100 @@
+"""A fake arXiv API on loopback that answers in arXiv's Atom format, or fails on request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+from xml.sax.saxutils import escape
+
+ENTRY = """<entry>
+  <id>http://arxiv.org/abs/{id}v1</id>
+  <updated>2024-05-21T17:59:46Z</updated>
+  <published>2024-05-21T17:59:46Z</published>
+  <title>{title}</title>
+  <summary>  {abstract}
+  </summary>
+  {authors}
+  <arxiv:comment>12 pages</arxiv:comment>
+  <link href="http://arxiv.org/abs/{id}v1" rel="alternate" type="text/html"/>
+  <link title="pdf" href="http://arxiv.org/pdf/{id}v1" rel="related" type="application/pdf"/>
+  <arxiv:primary_category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/>
+  <category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/>
+  <category term="cs.CL" scheme="http://arxiv.org/schemas/atom"/>
+</entry>"""
+
+FEED = """<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/"
+      xmlns:arxiv="http://arxiv.org/schemas/atom">
+  <title>arXiv Query</title>
+  <id>http://arxiv.org/api/fake</id>
+  <updated>2024-05-22T00:00:00-04:00</updated>
+  <opensearch:totalResults>{n}</opensearch:totalResults>
+  <opensearch:startIndex>0</opensearch:startIndex>
+  <opensearch:itemsPerPage>1</opensearch:itemsPerPage>
+  {entries}
+</feed>"""
+
+
+def atom_feed(papers: dict[str, dict], ids: list[str]) -> bytes:
+    """An arXiv API answer listing the known papers among `ids`."""
+    entries = []
+    for arxiv_id in ids:
+        paper = papers.get(arxiv_id)
+        if paper is None:
+            continue
+        authors = "\n  ".join(
+            f"<author><name>{escape(a)}</name></author>" for a in paper["authors"]
+        )
+        entries.append(ENTRY.format(id=arxiv_id, title=escape(paper["title"]),
+                                    abstract=escape(paper["abstract"]), authors=authors))
+    return FEED.format(n=len(entries), entries="\n".join(entries)).encode()
+
+
+class FakeArxiv:
+    """Serves `papers` until stopped; `mode` picks the behaviour: ok, 404, 500, slow, malformed."""
+
+    def __init__(self, papers: dict[str, dict]):
+        self.papers = papers
+        self.mode = "ok"
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                fake.requests.append(self.path)
+                if fake.mode in ("404", "500"):
+                    self.send_error(int(fake.mode))
+                    return
+                if fake.mode == "slow":
+                    time.sleep(3)
+                query = parse_qs(urlparse(self.path).query)
+                ids = query.get("id_list", [""])[0].split(",")
+                body = (b"<feed><entry>not arXiv's format" if fake.mode == "malformed"
+                        else atom_feed(fake.papers, ids))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/atom+xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/api/query"
+
+    def __enter__(self) -> FakeArxiv:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

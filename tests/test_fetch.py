@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import entry
+
+from digestlab.fetch import FetchSettings, fetch_metadata
+from digestlab.papers import Paper
+from digestlab.workflow import retry_token
+
+
+def fallback(arxiv_id="2405.12981"):
+    return Paper.model_validate(
+        entry("cla", source={"arxiv": arxiv_id})
+    ).fallback_metadata()
+
+
+def settings(server, **kw) -> FetchSettings:
+    return FetchSettings(api_url=server.url, timeout_s=1, num_retries=0, delay_s=0, **kw)
+
+
+def test_fetch_writes_arxiv_metadata(fake_arxiv, tmp_path):
+    out = tmp_path / "2405.12981.json"
+    meta = fetch_metadata(fallback(), out, settings(fake_arxiv), log=lambda _: None)
+    assert json.loads(out.read_text()) == meta
+    assert meta["origin"] == "arxiv"
+    assert meta["title"].startswith("Reducing Transformer")
+    assert meta["authors"] == ["William Brandon", "Mayank Mishra"]
+    assert meta["abstract"] == "We share keys and values between adjacent layers."
+    assert meta["categories"] == ["cs.LG", "cs.CL"] and meta["primary_category"] == "cs.LG"
+    assert meta["published"] == "2024-05-21"
+    assert meta["pdf_url"] == "http://arxiv.org/pdf/2405.12981v1"
+    assert "id_list=2405.12981" in fake_arxiv.requests[0]
+
+
+@pytest.mark.parametrize("mode", ["404", "500", "slow", "malformed"])
+def test_failures_fall_back_to_the_entry(fake_arxiv, tmp_path, mode):
+    fake_arxiv.mode = mode
+    logged = []
+    out = tmp_path / "m.json"
+    meta = fetch_metadata(fallback(), out, settings(fake_arxiv), log=logged.append)
+    assert meta["origin"] == "offline"
+    assert meta["title"] == "Cross-Layer Attention"
+    assert meta["authors"] == ["William Brandon"]
+    assert "using the entry's own fields" in logged[-1]
+    assert json.loads(out.read_text())["reason"]
+
+
+def test_unreachable_server_falls_back(tmp_path):
+    unreachable = FetchSettings(api_url="http://127.0.0.1:9/api/query", timeout_s=1,
+                                num_retries=0, delay_s=0)
+    meta = fetch_metadata(fallback(), tmp_path / "m.json", unreachable, log=lambda _: None)
+    assert meta["origin"] == "offline" and "ConnectionError" in meta["reason"]
+
+
+def test_unknown_id_falls_back(fake_arxiv, tmp_path):
+    meta = fetch_metadata(fallback("2301.99999"), tmp_path / "m.json", settings(fake_arxiv),
+                          log=lambda _: None)
+    assert meta["origin"] == "offline"
+
+
+def test_interrupted_write_leaves_the_old_file(fake_arxiv, tmp_path, monkeypatch):
+    out = tmp_path / "m.json"
+    out.write_text('{"origin": "arxiv", "title": "old"}')
+    monkeypatch.setattr("digestlab.io.os.replace", lambda *a: (_ for _ in ()).throw(OSError("x")))
+    with pytest.raises(OSError):
+        fetch_metadata(fallback(), out, settings(fake_arxiv), log=lambda _: None)
+    assert json.loads(out.read_text())["title"] == "old"
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_retry_token_changes_once_an_offline_record_is_old(fake_arxiv, tmp_path):
+    out = tmp_path / "m.json"
+    assert retry_token(out, 60) == ""  # nothing fetched yet
+    fake_arxiv.mode = "500"
+    fetch_metadata(fallback(), out, settings(fake_arxiv), retry_token="", log=lambda _: None)
+    assert retry_token(out, 60) == ""  # young offline record: no rerun
+    later = time.time() + 61 * 60
+    token = retry_token(out, 60, now=later)
+    assert token.startswith("retry:")  # old offline record: the param changes, Snakemake reruns
+    fake_arxiv.mode = "ok"
+    fetch_metadata(fallback(), out, settings(fake_arxiv), retry_token=token, log=lambda _: None)
+    assert retry_token(out, 60, now=later + 3600) == token  # online now: stable, no more reruns

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, entry, write_entry
+
+from digestlab.papers import PaperError, is_arxiv_id, load_papers, load_tags
+
+TAGS = load_tags(ROOT / "config" / "tags.yaml")
+
+
+def known_experiment(name: str) -> bool:
+    return name == "cla"
+
+
+def problems(papers_dir) -> list[str]:
+    with pytest.raises(PaperError) as info:
+        load_papers(papers_dir, TAGS, known_experiment)
+    return info.value.problems
+
+
+def test_shipped_entries_are_valid():
+    papers = load_papers(ROOT / "papers", TAGS, known_experiment)
+    assert set(papers) == {"scaling-monosemanticity", "phi-3", "fsdp-torch-compile",
+                           "cross-layer-attention", "spo", "sirllm"}
+    assert all(str(p.digest_date) == "2024-05-22" for p in papers.values())
+
+
+def test_valid_entry_loads_with_its_fields(tmp_path):
+    write_entry(tmp_path, entry("cla", related=["2405.05254"], links={"code": "https://x.org"}))
+    paper = load_papers(tmp_path, TAGS, known_experiment)["cla"]
+    assert paper.arxiv_id == "2405.12981"
+    assert paper.url == "https://arxiv.org/abs/2405.12981"
+    assert paper.reproduction is None
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"title": DROP}, "title", "missing required field"),
+        ({"tags": "efficiency"}, "tags", "list"),
+        ({"tags": ["efficiency", "quantum"]}, "tags[1]", "allowed: alignment, efficiency"),
+        ({"source": {"arxiv": "2405.1298x"}}, "source.arxiv", "not an arXiv id"),
+        ({"source": {"arxiv": 2405.12981}}, "source.arxiv", "in quotes"),
+        ({"source": {}}, "source", "exactly one of 'arxiv' or 'url'"),
+        ({"id": "Bad_Id"}, "id", "not a slug"),
+        ({"reproduction": {"experiment": "nope"}}, "reproduction.experiment", "unknown experiment"),
+        ({"published": "May 2024"}, "published", "2024-05-22"),
+        ({"note": {"ko": "노트"}}, "note.en", "missing required field"),
+        ({"note": {"ko": "a", "en": "b", "fr": "c"}}, "note.fr", "allowed: ko, en"),
+        ({"tagz": ["llm"]}, "tagz", "unknown field"),
+        ({"related": ["not-an-entry"]}, "related[0]", "neither an arXiv id nor the id"),
+    ],
+)
+def test_bad_field_is_named_with_file_and_what_is_allowed(tmp_path, change, field, says):
+    data = {k: v for k, v in (entry("cla") | change).items() if v is not DROP}
+    path = write_entry(tmp_path, data, name="cla")
+    found = problems(tmp_path)
+    assert len(found) >= 1
+    line = next(p for p in found if f": {field}:" in p)
+    assert line.startswith(f"{path}: {field}: ")
+    assert says in line
+
+
+def test_id_must_equal_file_name(tmp_path):
+    write_entry(tmp_path, entry("cla"), name="other")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'other.yaml'}: id: 'cla' must equal the file name 'other'"
+    ]
+
+
+def test_repeated_id_names_both_files(tmp_path):
+    write_entry(tmp_path, entry("aaa", source={"url": "https://a.org"}))
+    write_entry(tmp_path, entry("aaa", source={"url": "https://b.org"}), name="bbb")
+    found = problems(tmp_path)
+    assert any("bbb.yaml: id: 'aaa' is already used by" in p and "aaa.yaml" in p for p in found)
+
+
+def test_repeated_arxiv_id_is_reported(tmp_path):
+    write_entry(tmp_path, entry("one"))
+    write_entry(tmp_path, entry("two", source={"arxiv": "2405.12981v2"}))
+    assert any("two.yaml: source.arxiv:" in p and "one.yaml" in p for p in problems(tmp_path))
+
+
+def test_unparsable_yaml_names_the_line(tmp_path):
+    (tmp_path / "broken.yaml").write_text("id: broken\ntags: [a, b\nnote: x\n")
+    (line,) = problems(tmp_path)
+    assert line.startswith(f"{tmp_path / 'broken.yaml'}: (file): not valid YAML at line")
+
+
+def test_every_problem_of_every_file_is_listed(tmp_path):
+    write_entry(tmp_path, entry("one", tags=["nope"]))
+    write_entry(tmp_path, entry("two", source={"arxiv": "12"}, title=""))
+    (tmp_path / "notes.txt").write_text("stray")
+    found = problems(tmp_path)
+    assert len(found) == 4
+    assert any("notes.txt" in p for p in found)
+
+
+@pytest.mark.parametrize("good", ["2405.12981", "2405.12981v2", "0704.0001", "hep-th/9901001",
+                                  "quant-ph/0201082v1", "math.GT/0309136"])
+def test_arxiv_ids_of_both_shapes_are_accepted(good):
+    assert is_arxiv_id(good)
+
+
+@pytest.mark.parametrize("bad", ["2405.129", "2405.12981v", "hep-th/99", "arXiv:2405.12981", "0"])
+def test_malformed_arxiv_ids_are_rejected(bad):
+    assert not is_arxiv_id(bad)

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT, entry, write_entry
+
+from digestlab.render import number, render_paper_pages, render_site_pages, translations
+
+TAGS = ROOT / "config" / "tags.yaml"
+
+
+@pytest.fixture
+def paper_files(tmp_path):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    path = write_entry(papers, entry("cla", tags=["efficiency", "llm"],
+                                     reproduction={"experiment": "noisy_mean"}))
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({
+        "origin": "arxiv", "title": "A <script>alert(1)</script> Title",
+        "authors": ["Ada <b>L</b>"],
+        "abstract": "Uses <img src=x onerror=alert(1)>.", "pdf_url": "https://arxiv.org/pdf/x",
+        "published": "2024-05-21", "primary_category": "cs.LG",
+    }))
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({
+        "experiment": "noisy_mean", "scale": "smoke", "device": "cpu", "seeds": [0, 1],
+        "claims": [{"id": "c1", "text": {"ko": "평균이 작다", "en": "The mean is small"},
+                    "measured": {"ratio": 0.98765}, "expected": "ratio < 1 | tight",
+                    "verdict": "not_reproduced"}],
+        "figures": ["f.svg"], "reference": {}, "timing": {"wall_time_s": 1.5},
+        "provenance": {"digestlab": "0.1.0", "git_commit": None, "python": "3.11"},
+    }))
+    return path, meta, metrics
+
+
+def render_both(tmp_path, paper_files) -> dict[str, str]:
+    path, meta, metrics = paper_files
+    out = {lang: tmp_path / lang / "cla.md" for lang in ("ko", "en")}
+    render_paper_pages(path, TAGS, meta, metrics, out)
+    return {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
+
+
+def test_paper_page_in_both_languages(tmp_path, paper_files):
+    pages = render_both(tmp_path, paper_files)
+    assert "한국어 노트입니다." in pages["ko"] and "An English note." not in pages["ko"]
+    assert "An English note." in pages["en"] and "한국어 노트입니다." not in pages["en"]
+    assert "재현 안 됨" in pages["ko"] and "Not reproduced" in pages["en"]
+    assert "평균이 작다" in pages["ko"] and "The mean is small" in pages["en"]
+    assert "2024년 5월 21일" in pages["ko"] and "May 21, 2024" in pages["en"]
+
+
+def test_tags_in_front_matter_use_each_languages_labels(tmp_path, paper_files):
+    pages = render_both(tmp_path, paper_files)
+    assert 'tags: ["효율", "LLM"]' in pages["ko"]
+    assert 'tags: ["Efficiency", "LLM"]' in pages["en"]
+
+
+def test_text_from_arxiv_is_escaped(tmp_path, paper_files):
+    page = render_both(tmp_path, paper_files)["en"]
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<img" not in page and "&lt;img" in page
+    assert "<b>" not in page and "Ada &lt;b&gt;L&lt;/b&gt;" in page
+    # MkDocs puts the front-matter title into the page unescaped, so it is escaped here.
+    assert 'title: "A &lt;script&gt;alert(1)&lt;/script&gt; Title"' in page
+
+
+def test_claims_table_keeps_its_columns_when_text_has_a_pipe(tmp_path, paper_files):
+    page = render_both(tmp_path, paper_files)["en"]
+    row = next(line for line in page.splitlines() if line.startswith("| The mean is small"))
+    assert "ratio &lt; 1 \\| tight" in row and "ratio = 0.9877" in row
+
+
+def test_figures_and_bibtex_are_rendered(tmp_path, paper_files):
+    page = render_both(tmp_path, paper_files)["en"]
+    assert "![f.svg](../../assets/figures/cla/f.svg)" in page
+    assert "```bibtex\n@misc{" in page and "eprint = {2405.12981}" in page
+
+
+def test_site_pages_list_the_digest_newest_first(tmp_path, paper_files):
+    path, meta, metrics = paper_files
+    write_entry(path.parent, entry("older", source={"url": "https://example.org/a"},
+                                   title="Older paper", digest_date="2024-01-02"))
+    (tmp_path / "res" / "cla").mkdir(parents=True)
+    (tmp_path / "res" / "cla" / "metrics.json").write_text(metrics.read_text())
+    (tmp_path / "arxiv").mkdir()
+    (tmp_path / "arxiv" / "2405.12981.json").write_text(meta.read_text())
+    render_site_pages(sorted(path.parent.glob("*.yaml")), TAGS, tmp_path / "arxiv",
+                      tmp_path / "res", tmp_path / "notes")
+    home = (tmp_path / "notes" / "en" / "index.md").read_text()
+    assert home.index("May 22, 2024") < home.index("January 2, 2024")
+    assert "(papers/older.md)" in home
+    ko_results = (tmp_path / "notes" / "ko" / "results.md").read_text()
+    assert "# 재현 결과" in ko_results and "평균이 작다" in ko_results
+    assert "<!-- material/tags -->" in (tmp_path / "notes" / "en" / "tags.md").read_text()
+
+
+def test_every_ui_string_is_translated_into_korean():
+    from babel.messages.pofile import read_po
+
+    with open(ROOT / "digestlab" / "locale" / "messages.pot", "rb") as f:
+        template = [m.id for m in read_po(f) if m.id]
+    ko = translations("ko")
+    untranslated = [m for m in template if ko.gettext(m) == m]
+    assert template and untranslated == []
+
+
+def test_templates_use_only_strings_in_the_catalog_template():
+    from babel.messages.extract import extract_from_dir
+
+    method_map = [("**.j2", "jinja2")]
+    options = {"**.j2": {"extensions": "jinja2.ext.i18n"}}
+    found = {msg[2] for msg in extract_from_dir(ROOT / "digestlab" / "templates", method_map,
+                                                 options_map=options)}
+    from babel.messages.pofile import read_po
+
+    with open(ROOT / "digestlab" / "locale" / "messages.pot", "rb") as f:
+        template = {m.id for m in read_po(f) if m.id}
+    assert found == template, "run the pybabel extract command in digestlab/locale/babel.cfg"
+
+
+@pytest.mark.parametrize(("value", "lang", "shown"), [
+    (1234567, "en", "1,234,567"), (0.98765, "en", "0.9877"), (13.6, "ko", "13.6"),
+    (float("nan"), "en", "–"), (2.5e-7, "en", "2.500e-07"),
+])
+def test_numbers_are_shown_with_four_significant_digits(value, lang, shown):
+    assert number(value, lang) == shown

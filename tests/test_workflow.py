@@ -1,0 +1,133 @@
+"""The whole workflow, run through Snakemake's Python API in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, entry, write_entry
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings,
+    DAGSettings,
+    OutputSettings,
+    ResourceSettings,
+    StorageSettings,
+)
+
+
+def run_workflow(workdir: Path, dryrun: bool = False) -> None:
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(
+                configfiles=[workdir / "config" / "config.yaml", workdir / "config" / "test.yaml"]
+            ),
+            storage_settings=StorageSettings(),
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+        )
+        dag = workflow.dag(DAGSettings(targets={"all"}))
+        dag.execute_workflow(executor="dryrun" if dryrun else "local")
+
+
+def snapshot(workdir: Path) -> dict[str, float]:
+    """Modification times of everything the workflow made."""
+    made = [p for d in ("resources", "results", "notes", "site") for p in (workdir / d).rglob("*")]
+    return {str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in made if p.is_file()}
+
+
+def snakemake_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile",
+         "config/config.yaml", "config/test.yaml"],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_full_run_builds_the_bilingual_site_then_does_nothing_then_only_new_work(workspace):
+    run_workflow(workspace)
+
+    ko = (workspace / "site" / "index.html").read_text(encoding="utf-8")
+    en = (workspace / "site" / "en" / "index.html").read_text(encoding="utf-8")
+    assert 'lang="ko"' in ko and "재현됨" in ko
+    assert 'lang="en"' in en and "Reproduced" in en
+    paper = (workspace / "site" / "papers" / "cla" / "index.html").read_text(encoding="utf-8")
+    assert "Reducing Transformer Key-Value Cache Size" in paper  # the title arXiv answered with
+    assert "한국어 노트입니다." in paper
+    assert (workspace / "site" / "assets" / "figures" / "cla" / "means.svg").exists()
+    assert "효율" in (workspace / "site" / "tags" / "index.html").read_text(encoding="utf-8")
+    meta = json.loads((workspace / "resources" / "arxiv" / "2405.12981.json").read_text())
+    assert meta["origin"] == "arxiv"
+    metrics = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
+    assert metrics["scale"] == "smoke" and metrics["claims"][0]["verdict"] == "reproduced"
+
+    before = snapshot(workspace)
+    run_workflow(workspace)
+    assert snapshot(workspace) == before, "a second run changed files"
+
+    write_entry(workspace / "papers", entry("newcomer", source={"url": "https://example.org/n"},
+                                            title="A new paper", tags=["alignment"]))
+    run_workflow(workspace)
+    after = snapshot(workspace)
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert "notes/en/papers/newcomer.md" in changed and "site/index.html" in changed
+    untouched = {"notes/en/papers/cla.md", "notes/ko/papers/blog-post.md",
+                 "results/cla/metrics.json", "resources/arxiv/2405.12981.json"}
+    assert not untouched & changed
+
+    (workspace / "papers" / "newcomer.yaml").unlink()
+    run_workflow(workspace)
+    assert not (workspace / "notes" / "en" / "papers" / "newcomer.md").exists()
+    assert not (workspace / "site" / "en" / "papers" / "newcomer").exists()
+
+
+def test_offline_run_still_builds_the_site(workspace, fake_arxiv):
+    fake_arxiv.mode = "500"
+    run_workflow(workspace)
+    meta = json.loads((workspace / "resources" / "arxiv" / "2405.12981.json").read_text())
+    assert meta["origin"] == "offline" and "HTTPError" in meta["reason"]
+    paper = (workspace / "site" / "en" / "papers" / "cla" / "index.html").read_text()
+    assert "Cross-Layer Attention" in paper and "could not be reached" in paper
+    assert "HTTPError" in (workspace / "logs" / "fetch" / "2405.12981.log").read_text()
+
+    fake_arxiv.mode = "ok"  # retry_offline_after_min is 0 in the tests: the next run retries
+    run_workflow(workspace)
+    meta = json.loads((workspace / "resources" / "arxiv" / "2405.12981.json").read_text())
+    assert meta["origin"] == "arxiv"
+
+
+def test_bad_entries_stop_the_run_with_one_line_each_and_keep_the_site(workspace):
+    run_workflow(workspace)
+    site_before = (workspace / "site" / "index.html").read_bytes()
+    write_entry(workspace / "papers", entry("broken", tags=["nope"],
+                                            source={"arxiv": "2405.1"}))
+    (workspace / "papers" / "garbled.yaml").write_text("id: [unclosed\n")
+    done = snakemake_cli(workspace)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("papers/")]
+    assert len(lines) == 3
+    assert any(line.startswith("papers/broken.yaml: tags[0]: unknown tag 'nope'") for line in lines)
+    assert any(line.startswith("papers/broken.yaml: source.arxiv:") for line in lines)
+    assert any(line.startswith("papers/garbled.yaml: (file): not valid YAML") for line in lines)
+    assert (workspace / "site" / "index.html").read_bytes() == site_before
+
+
+def test_unknown_experiment_param_fails_that_job_with_one_line(workspace):
+    write_entry(workspace / "papers", entry("cla", reproduction={
+        "experiment": "noisy_mean", "params": {"stepz": 3}}))
+    done = snakemake_cli(workspace, "results/cla/metrics.json")
+    assert done.returncode != 0
+    assert "ExperimentError: unknown param 'stepz'" in done.stderr
+    assert "Traceback" in (workspace / "logs" / "reproduce" / "cla.log").read_text()
+
+
+@pytest.mark.parametrize("args", [("--lint",), ("-n",)])
+def test_shipped_workflow_lints_and_plans(args):
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

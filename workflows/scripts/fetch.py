@@ -1,0 +1,10 @@
+from digestlab.fetch import FetchSettings, fetch_metadata
+from digestlab.workflow import logged
+
+with logged(snakemake.log[0]):
+    fetch_metadata(
+        snakemake.params.fallback,
+        snakemake.output[0],
+        FetchSettings(**snakemake.params.settings),
+        retry_token=snakemake.params.retry,
+    )

@@ -1,0 +1,13 @@
+from digestlab.experiments import reproduce
+from digestlab.workflow import logged
+
+with logged(snakemake.log[0]):
+    reproduce(
+        snakemake.params.experiment,
+        snakemake.params.scale,
+        dict(snakemake.params.overrides),
+        snakemake.output.metrics,
+        snakemake.output.figures,
+        packages=tuple(snakemake.params.packages),
+        threads=snakemake.threads,
+    )
