@@ -1,0 +1,109 @@
+"""One place to pick the device, seed every generator, and know the hardware's peak FLOP/s."""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+
+# Dense bf16 tensor-core throughput from the vendors' spec sheets, in FLOP/s (no sparsity).
+# Matched against the lower-cased device name in order, so specific names precede general ones.
+SPEC_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("gh200", 989.4e12),
+    ("h200", 989.4e12),
+    ("h100 pcie", 756.0e12),
+    ("h100 nvl", 835.0e12),
+    ("h100", 989.4e12),
+    ("h800", 989.4e12),
+    ("b200", 2250.0e12),
+    ("a100", 312.0e12),
+    ("a800", 312.0e12),
+    ("l40s", 362.0e12),
+    ("l40", 181.0e12),
+    ("l4", 121.0e12),
+    ("a10g", 70.0e12),
+    ("a10", 125.0e12),
+)
+
+_peak_flops_cache: dict[tuple[str, torch.dtype], float] = {}
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """Return the device to run on: CUDA when present for "auto", else CPU; or the one named."""
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} requested but CUDA is not available")
+    if device.type == "cuda":
+        # TF32 only affects the few fp32 matmuls left outside bf16 autocast; it is free speed.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (all devices) so a run repeats exactly on CPU."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    # CPU kernels are already deterministic for a fixed thread count; on CUDA, deterministic
+    # algorithms would cost speed (and need CUBLAS_WORKSPACE_CONFIG), so they stay off there.
+    if not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def device_name(device: torch.device) -> str:
+    """Return a human-readable name for the device: the GPU's name or the CPU's model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def spec_peak_flops(device: torch.device) -> float | None:
+    """Return the spec-sheet dense bf16 FLOP/s of a known GPU, or None (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = device_name(device).lower()
+    for key, flops in SPEC_BF16_FLOPS:
+        if key in name:
+            return flops
+    return None
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """Measure achievable matmul FLOP/s on the device in the dtype (best of a few square
+    products); the result is cached per (device, dtype) for the life of the process."""
+    key = (str(device), dtype)
+    if key in _peak_flops_cache:
+        return _peak_flops_cache[key]
+    # Large enough to reach the kernel's plateau, small enough to take about a second on CPU.
+    size = 8192 if device.type == "cuda" else 2048
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    for _ in range(3):  # warm up the allocator, the thread pool and the clocks
+        torch.mm(a, b)
+    _synchronize(device)
+    best_seconds = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        best_seconds = min(best_seconds, time.perf_counter() - start)
+    peak = 2 * size**3 / best_seconds
+    _peak_flops_cache[key] = peak
+    return peak
