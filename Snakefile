@@ -15,5 +15,5 @@ include: "workflows/render.smk"
 
 rule all:
     input:
-        site_pages(),
+        "site/.built",
     default_target: True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import arxiv
 import requests
 
 from digestlab.io import write_bytes_atomic, write_json_atomic
-from digestlab.papers import arxiv_abs_url
+from digestlab.papers import arxiv_abs_url, bare_arxiv_id
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,6 @@ def _client(settings: FetchSettings) -> arxiv.Client:
     return client
 
 
-def _bare_id(arxiv_id: str) -> str:
-    return re.sub(r"v\d+$", "", arxiv_id)
-
-
 def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
     """Ask the arXiv API for one paper; raise LookupError (or a network error) when it cannot."""
     search = arxiv.Search(id_list=[arxiv_id], max_results=1)
@@ -61,7 +56,7 @@ def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
         raise LookupError("the feed held no entry (malformed or empty answer)")
     result = results[0]
     short_id = result.get_short_id()
-    if _bare_id(short_id) != _bare_id(arxiv_id):
+    if bare_arxiv_id(short_id) != bare_arxiv_id(arxiv_id):
         raise LookupError(f"the feed answered with another paper ({short_id})")
     return {
         "origin": "arxiv",
@@ -75,7 +70,7 @@ def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
         "published": result.published.date().isoformat(),
         "updated": result.updated.date().isoformat(),
         "pdf_url": result.pdf_url,
-        "abs_url": arxiv_abs_url(_bare_id(arxiv_id)),
+        "abs_url": arxiv_abs_url(bare_arxiv_id(arxiv_id)),
         "doi": result.doi or None,
         "journal_ref": result.journal_ref or None,
         "comment": result.comment or None,
@@ -140,4 +135,7 @@ def fetch_metadata(
     meta["fetched_at"] = now.isoformat(timespec="seconds")
     meta["retry_token"] = retry_token
     write_json_atomic(out, meta)
+    # arXiv asks for a pause between requests. Fetch jobs run one at a time (the arxiv_api
+    # resource), so each pauses before handing the API to the next.
+    time.sleep(settings.delay_s)
     return meta

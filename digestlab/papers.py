@@ -43,6 +43,21 @@ def is_arxiv_id(value: str) -> bool:
     return bool(ARXIV_ID.match(value))
 
 
+def bare_arxiv_id(arxiv_id: str) -> str:
+    """The arXiv id without its version suffix: 2405.12981v2 -> 2405.12981."""
+    return re.sub(r"v\d+$", "", arxiv_id)
+
+
+def _http_url(value: str) -> str:
+    # Links land in Markdown as [label](url): no spaces, parentheses or non-http schemes.
+    if not re.match(r"^https?://[^\s()<>]+$", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 def arxiv_abs_url(arxiv_id: str) -> str:
     """The abstract page of an arXiv paper."""
     return f"https://arxiv.org/abs/{arxiv_id}"
@@ -73,7 +88,7 @@ class Source(Strict):
     """Where the paper lives: an arXiv id, or a URL for work that is not on arXiv."""
 
     arxiv: str | None = None
-    url: str | None = None
+    url: HttpUrl | None = None
 
     @field_validator("arxiv")
     @classmethod
@@ -82,13 +97,6 @@ class Source(Strict):
             raise ValueError(
                 f"{value!r} is not an arXiv id (allowed: e.g. \"2405.12981\" or \"hep-th/9901001\")"
             )
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _url_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://\S+$", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
         return value
 
     @model_validator(mode="after")
@@ -124,7 +132,7 @@ class Paper(Strict):
     tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1)
     note: Note
     related: list[str] = Field(default_factory=list)
-    links: dict[str, str] = Field(default_factory=dict)
+    links: dict[str, HttpUrl] = Field(default_factory=dict)
     reproduction: Reproduction | None = None
 
     @field_validator("id")
@@ -257,7 +265,7 @@ def load_papers(
             local.append(f"{path}: id: {paper.id!r} is already used by {seen_ids[paper.id]}")
         seen_ids.setdefault(paper.id, path)
         if paper.arxiv_id:
-            bare = re.sub(r"v\d+$", "", paper.arxiv_id)
+            bare = bare_arxiv_id(paper.arxiv_id)
             if bare in seen_arxiv:
                 local.append(
                     f"{path}: source.arxiv: {paper.arxiv_id!r} is already the source of "

@@ -2,7 +2,8 @@
 
 One set of jinja2 templates serves both languages; UI strings come from the Babel catalog of each
 language (`digestlab/locale/<lang>/LC_MESSAGES/messages.po`). Text from outside (arXiv titles,
-abstracts, author names) is HTML-escaped by autoescaping; only the entry's own notes, which the
+abstracts, author names) passes the `md` filter, which escapes it for HTML and for Markdown, so
+it can neither open a tag nor make a link or attribute. Only the entry's own notes, which the
 digest's author writes in Markdown, are inserted as they are.
 """
 
@@ -29,7 +30,16 @@ from babel.support import NullTranslations, Translations
 
 from digestlab.claims import VERDICTS
 from digestlab.io import read_json, write_text_atomic
-from digestlab.papers import LANGUAGES, Paper, arxiv_abs_url, is_arxiv_id, load_tags, read_paper
+from digestlab.papers import (
+    LANGUAGES,
+    Paper,
+    arxiv_abs_url,
+    bare_arxiv_id,
+    is_arxiv_id,
+    load_tags,
+    read_paper,
+)
+from digestlab.site import PAGES
 
 PACKAGE_DIR = Path(__file__).parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -66,6 +76,28 @@ def number(value: Any, lang: str = "en") -> str:
     return str(value)
 
 
+# Characters Python-Markdown (with its tables extension) gives a meaning and lets a backslash undo.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|])")
+
+
+def markdown_text(value: Any) -> markupsafe.Markup:
+    """Plain text for a Markdown page: HTML-escaped, Markdown syntax backslash-escaped."""
+    return markupsafe.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(value)))
+
+
+def yaml_scalar(value: Any) -> markupsafe.Markup:
+    """A front-matter value: a JSON string is a YAML scalar, once YAML's forbidden characters
+    (C1 controls and DEL, which JSON leaves alone) are escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    return markupsafe.Markup(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m[0]):04x}", text))
+
+
+def fenced(text: str, lang: str = "") -> markupsafe.Markup:
+    """A fenced code block whose fence is longer than any run of backticks in `text`."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return markupsafe.Markup(f"{fence}{lang}\n{text}\n{fence}")
+
+
 @cache
 def environment(lang: str) -> jinja2.Environment:
     """The jinja2 environment for one language."""
@@ -80,8 +112,9 @@ def environment(lang: str) -> jinja2.Environment:
     )
     env.install_gettext_translations(translations(lang), newstyle=True)
     env.filters["number"] = lambda value: number(value, lang)
-    # Front matter is YAML, and a JSON string is a valid YAML scalar whatever it holds.
-    env.filters["yaml"] = lambda value: markupsafe.Markup(json.dumps(value, ensure_ascii=False))
+    env.filters["md"] = markdown_text
+    env.filters["yaml"] = yaml_scalar
+    env.filters["fenced"] = fenced
     env.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
     env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
     env.globals.update(lang=lang, verdicts=VERDICTS)
@@ -119,14 +152,18 @@ class PaperView:
             links.append(("PDF", self.meta["pdf_url"]))
         return links + list(self.paper.links.items())
 
-    def related(self, papers: dict[str, Paper]) -> list[tuple[str, str, bool]]:
-        """(label, target, internal) for each related work."""
+    def related(self, papers: dict[str, Paper]) -> list[tuple[str, str]]:
+        """(label, target) for each related work: an entry's page when the digest has it."""
+        by_arxiv = {bare_arxiv_id(p.arxiv_id): p for p in papers.values() if p.arxiv_id}
         out = []
         for ref in self.paper.related:
-            if ref in papers:
-                out.append((papers[ref].title, f"{ref}.md", True))
-            elif is_arxiv_id(ref):
-                out.append((f"arXiv:{ref}", arxiv_abs_url(ref), False))
+            entry = papers.get(ref)
+            if entry is None and is_arxiv_id(ref):
+                entry = by_arxiv.get(bare_arxiv_id(ref))
+            if entry is not None:
+                out.append((entry.title, f"{entry.id}.md"))
+            else:
+                out.append((f"arXiv:{ref}", arxiv_abs_url(ref)))
         return out
 
     def verdict_counts(self) -> dict[str, int]:
@@ -164,7 +201,7 @@ def _bibtex_escape(text: str) -> str:
 
 
 def first_paragraph(markdown: str) -> str:
-    """The first paragraph of a note, for summaries."""
+    """The first paragraph of a note, for the home page (its CSS shows the first lines)."""
     return markdown.strip().split("\n\n", 1)[0].replace("\n", " ")
 
 
@@ -212,17 +249,16 @@ def publish_figures(src: str | Path, dest: str | Path) -> None:
 def render_site_pages(
     entries: list[str | Path],
     tags: str | Path,
-    arxiv_dir: str | Path,
-    results_dir: str | Path,
+    arxiv: dict[str, str | Path],
+    metrics: dict[str, str | Path],
     out_dir: str | Path,
 ) -> None:
-    """Write the home, results and tags pages of every language."""
+    """Write the home, results and tags pages of every language. `arxiv` and `metrics` map
+    paper ids to their metadata and results files."""
     views = []
     for entry in entries:
-        paper = read_paper(entry)
-        arxiv = Path(arxiv_dir) / f"{paper.arxiv_id}.json" if paper.arxiv_id else None
-        metrics = Path(results_dir) / paper.id / "metrics.json" if paper.reproduction else None
-        views.append(load_view(entry, arxiv, metrics))
+        paper_id = Path(entry).stem
+        views.append(load_view(entry, arxiv.get(paper_id), metrics.get(paper_id)))
     # Newest digest first; within a day, the order of publication.
     views.sort(key=lambda v: (v.paper.digest_date, v.paper.published, v.paper.id), reverse=True)
     by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
@@ -231,6 +267,6 @@ def render_site_pages(
         context = dict(
             views=views, by_date=by_date, tags=vocabulary, first_paragraph=first_paragraph
         )
-        for page in ("index", "results", "tags"):
+        for page in PAGES:
             text = render(f"{page}.md.j2", lang, **context)
             write_text_atomic(Path(out_dir) / lang / f"{page}.md", text)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from digestlab.papers import LANGUAGES
 
+PAGES = ("index", "results", "tags")  # generated per language beside the paper pages
+TAGS_ENV = "DIGESTLAB_TAGS"  # tells mkdocs_hooks.py where the tag vocabulary is
+
 
 class SiteError(Exception):
     """`mkdocs build --strict` failed; the message holds its output."""
@@ -36,8 +39,11 @@ def build_site(
     docs_dir: str | Path,
     site_dir: str | Path,
     keep_papers: Iterable[str],
+    tags: str | Path = "config/tags.yaml",
+    stamp: str | Path | None = None,
 ) -> None:
-    """Build the site with `mkdocs build --strict`; a failed build leaves the old site in place."""
+    """Build the site with `mkdocs build --strict` and swap it in; a failed build leaves the old
+    site in place. `stamp` is written into the new site once it is in place."""
     for path in prune_generated(docs_dir, keep_papers):
         print(f"removed stale {path}")
     site_dir = Path(site_dir)
@@ -45,7 +51,7 @@ def build_site(
     shutil.rmtree(staging, ignore_errors=True)
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean",
                "--config-file", str(mkdocs_yml), "--site-dir", str(staging.resolve())]
-    env = os.environ | {"NO_MKDOCS_2_WARNING": "1"}
+    env = os.environ | {"NO_MKDOCS_2_WARNING": "1", TAGS_ENV: str(Path(tags).resolve())}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     print(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -57,3 +63,5 @@ def build_site(
         site_dir.rename(old)
     staging.rename(site_dir)
     shutil.rmtree(old, ignore_errors=True)
+    if stamp is not None:
+        Path(stamp).write_text("built by mkdocs build --strict\n", encoding="utf-8")

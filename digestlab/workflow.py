@@ -30,6 +30,12 @@ def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:
         sys.exit("\n".join(exc.problems) + f"\n{n} problem{'s' * (n != 1)} in the paper entries")
 
 
+def package_files(*patterns: str) -> list[str]:
+    """Files of the digestlab package matching glob `patterns`, as sorted absolute paths."""
+    root = Path(__file__).resolve().parent
+    return sorted(str(path) for pattern in patterns for path in root.glob(pattern))
+
+
 def export_package_path(root: str | Path) -> None:
     """Put `root` first on the PYTHONPATH that jobs inherit, so they import this digestlab."""
     paths = [str(Path(root).resolve()), os.environ.get("PYTHONPATH", "")]
@@ -57,13 +63,30 @@ def retry_token(path: str | Path, retry_after_min: float, now: float | None = No
 
 @contextlib.contextmanager
 def logged(log_path: str | Path) -> Iterator[None]:
-    """Send a script's output, and any traceback, to its Snakemake log; fail with one line."""
+    """Send a script's output, its subprocesses' and any traceback to its Snakemake log.
+
+    The redirection is of file descriptors 1 and 2, so worker processes inherit it. A failure
+    ends the script with one line naming the error and the log.
+    """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    failure = None
     with open(log_path, "w", encoding="utf-8") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                yield
+            yield
         except Exception as exc:
-            traceback.print_exc(file=log)
-            first_line = (str(exc).splitlines() or [""])[0]
-            sys.exit(f"{type(exc).__name__}: {first_line} (details in {log_path})")
+            traceback.print_exc()
+            failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+    if failure:
+        sys.exit(f"{failure} (details in {log_path})")

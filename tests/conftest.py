@@ -21,10 +21,10 @@ ARXIV_PAPERS = {
         "authors": ["William Brandon", "Mayank Mishra"],
         "abstract": "We share keys and values between adjacent layers.",
     },
-    "2401.00001": {
-        "title": "A <script>alert(1)</script> & Title",
+    "hep-th/9901001": {  # an old-style id, and hostile text in every field
+        "title": "A <script>alert(1)</script> [x](javascript:alert(2)) { onmouseover=alert(3) }",
         "authors": ["Ada <b>Lovelace</b>"],
-        "abstract": "An abstract with <img src=x onerror=alert(1)> markup.",
+        "abstract": "An abstract with <img src=x onerror=alert(4)> and [a](javascript:alert(5)).",
     },
 }
 
@@ -63,7 +63,7 @@ def workspace(tmp_path, fake_arxiv, monkeypatch):
     """A runnable copy of the workflow with two entries, pointed at the fake arXiv API."""
     for name in ("Snakefile", "mkdocs.yml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("workflows", "config", "envs"):
+    for name in ("workflows", "config", "envs", "profiles"):
         shutil.copytree(ROOT / name, tmp_path / name)
     for name in ("ko/about.md", "en/about.md", "stylesheets/extra.css"):
         (tmp_path / "notes" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,7 @@ def workspace(tmp_path, fake_arxiv, monkeypatch):
                               related=["2405.05254", "blog-post"]))
     write_entry(papers, entry("blog-post", source={"url": "https://example.org/post"},
                               title="A blog post", tags=["llm"]))
+    write_entry(papers, entry("old-style", source={"arxiv": "hep-th/9901001"}, title="Old"))
     (tmp_path / "config" / "test.yaml").write_text(textwrap.dedent(f"""\
         scale: smoke
         experiment_packages: [digestlab.experiments, experiments_for_tests]

@@ -7,6 +7,7 @@ import pytest
 from digestlab.experiments import (
     ExperimentError,
     experiment_exists,
+    experiment_sources,
     load_experiment,
     merge_params,
     reproduce,
@@ -28,6 +29,9 @@ def test_registry_finds_experiments_without_running_them():
     assert not experiment_exists("noisy_mean")  # test-only: not shipped to users
     assert not experiment_exists("no_such", PACKAGES)
     assert not experiment_exists("../etc", PACKAGES)
+    sources = experiment_sources("noisy_mean", PACKAGES)
+    assert any(s.endswith("experiments_for_tests/noisy_mean.py") for s in sources)
+    assert any(s.endswith("digestlab/nn/model.py") for s in sources)
 
 
 def test_metrics_json_follows_the_contract(tmp_path):
@@ -62,8 +66,33 @@ def test_unknown_param_names_the_allowed_ones():
         merge_params(module, "smoke", {"steps": 3})
 
 
-def test_scales():
+def test_auto_scale_follows_the_gpu(monkeypatch):
+    monkeypatch.setattr("digestlab.experiments.cuda_visible", lambda: True)
+    assert resolve_scale("auto") == "gpu"
+    monkeypatch.setattr("digestlab.experiments.cuda_visible", lambda: False)
+    assert resolve_scale("auto") == "cpu"
     assert resolve_scale("smoke") == "smoke"
-    assert resolve_scale("auto") in ("cpu", "gpu")
     with pytest.raises(ExperimentError, match="unknown scale"):
         resolve_scale("huge")
+
+
+def test_nested_params_merge_key_by_key():
+    module = load_experiment("cla")
+    params = merge_params(module, "smoke", {"model": {"n_layer": 4}, "steps": 3})
+    assert params["model"]["n_layer"] == 4 and params["model"]["d_model"] == 32
+    with pytest.raises(ExperimentError, match="unknown param 'model.n_layers'"):
+        merge_params(module, "smoke", {"model": {"n_layers": 4}})
+    with pytest.raises(ExperimentError, match="at least one seed"):
+        merge_params(module, "smoke", {"seeds": []})
+
+
+def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ExperimentError, match="needs a CUDA device"):
+        run(tmp_path, scale="gpu")
+
+
+def test_single_seed_keeps_metrics_valid_json(tmp_path):
+    metrics = run(tmp_path, {"seeds": [7]})
+    assert metrics["claims"][0]["verdict"] == "inconclusive"
+    assert metrics["claims"][0]["measured"]["sd"] is None

@@ -51,6 +51,8 @@ DROP = object()
         ({"note": {"ko": "노트"}}, "note.en", "missing required field"),
         ({"note": {"ko": "a", "en": "b", "fr": "c"}}, "note.fr", "allowed: ko, en"),
         ({"tagz": ["llm"]}, "tagz", "unknown field"),
+        ({"links": {"code": "javascript:alert(1)"}}, "links.code", "not an http(s) URL"),
+        ({"source": {"url": "https://x.org/a b"}}, "source.url", "not an http(s) URL"),
         ({"related": ["not-an-entry"]}, "related[0]", "neither an arXiv id nor the id"),
     ],
 )

@@ -19,7 +19,7 @@ def paper_files(tmp_path):
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({
         "origin": "arxiv", "title": "A <script>alert(1)</script> Title",
-        "authors": ["Ada <b>L</b>"],
+        "authors": ["Ada <b>L</b>", "Alex D'Amour"],
         "abstract": "Uses <img src=x onerror=alert(1)>.", "pdf_url": "https://arxiv.org/pdf/x",
         "published": "2024-05-21", "primary_category": "cs.LG",
     }))
@@ -58,10 +58,12 @@ def test_tags_in_front_matter_use_each_languages_labels(tmp_path, paper_files):
 
 
 def test_text_from_arxiv_is_escaped(tmp_path, paper_files):
-    page = render_both(tmp_path, paper_files)["en"]
+    # The BibTeX block is code, which Markdown shows as it is; everything else must be escaped.
+    page = render_both(tmp_path, paper_files)["en"].split("```bibtex")[0]
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<img" not in page and "&lt;img" in page
     assert "<b>" not in page and "Ada &lt;b&gt;L&lt;/b&gt;" in page
+    assert "<script>alert(1)</script>" not in page
     # MkDocs puts the front-matter title into the page unescaped, so it is escaped here.
     assert 'title: "A &lt;script&gt;alert(1)&lt;/script&gt; Title"' in page
 
@@ -76,6 +78,7 @@ def test_figures_and_bibtex_are_rendered(tmp_path, paper_files):
     page = render_both(tmp_path, paper_files)["en"]
     assert "![f.svg](../../assets/figures/cla/f.svg)" in page
     assert "```bibtex\n@misc{" in page and "eprint = {2405.12981}" in page
+    assert "Alex D'Amour" in page.split("```bibtex")[1]  # code is shown as it is, not escaped
 
 
 def test_site_pages_list_the_digest_newest_first(tmp_path, paper_files):
@@ -86,8 +89,9 @@ def test_site_pages_list_the_digest_newest_first(tmp_path, paper_files):
     (tmp_path / "res" / "cla" / "metrics.json").write_text(metrics.read_text())
     (tmp_path / "arxiv").mkdir()
     (tmp_path / "arxiv" / "2405.12981.json").write_text(meta.read_text())
-    render_site_pages(sorted(path.parent.glob("*.yaml")), TAGS, tmp_path / "arxiv",
-                      tmp_path / "res", tmp_path / "notes")
+    render_site_pages(sorted(path.parent.glob("*.yaml")), TAGS,
+                      {"cla": tmp_path / "arxiv" / "2405.12981.json"},
+                      {"cla": tmp_path / "res" / "cla" / "metrics.json"}, tmp_path / "notes")
     home = (tmp_path / "notes" / "en" / "index.md").read_text()
     assert home.index("May 22, 2024") < home.index("January 2, 2024")
     assert "(papers/older.md)" in home
@@ -126,3 +130,42 @@ def test_templates_use_only_strings_in_the_catalog_template():
 ])
 def test_numbers_are_shown_with_four_significant_digits(value, lang, shown):
     assert number(value, lang) == shown
+
+
+def test_home_page_cards_show_the_first_paragraph():
+    from digestlab.render import first_paragraph
+
+    note = "First one. Second one?\nStill first.\n\nNext paragraph."
+    assert first_paragraph(note) == "First one. Second one? Still first."
+
+
+def test_markdown_in_outside_text_cannot_make_links_or_attributes():
+    from markdown import Markdown
+
+    from digestlab.render import markdown_text
+
+    hostile = "Don't [click](javascript:alert(1)) { onmouseover=alert(2) } <i>x</i>"
+    md = Markdown(extensions=["attr_list", "md_in_html", "tables"])
+    html = md.convert(f"# {markdown_text(hostile)}")
+    assert "<a" not in html and "onmouseover=" not in html.split(">", 1)[0]
+    assert "<i>" not in html
+    assert "[click](javascript:alert(1))" in html and "{ onmouseover=alert(2) }" in html
+
+
+def test_empty_digest_still_renders_every_page(tmp_path):
+    render_site_pages([], TAGS, {}, {}, tmp_path)
+    assert "papers/" in (tmp_path / "en" / "index.md").read_text()
+    assert "# 재현 결과" in (tmp_path / "ko" / "results.md").read_text()
+
+
+def test_related_arxiv_id_of_another_entry_links_to_its_page(tmp_path):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    here = write_entry(papers, entry("here", source={"url": "https://example.org/x"},
+                                     related=["2405.12981v2", "2309.17453"]))
+    there = write_entry(papers, entry("there", title="The other entry"))
+    out = {lang: tmp_path / f"{lang}.md" for lang in ("ko", "en")}
+    render_paper_pages(here, TAGS, None, None, out, related_entries=[there])
+    page = out["en"].read_text()
+    assert "- [The other entry](there.md)" in page
+    assert "- [arXiv:2309\\.17453](https://arxiv.org/abs/2309.17453)" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def snakemake_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def test_full_run_builds_the_bilingual_site_then_does_nothing_then_only_new_work(workspace):
     run_workflow(workspace)
 
+    assert (workspace / "site" / ".built").exists()
     ko = (workspace / "site" / "index.html").read_text(encoding="utf-8")
     en = (workspace / "site" / "en" / "index.html").read_text(encoding="utf-8")
     assert 'lang="ko"' in ko and "재현됨" in ko
@@ -62,6 +64,13 @@ def test_full_run_builds_the_bilingual_site_then_does_nothing_then_only_new_work
     assert "효율" in (workspace / "site" / "tags" / "index.html").read_text(encoding="utf-8")
     meta = json.loads((workspace / "resources" / "arxiv" / "2405.12981.json").read_text())
     assert meta["origin"] == "arxiv"
+    old = json.loads((workspace / "resources" / "arxiv" / "hep-th" / "9901001.json").read_text())
+    assert old["origin"] == "arxiv" and old["title"].startswith("A <script>")
+    hostile = (workspace / "site" / "en" / "papers" / "old-style" / "index.html").read_text()
+    # The hostile text shows as text: no tag, link or attribute comes out of it.
+    assert "<script>alert" not in hostile and "<b>Lovelace" not in hostile
+    assert not re.search(r"href=[\"']javascript:|<[^>]*\s(onmouseover|onerror)=", hostile)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile
     metrics = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
     assert metrics["scale"] == "smoke" and metrics["claims"][0]["verdict"] == "reproduced"
 
@@ -115,6 +124,18 @@ def test_bad_entries_stop_the_run_with_one_line_each_and_keep_the_site(workspace
     assert any(line.startswith("papers/broken.yaml: source.arxiv:") for line in lines)
     assert any(line.startswith("papers/garbled.yaml: (file): not valid YAML") for line in lines)
     assert (workspace / "site" / "index.html").read_bytes() == site_before
+
+
+def test_failed_site_build_keeps_the_old_site(workspace):
+    run_workflow(workspace)
+    before = (workspace / "site" / "en" / "index.html").read_bytes()
+    about = workspace / "notes" / "en" / "about.md"
+    about.write_text(about.read_text() + "\n[broken](no-such-page.md)\n")
+    done = snakemake_cli(workspace)
+    assert done.returncode != 0
+    assert "SiteError: mkdocs build --strict failed" in done.stderr
+    assert (workspace / "site" / "en" / "index.html").read_bytes() == before
+    assert not (workspace / "site" / ".built").exists()  # so the next run builds again
 
 
 def test_unknown_experiment_param_fails_that_job_with_one_line(workspace):

@@ -1,11 +1,15 @@
 # Shared by every stage: config and entry validation, wildcard constraints and input functions.
-from pathlib import Path
-
 from snakemake.utils import validate
 
-import digestlab
-from digestlab.experiments import resolve_scale
-from digestlab.workflow import export_package_path, load_papers_or_exit, retry_token
+from digestlab.experiments import experiment_sources, resolve_scale
+from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, bare_arxiv_id
+from digestlab.site import PAGES
+from digestlab.workflow import (
+    export_package_path,
+    load_papers_or_exit,
+    package_files,
+    retry_token,
+)
 
 
 validate(config, "schemas/config.schema.yaml")
@@ -15,53 +19,55 @@ export_package_path(workflow.basedir)
 
 PAPERS = load_papers_or_exit(config)
 SCALE = resolve_scale(config["scale"])
-LANGUAGES = ["ko", "en"]
-PAGES = ["index", "results", "tags"]
-# Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
-PACKAGE_DIR = Path(digestlab.__file__).parent
-RENDER_SOURCES = sorted(
-    str(path)
-    for pattern in ("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
-    for path in PACKAGE_DIR.glob(pattern)
-)
-HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/stylesheets/extra.css"]
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
+BY_BARE_ARXIV_ID = {bare_arxiv_id(a): paper.id for a, paper in BY_ARXIV_ID.items()}
 REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
+# Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
+RENDER_SOURCES = package_files("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
+HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/stylesheets/extra.css"]
 
 
 wildcard_constraints:
-    paper=r"[a-z0-9][a-z0-9-]{1,63}",
-    arxiv_id=r"[A-Za-z0-9.-]+(/[0-9]+)?(v[0-9]+)?",
+    paper=PAPER_ID.pattern.strip("^$"),
+    arxiv_id=ARXIV_ID.pattern.strip("^$"),
 
 
 def entry_file(wildcards):
     return f"{config['papers_dir']}/{wildcards.paper}.yaml"
 
 
-def related_entries(wildcards):
-    related = [ref for ref in PAPERS[wildcards.paper].related if ref in PAPERS]
-    return [f"{config['papers_dir']}/{ref}.yaml" for ref in related]
-
-
 def entry_files():
     return [f"{config['papers_dir']}/{paper}.yaml" for paper in PAPERS]
 
 
+def related_entries(wildcards):
+    """Entries this one relates to, by their id or by the arXiv id they are the source of."""
+    related = [BY_BARE_ARXIV_ID.get(bare_arxiv_id(ref), ref) for ref in PAPERS[wildcards.paper].related]
+    return [f"{config['papers_dir']}/{ref}.yaml" for ref in related if ref in PAPERS]
+
+
+def arxiv_json_of(paper):
+    return f"resources/arxiv/{PAPERS[paper].arxiv_id}.json" if PAPERS[paper].arxiv_id else None
+
+
+def metrics_json_of(paper):
+    return f"results/{paper}/metrics.json" if PAPERS[paper].reproduction else None
+
+
 def arxiv_json(wildcards):
-    arxiv_id = PAPERS[wildcards.paper].arxiv_id
-    return [f"resources/arxiv/{arxiv_id}.json"] if arxiv_id else []
-
-
-def all_arxiv_json():
-    return [f"resources/arxiv/{arxiv_id}.json" for arxiv_id in sorted(BY_ARXIV_ID)]
+    return [path] if (path := arxiv_json_of(wildcards.paper)) else []
 
 
 def metrics_json(wildcards):
-    return [f"results/{wildcards.paper}/metrics.json"] if PAPERS[wildcards.paper].reproduction else []
+    return [path] if (path := metrics_json_of(wildcards.paper)) else []
+
+
+def all_arxiv_json():
+    return {paper: path for paper in PAPERS if (path := arxiv_json_of(paper))}
 
 
 def all_metrics_json():
-    return [f"results/{paper}/metrics.json" for paper in REPRODUCED]
+    return {paper: path for paper in PAPERS if (path := metrics_json_of(paper))}
 
 
 def results_figures(wildcards):
@@ -77,7 +83,7 @@ def paper_pages():
 
 
 def site_pages():
-    return ["site/index.html", "site/en/index.html"]
+    return expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES)
 
 
 def fallback_metadata(wildcards):
@@ -95,3 +101,8 @@ def experiment_name(wildcards):
 
 def experiment_params(wildcards):
     return PAPERS[wildcards.paper].reproduction.params
+
+
+def experiment_code(wildcards):
+    """The experiment's module and the shared code under it: editing either reruns it."""
+    return experiment_sources(experiment_name(wildcards), tuple(config["experiment_packages"]))

@@ -6,8 +6,12 @@ rule fetch:
         "resources/arxiv/{arxiv_id}.json",
     params:
         fallback=fallback_metadata,
-        settings=config["fetch"],
+        api_url=config["fetch"]["api_url"],
+        download_pdf=config["fetch"]["download_pdf"],
         retry=fetch_retry_token,
+    resources:
+        # one request at a time, as arXiv asks (the default profile caps arxiv_api at 1)
+        arxiv_api=1,
     conda:
         "../envs/fetch.yaml"
     log:

@@ -37,11 +37,14 @@ rule render_pages:
     input:
         entries=entry_files(),
         tags=config["tags"],
-        arxiv=all_arxiv_json(),
-        metrics=all_metrics_json(),
+        arxiv=all_arxiv_json().values(),
+        metrics=all_metrics_json().values(),
         sources=RENDER_SOURCES,
     output:
-        expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES),
+        site_pages(),
+    params:
+        arxiv=all_arxiv_json(),
+        metrics=all_metrics_json(),
     conda:
         "../envs/render.yaml"
     log:
@@ -50,16 +53,19 @@ rule render_pages:
         "scripts/render_pages.py"
 
 
+# The declared output is a stamp written after the new site replaced the old one: Snakemake
+# deletes a job's outputs before it runs, and a failed build must leave the old site whole.
 rule site:
     input:
-        pages=expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES),
+        pages=site_pages(),
         papers=paper_pages(),
         figures=published_figures(),
         hand_written=HAND_WRITTEN,
+        tags=config["tags"],
         mkdocs="mkdocs.yml",
-        hooks=str(PACKAGE_DIR / "mkdocs_hooks.py"),
+        hooks=package_files("mkdocs_hooks.py"),
     output:
-        site_pages(),
+        "site/.built",
     params:
         keep_papers=list(PAPERS),
     conda:

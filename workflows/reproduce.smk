@@ -2,6 +2,8 @@
 
 
 rule reproduce:
+    input:
+        code=experiment_code,
     output:
         metrics="results/{paper}/metrics.json",
         figures=directory("results/{paper}/figures"),
@@ -9,7 +11,6 @@ rule reproduce:
         experiment=experiment_name,
         overrides=experiment_params,
         scale=SCALE,
-        packages=config["experiment_packages"],
     threads: workflow.cores
     resources:
         gpu=1 if SCALE == "gpu" else 0,

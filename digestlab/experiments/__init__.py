@@ -2,7 +2,8 @@
 
 An experiment is a module `<package>.<name>` (by default in this package) that defines
 
-    SCALES: dict[str, dict]   # default params for "smoke", "cpu" and "gpu"
+    SCALES: dict[str, dict]     # default params for "smoke", "cpu" and "gpu"
+    BUDGET_S: dict[str, float]  # seconds each scale may take (benchmarks/experiment_budget.py)
     def run(params: dict, ctx: RunContext) -> Report
 
 `reproduce` merges an entry's params over the defaults of the chosen scale, runs the experiment and
@@ -56,7 +57,6 @@ class Report:
     figures: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # the paper's own numbers, if any
-    extra_provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _module_name(name: str, packages: tuple[str, ...]) -> str | None:
@@ -74,6 +74,23 @@ def _module_name(name: str, packages: tuple[str, ...]) -> str | None:
 def experiment_exists(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> bool:
     """True when `name` is a registered experiment; checked without importing it."""
     return _module_name(name, packages) is not None
+
+
+# The code every experiment stands on: a change here can change any result.
+SHARED_SOURCES = (
+    "experiments/__init__.py", "claims.py", "device.py", "figures.py", "train.py",
+    "nn/*.py", "data/*.py",
+)
+
+
+def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
+    """The files whose contents decide experiment `name`'s results, found without importing it."""
+    module_name = _module_name(name, packages)
+    if module_name is None:
+        raise ExperimentError(f"unknown experiment {name!r} (looked in {', '.join(packages)})")
+    root = Path(__file__).resolve().parents[1]
+    shared = {str(p) for pattern in SHARED_SOURCES for p in root.glob(pattern)}
+    return sorted(shared | {importlib.util.find_spec(module_name).origin})
 
 
 def load_experiment(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> ModuleType:
@@ -101,22 +118,41 @@ def resolve_scale(scale: str) -> str:
     return scale
 
 
-def merge_params(module: ModuleType, scale: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The experiment's defaults for `scale` with the entry's `overrides` on top."""
-    defaults = dict(module.SCALES[scale])
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise ExperimentError(
-            f"unknown param {', '.join(map(repr, unknown))} for experiment "
-            f"{module.__name__.rsplit('.', 1)[-1]!r} (allowed: {', '.join(sorted(defaults))})"
+            f"unknown param {', '.join(repr(where + k) for k in unknown)} "
+            f"(allowed: {', '.join(sorted(defaults))})"
         )
-    return defaults | overrides
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(defaults[key], dict) and isinstance(value, dict):
+            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def merge_params(module: ModuleType, scale: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's defaults for `scale` with the entry's `overrides` on top, nested dicts
+    merged key by key."""
+    name = module.__name__.rsplit(".", 1)[-1]
+    if scale not in module.SCALES:
+        raise ExperimentError(f"experiment {name!r} has no {scale!r} scale")
+    params = _merge(module.SCALES[scale], overrides, "")
+    if "seeds" in params and not params["seeds"]:
+        raise ExperimentError(f"experiment {name!r} needs at least one seed")
+    return params
 
 
 def _git_commit() -> str | None:
+    # The commit of the code itself (not of the working directory), marked -dirty when edited.
+    package_dir = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(package_dir), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -152,6 +188,11 @@ def reproduce(
     module = load_experiment(name, packages)
     scale = resolve_scale(scale)
     params = merge_params(module, scale, overrides)
+    if scale == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExperimentError("scale 'gpu' needs a CUDA device; use --config scale=cpu")
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     log(f"experiment {name} at scale {scale} with params {params}")
@@ -175,7 +216,7 @@ def reproduce(
         "figures": report.figures,
         "reference": report.reference,
         "timing": report.timing | {"wall_time_s": round(wall, 2)},
-        "provenance": provenance() | report.extra_provenance,
+        "provenance": provenance(),
     }
     write_json_atomic(metrics_path, metrics)
     verdicts = ", ".join(f"{c['id']}={c['verdict']}" for c in report.claims)

@@ -17,6 +17,9 @@ SCALES = {
 }
 
 
+BUDGET_S = {"smoke": 1, "cpu": 5, "gpu": 5}
+
+
 def run(params: dict, ctx: RunContext) -> Report:
     means = []
     for seed in params["seeds"]:

@@ -7,4 +7,6 @@ with logged(snakemake.log[0]):
         docs_dir="notes",
         site_dir="site",
         keep_papers=snakemake.params.keep_papers,
+        tags=snakemake.input.tags,
+        stamp=snakemake.output[0],
     )

@@ -5,6 +5,6 @@ with logged(snakemake.log[0]):
     fetch_metadata(
         snakemake.params.fallback,
         snakemake.output[0],
-        FetchSettings(**snakemake.params.settings),
+        FetchSettings(**snakemake.config["fetch"]),
         retry_token=snakemake.params.retry,
     )

@@ -5,7 +5,7 @@ with logged(snakemake.log[0]):
     render_site_pages(
         entries=list(snakemake.input.entries),
         tags=snakemake.input.tags,
-        arxiv_dir="resources/arxiv",
-        results_dir="results",
+        arxiv=dict(snakemake.params.arxiv),
+        metrics=dict(snakemake.params.metrics),
         out_dir="notes",
     )

@@ -8,6 +8,6 @@ with logged(snakemake.log[0]):
         dict(snakemake.params.overrides),
         snakemake.output.metrics,
         snakemake.output.figures,
-        packages=tuple(snakemake.params.packages),
+        packages=tuple(snakemake.config["experiment_packages"]),
         threads=snakemake.threads,
     )

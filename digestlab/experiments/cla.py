@@ -1,0 +1,223 @@
+"""Cross-Layer Attention (Brandon et al. 2024, arXiv 2405.12981): KV-cache bytes against perplexity.
+
+Seven attention designs are trained from scratch with the same data, tokens, steps and learning
+rate: MHA, GQA, MQA with head dim d and d/2, MQA-CLA2 and MQA-CLA3 (K/V shared by groups of two
+or three adjacent layers), and a DeepSeek-V2-style latent KV. Each seed trains every design on the
+same batches, so designs are compared by paired per-seed perplexity ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+import torch
+
+from digestlab.claims import claim, decide_below, decide_equal, summarize
+from digestlab.data import build_splits
+from digestlab.device import device_name, pick_device, seed_everything
+from digestlab.experiments import ExperimentError, Report, RunContext
+from digestlab.figures import log_x, new_figure, save_svg
+from digestlab.nn import GPT, GPTConfig
+from digestlab.train import TrainConfig, train
+
+# The designs, as changes to the base config (MHA). "d" is the base head_dim.
+VARIANTS: dict[str, dict] = {
+    "MHA": {},
+    "GQA-4": {"n_kv_heads": 4},
+    "MQA": {"n_kv_heads": 1},
+    "MQA d/2": {"n_kv_heads": 1, "head_dim": "half"},
+    "MQA-CLA2": {"n_kv_heads": 1, "kv_share": 2},
+    "MQA-CLA3": {"n_kv_heads": 1, "kv_share": 3},
+    "MLA": {"kv_latent_dim": "latent", "kv_rope_dim": "rope"},
+}
+
+# The paper's 1B-parameter results (its Table of validation perplexities, bf16 KV bytes/token).
+PAPER_1B = [
+    ["H128-MQA", 13.54, 10240],
+    ["H128-MQA-CLA2", 13.60, 5120],
+    ["H64-MQA", 13.81, 5120],
+]
+
+# Seconds each scale may take with `snakemake --cores 2` (cpu) or on one H100-class GPU (gpu);
+# benchmarks/experiment_budget.py checks them.
+BUDGET_S = {"smoke": 30, "cpu": 900, "gpu": 600}
+
+SCALES = {
+    "smoke": {
+        "model": dict(n_layer=6, d_model=32, n_heads=8, head_dim=8),
+        "latent": 16, "rope": 4,
+        "steps": 20, "batch_size": 8, "seq_len": 64, "learning_rate": 6e-3, "warmup_steps": 4,
+        "n_documents": 60, "seeds": [0, 1], "compile": False,
+    },
+    # Sized for 2 cores: 21 single-threaded runs of 0.9M tokens each, 55-100 s per run. The
+    # MLP is narrow (2x) so that attention, the thing compared, carries more of the model.
+    "cpu": {
+        "model": dict(n_layer=6, d_model=64, n_heads=8, head_dim=16, mlp_ratio=2.0),
+        "latent": 16, "rope": 8,
+        "steps": 300, "batch_size": 24, "seq_len": 128, "learning_rate": 4e-3, "warmup_steps": 30,
+        "n_documents": 1500, "seeds": [0, 1, 2], "compile": False,
+    },
+    # About 100M parameters; 21 runs of 8M tokens. Not yet timed on a GPU: see BUDGET_S.
+    "gpu": {
+        "model": dict(n_layer=12, d_model=768, n_heads=12, head_dim=64),
+        "latent": 256, "rope": 32,
+        "steps": 500, "batch_size": 32, "seq_len": 512, "learning_rate": 1e-3,
+        "warmup_steps": 50, "n_documents": 20000, "seeds": [0, 1, 2], "compile": False,
+    },
+}
+
+
+def variant_config(name: str, params: dict) -> GPTConfig:
+    """The model config of one design at the given scale."""
+    base = dict(params["model"])
+    base.setdefault("n_kv_heads", base["n_heads"])
+    named = {"half": base["head_dim"] // 2, "latent": params["latent"], "rope": params["rope"]}
+    changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in VARIANTS[name].items()}
+    return GPTConfig(block_size=params["seq_len"], **(base | changes))
+
+
+def _train_one(job: tuple[str, int, dict, torch.Tensor, torch.Tensor]) -> dict:
+    name, seed, params, train_tokens, val_tokens = job
+    device = pick_device()
+    seed_everything(seed)
+    model = GPT(variant_config(name, params))
+    cfg = TrainConfig(
+        steps=params["steps"], batch_size=params["batch_size"], seq_len=params["seq_len"],
+        learning_rate=params["learning_rate"], min_lr=params["learning_rate"] / 10,
+        warmup_steps=params["warmup_steps"], seed=seed, compile=params["compile"],
+        log_every=max(1, params["steps"] // 4),
+    )
+    result = train(model, train_tokens, cfg, device, val_tokens,
+                   log=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
+    if not math.isfinite(result.val_loss):
+        raise ExperimentError(f"{name} seed {seed} diverged: validation loss {result.val_loss}")
+    return {
+        "variant": name, "seed": seed, "val_ppl": result.val_perplexity,
+        "train_loss": result.final_train_loss, "tokens_per_s": result.tokens_per_s,
+        "mfu": result.mfu, "params": model.num_params(), "kv_bytes": model.kv_bytes_per_token(),
+    }
+
+
+def _single_thread() -> None:
+    # One thread per run: results do not depend on how many runs share the machine.
+    torch.set_num_threads(1)
+
+
+def run(params: dict, ctx: RunContext) -> Report:
+    """Train every design for every seed and decide the paper's four claims."""
+    device = pick_device()
+    splits = build_splits(params["n_documents"], seed=0)
+    ctx.log(f"corpus {splits.sha256[:12]}: {len(splits.train):,} train / {len(splits.val):,} "
+            f"validation tokens from {splits.n_train_documents}+{splits.n_val_documents} documents")
+    jobs = [(name, seed, params, splits.train, splits.val)
+            for seed in params["seeds"] for name in VARIANTS]
+    # On the CPU one single-threaded run per core; on a GPU one run at a time, in this process
+    # (a forked child cannot use CUDA once the parent has touched it).
+    workers = max(1, ctx.threads) if device.type == "cpu" else 1
+    if workers == 1:
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            _single_thread()
+        try:
+            runs = [_train_one(job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        # fork, not spawn: spawn re-runs the main module, which under Snakemake is the job script
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=fork, initializer=_single_thread) as pool:
+            runs = list(pool.map(_train_one, jobs))
+
+    by_variant = {name: [r for r in runs if r["variant"] == name] for name in VARIANTS}
+    variants = {}
+    for name, rs in by_variant.items():
+        ppl = [r["val_ppl"] for r in rs]
+        stats = summarize(ppl)
+        variants[name] = {
+            "config": {k: v for k, v in asdict(variant_config(name, params)).items()
+                       if k in ("n_heads", "n_kv_heads", "head_dim", "kv_share",
+                                "kv_latent_dim", "kv_rope_dim")},
+            "params": rs[0]["params"],
+            "kv_bytes_per_token": rs[0]["kv_bytes"],
+            "val_ppl": ppl,
+            "val_ppl_mean": stats["mean"],
+            "val_ppl_sd": stats["sd"],
+            "train_loss": [r["train_loss"] for r in rs],
+        }
+    claims = decide_claims(variants)
+    figure = plot_front(variants, ctx.figures_dir / "ppl_vs_kv_bytes.svg")
+    return Report(
+        seeds=list(params["seeds"]),
+        device=device_name(device),
+        metrics={"corpus_sha256": splits.sha256, "train_tokens_per_run":
+                 params["steps"] * params["batch_size"] * params["seq_len"],
+                 "variants": variants},
+        claims=claims,
+        figures=[figure],
+        timing={name: {"tokens_per_s": summarize([r["tokens_per_s"] for r in rs])["mean"],
+                       "mfu": summarize([r["mfu"] for r in rs])["mean"]}
+                for name, rs in by_variant.items()} | {"workers": workers},
+        reference={"columns": ["variant", "val ppl", "KV bytes/token"], "rows": PAPER_1B},
+    )
+
+
+def _ratios(variants: dict, a: str, b: str) -> list[float]:
+    """Per-seed perplexity ratios a / b (same seed, same batches)."""
+    return [x / y for x, y in zip(variants[a]["val_ppl"], variants[b]["val_ppl"], strict=True)]
+
+
+def decide_claims(variants: dict) -> list[dict]:
+    """The paper's four claims, each decided from the measured numbers."""
+    kv = {name: v["kv_bytes_per_token"] for name, v in variants.items()}
+    claims = [claim(
+        "cla2-halves-kv",
+        {"ko": "MQA-CLA2는 MQA의 토큰당 KV 캐시 바이트를 절반으로 줄인다",
+         "en": "MQA-CLA2 halves MQA's KV-cache bytes per token"},
+        {"MQA-CLA2 bytes": kv["MQA-CLA2"], "MQA bytes": kv["MQA"],
+         "ratio": kv["MQA-CLA2"] / kv["MQA"]},
+        "ratio = 0.5",
+        decide_equal(kv["MQA-CLA2"] / kv["MQA"], 0.5),
+    )]
+    for claim_id, a, b, bound, text, expected in (
+        ("cla2-matches-mqa", "MQA-CLA2", "MQA", 1.02,
+         {"ko": "MQA-CLA2의 perplexity는 같은 head_dim의 MQA보다 2% 넘게 나쁘지 않다",
+          "en": "MQA-CLA2's perplexity is no more than 2% above MQA's at the same head_dim"},
+         "ppl(MQA-CLA2) / ppl(MQA) < 1.02"),
+        ("cla2-beats-smaller-heads", "MQA-CLA2", "MQA d/2", 1.0,
+         {"ko": "같은 KV 바이트에서 MQA-CLA2(d)가 MQA(d/2)보다 perplexity가 낮다",
+          "en": "At equal KV bytes per token, MQA-CLA2 (d) has lower perplexity than MQA (d/2)"},
+         "ppl(MQA-CLA2) / ppl(MQA d/2) < 1"),
+        ("cla2-beats-cla3", "MQA-CLA2", "MQA-CLA3", 1.0,
+         {"ko": "MQA-CLA2가 MQA-CLA3보다 perplexity가 낮다",
+          "en": "MQA-CLA2 has lower perplexity than MQA-CLA3"},
+         "ppl(MQA-CLA2) / ppl(MQA-CLA3) < 1"),
+    ):
+        ratios = _ratios(variants, a, b)
+        verdict, stats = decide_below(ratios, bound)
+        measured = {"mean ratio": stats["mean"], "sd": stats["sd"],
+                    "95% lower": stats["low"], "95% upper": stats["high"]}
+        claims.append(claim(claim_id, text, measured, expected, verdict))
+    return claims
+
+
+def plot_front(variants: dict, path) -> str:
+    """Validation perplexity against KV bytes per token (log x), ours beside the paper's."""
+    fig, (ours, paper) = new_figure(ncols=2, width=5.2, height=3.8)
+    for name, v in variants.items():
+        ours.errorbar(v["kv_bytes_per_token"], v["val_ppl_mean"], yerr=v["val_ppl_sd"] or 0.0,
+                      fmt="o", capsize=3)
+        ours.annotate(name, (v["kv_bytes_per_token"], v["val_ppl_mean"]),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    log_x(ours)
+    ours.set(xlabel="KV-cache bytes per token (bf16)", ylabel="validation perplexity",
+             title="this reproduction (mean ± sd over seeds)")
+    for name, ppl, kv in PAPER_1B:
+        paper.plot(kv, ppl, "s", color="tab:gray")
+        paper.annotate(name, (kv, ppl), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    log_x(paper)
+    paper.set(xlabel="KV-cache bytes per token (bf16)", ylabel="validation perplexity",
+              title="the paper, 1B parameters")
+    return save_svg(fig, path)
