@@ -35,9 +35,11 @@ def new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.0):
     return fig, list(axes[0])
 
 
-def log_x(ax) -> None:
-    """A log-scaled x axis labelled with plain numbers."""
+def log_x(ax, ticks=None) -> None:
+    """A log-scaled x axis labelled with plain numbers, at `ticks` when given."""
     ax.set_xscale("log")
+    if ticks is not None:
+        ax.set_xticks(sorted(set(ticks)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 

@@ -18,7 +18,7 @@ ENTRY = """<entry>
   {authors}
   <arxiv:comment>12 pages</arxiv:comment>
   <link href="http://arxiv.org/abs/{id}v1" rel="alternate" type="text/html"/>
-  <link title="pdf" href="http://arxiv.org/pdf/{id}v1" rel="related" type="application/pdf"/>
+  <link title="pdf" href="{pdf_base}/pdf/{id}v1" rel="related" type="application/pdf"/>
   <arxiv:primary_category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/>
   <category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/>
   <category term="cs.CL" scheme="http://arxiv.org/schemas/atom"/>
@@ -37,7 +37,7 @@ FEED = """<?xml version="1.0" encoding="UTF-8"?>
 </feed>"""
 
 
-def atom_feed(papers: dict[str, dict], ids: list[str]) -> bytes:
+def atom_feed(papers: dict[str, dict], ids: list[str], pdf_base: str) -> bytes:
     """An arXiv API answer listing the known papers among `ids`."""
     entries = []
     for arxiv_id in ids:
@@ -47,7 +47,7 @@ def atom_feed(papers: dict[str, dict], ids: list[str]) -> bytes:
         authors = "\n  ".join(
             f"<author><name>{escape(a)}</name></author>" for a in paper["authors"]
         )
-        entries.append(ENTRY.format(id=arxiv_id, title=escape(paper["title"]),
+        entries.append(ENTRY.format(id=arxiv_id, pdf_base=pdf_base, title=escape(paper["title"]),
                                     abstract=escape(paper["abstract"]), authors=authors))
     return FEED.format(n=len(entries), entries="\n".join(entries)).encode()
 
@@ -69,10 +69,18 @@ class FakeArxiv:
                     return
                 if fake.mode == "slow":
                     time.sleep(3)
+                if self.path.startswith("/pdf/"):
+                    body = b"%PDF-1.4 fake"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/pdf")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 query = parse_qs(urlparse(self.path).query)
                 ids = query.get("id_list", [""])[0].split(",")
                 body = (b"<feed><entry>not arXiv's format" if fake.mode == "malformed"
-                        else atom_feed(fake.papers, ids))
+                        else atom_feed(fake.papers, ids, fake.base_url))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/atom+xml")
                 self.send_header("Content-Length", str(len(body)))
@@ -87,9 +95,13 @@ class FakeArxiv:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/api/query"
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/api/query"
 
     def __enter__(self) -> FakeArxiv:
         self.thread.start()

@@ -31,7 +31,8 @@ def test_fetch_writes_arxiv_metadata(fake_arxiv, tmp_path):
     assert meta["abstract"] == "We share keys and values between adjacent layers."
     assert meta["categories"] == ["cs.LG", "cs.CL"] and meta["primary_category"] == "cs.LG"
     assert meta["published"] == "2024-05-21"
-    assert meta["pdf_url"] == "http://arxiv.org/pdf/2405.12981v1"
+    assert meta["pdf_url"] == f"{fake_arxiv.base_url}/pdf/2405.12981v1"
+    assert "pdf_path" not in meta and not out.with_suffix(".pdf").exists()  # off by default
     assert "id_list=2405.12981" in fake_arxiv.requests[0]
 
 
@@ -83,3 +84,11 @@ def test_retry_token_changes_once_an_offline_record_is_old(fake_arxiv, tmp_path)
     fake_arxiv.mode = "ok"
     fetch_metadata(fallback(), out, settings(fake_arxiv), retry_token=token, log=lambda _: None)
     assert retry_token(out, 60, now=later + 3600) == token  # online now: stable, no more reruns
+
+
+def test_pdf_is_downloaded_beside_the_metadata_when_asked(fake_arxiv, tmp_path):
+    out = tmp_path / "2405.12981.json"
+    meta = fetch_metadata(fallback(), out, settings(fake_arxiv, download_pdf=True),
+                          log=lambda _: None)
+    assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    assert meta["pdf_path"] == str(out.with_suffix(".pdf"))
