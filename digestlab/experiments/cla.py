@@ -214,11 +214,17 @@ def decide_claims(variants: dict) -> list[dict]:
 def plot_front(variants: dict, path) -> str:
     """Validation perplexity against KV bytes per token (log x), ours beside the paper's."""
     fig, (ours, paper) = new_figure(ncols=2, width=5.2, height=3.8)
-    for name, v in variants.items():
+    # Designs with equal KV bytes (MQA d/2 and MQA-CLA2) share an x: stack their labels.
+    by_kv = sorted(variants, key=lambda n: (variants[n]["kv_bytes_per_token"],
+                                            -variants[n]["val_ppl_mean"]))
+    for name in by_kv:
+        v = variants[name]
+        same_x = [n for n in by_kv if variants[n]["kv_bytes_per_token"] == v["kv_bytes_per_token"]]
         ours.errorbar(v["kv_bytes_per_token"], v["val_ppl_mean"], yerr=v["val_ppl_sd"] or 0.0,
                       fmt="o", capsize=3)
         ours.annotate(name, (v["kv_bytes_per_token"], v["val_ppl_mean"]),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+                      textcoords="offset points", xytext=(5, 4 - 11 * same_x.index(name)),
+                      fontsize=8)
     log_x(ours, ticks=[v["kv_bytes_per_token"] for v in variants.values()])
     ours.set(xlabel="KV-cache bytes per token (bf16)", ylabel="validation perplexity",
              title="this reproduction (mean ± sd over seeds)")
