@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -28,6 +31,8 @@ from digestlab.device import measure_peak_flops, seed_everything, spec_peak_flop
 # experiments train one single-threaded model per core, and there a 6-layer d_model 128 model
 # ran at the same speed in both (5.2k tok/s), so bf16 buys nothing where it would be used.
 CPU_AUTOCAST_DEFAULT = "none"
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass
@@ -143,6 +148,32 @@ def evaluate(
         total += loss.float() * len(x)
     model.train(was_training)
     return total.item() / len(x_all)
+
+
+def _single_thread() -> None:
+    # One thread per run: results do not depend on how many runs share the machine.
+    torch.set_num_threads(1)
+
+
+def map_runs(fn: Callable[[T], R], jobs: list[T], workers: int, device: torch.device) -> list[R]:
+    """Run `fn` over `jobs`, the independent training runs of an experiment, in order.
+
+    On the CPU each run is single-threaded and `workers` of them run side by side, one per
+    core, so a run's numbers do not depend on how many cores there are. On a GPU the runs go
+    one at a time in this process (a forked child cannot use CUDA once the parent touched it).
+    """
+    if device.type != "cpu" or workers <= 1:
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            _single_thread()
+        try:
+            return [fn(job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    # fork, not spawn: spawn re-runs the main module, which under Snakemake is the job script
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_single_thread) as pool:
+        return list(pool.map(fn, jobs))
 
 
 def _log_line(line: str) -> None:

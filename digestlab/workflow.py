@@ -30,12 +30,6 @@ def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:
         sys.exit("\n".join(exc.problems) + f"\n{n} problem{'s' * (n != 1)} in the paper entries")
 
 
-def package_files(*patterns: str) -> list[str]:
-    """Files of the digestlab package matching glob `patterns`, as sorted absolute paths."""
-    root = Path(__file__).resolve().parent
-    return sorted(str(path) for pattern in patterns for path in root.glob(pattern))
-
-
 def export_package_path(root: str | Path) -> None:
     """Put `root` first on the PYTHONPATH that jobs inherit, so they import this digestlab."""
     paths = [str(Path(root).resolve()), os.environ.get("PYTHONPATH", "")]

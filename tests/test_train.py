@@ -109,3 +109,16 @@ def test_autocast_auto_means_bf16_on_cuda_and_the_measured_default_on_cpu():
     assert autocast_dtype("none", CPU) is None
     with pytest.raises(ValueError, match="autocast"):
         autocast_dtype("fp16", CPU)
+
+
+def _threads_seen(job: int) -> tuple[int, int]:
+    return job, torch.get_num_threads()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_runs_keeps_order_runs_single_threaded_and_restores_threads(workers):
+    from digestlab.train import map_runs
+
+    before = torch.get_num_threads()
+    assert map_runs(_threads_seen, [3, 1, 2], workers, CPU) == [(3, 1), (1, 1), (2, 1)]
+    assert torch.get_num_threads() == before

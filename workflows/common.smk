@@ -1,13 +1,13 @@
 # Shared by every stage: config and entry validation, wildcard constraints and input functions.
 from snakemake.utils import validate
 
+from digestlab import package_files
 from digestlab.experiments import experiment_sources, resolve_scale
 from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, bare_arxiv_id
 from digestlab.site import PAGES
 from digestlab.workflow import (
     export_package_path,
     load_papers_or_exit,
-    package_files,
     retry_token,
 )
 

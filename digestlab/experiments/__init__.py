@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from digestlab import package_files
 from digestlab.io import write_json_atomic
 
 DEFAULT_PACKAGES = ("digestlab.experiments",)
@@ -88,9 +89,7 @@ def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) 
     module_name = _module_name(name, packages)
     if module_name is None:
         raise ExperimentError(f"unknown experiment {name!r} (looked in {', '.join(packages)})")
-    root = Path(__file__).resolve().parents[1]
-    shared = {str(p) for pattern in SHARED_SOURCES for p in root.glob(pattern)}
-    return sorted(shared | {importlib.util.find_spec(module_name).origin})
+    return sorted({*package_files(*SHARED_SOURCES), importlib.util.find_spec(module_name).origin})
 
 
 def load_experiment(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> ModuleType:

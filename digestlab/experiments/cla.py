@@ -9,8 +9,6 @@ same batches, so designs are compared by paired per-seed perplexity ratios.
 from __future__ import annotations
 
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 import torch
@@ -21,7 +19,7 @@ from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
 from digestlab.figures import log_x, new_figure, save_svg
 from digestlab.nn import GPT, GPTConfig
-from digestlab.train import TrainConfig, train
+from digestlab.train import TrainConfig, map_runs, train
 
 # The designs, as changes to the base config (MHA). "d" is the base head_dim.
 VARIANTS: dict[str, dict] = {
@@ -102,11 +100,6 @@ def _train_one(job: tuple[str, int, dict, torch.Tensor, torch.Tensor]) -> dict:
     }
 
 
-def _single_thread() -> None:
-    # One thread per run: results do not depend on how many runs share the machine.
-    torch.set_num_threads(1)
-
-
 def run(params: dict, ctx: RunContext) -> Report:
     """Train every design for every seed and decide the paper's four claims."""
     device = pick_device()
@@ -115,22 +108,8 @@ def run(params: dict, ctx: RunContext) -> Report:
             f"validation tokens from {splits.n_train_documents}+{splits.n_val_documents} documents")
     jobs = [(name, seed, params, splits.train, splits.val)
             for seed in params["seeds"] for name in VARIANTS]
-    # On the CPU one single-threaded run per core; on a GPU one run at a time, in this process
-    # (a forked child cannot use CUDA once the parent has touched it).
     workers = max(1, ctx.threads) if device.type == "cpu" else 1
-    if workers == 1:
-        threads = torch.get_num_threads()
-        if device.type == "cpu":
-            _single_thread()
-        try:
-            runs = [_train_one(job) for job in jobs]
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        # fork, not spawn: spawn re-runs the main module, which under Snakemake is the job script
-        fork = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=fork, initializer=_single_thread) as pool:
-            runs = list(pool.map(_train_one, jobs))
+    runs = map_runs(_train_one, jobs, workers, device)
 
     by_variant = {name: [r for r in runs if r["variant"] == name] for name in VARIANTS}
     variants = {}
