@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from digestlab.experiments import load_experiment, reproduce
+from digestlab.experiments import load_spec, reproduce
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="write metrics.json and figures here")
     args = parser.parse_args()
 
-    budget = load_experiment(args.experiment).BUDGET_S[args.scale]
+    budget = load_spec(args.experiment).BUDGET_S[args.scale]
     out = args.keep or Path(tempfile.mkdtemp(prefix="digestlab-budget-"))
     started = time.perf_counter()
     metrics = reproduce(args.experiment, args.scale, {}, out / "metrics.json", out / "figures",

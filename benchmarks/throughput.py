@@ -13,25 +13,27 @@ import time
 
 import torch
 
+from digestlab.configs import TrainConfig
 from digestlab.data import build_splits, get_batch
 from digestlab.device import device_name, measure_peak_flops, pick_device, seed_everything
 from digestlab.nn import GPT, GPTConfig
-from digestlab.train import autocast_dtype, train_step
+from digestlab.objectives import next_token_loss
+from digestlab.train import autocast_dtype, configure_optimizer, train_step
 
 
 def time_steps(model: GPT, data: torch.Tensor, batch_size: int, seq_len: int, mode: str,
                precision: str, device: torch.device, warmup: int, steps: int) -> float:
     """Median seconds per training step after `warmup` untimed steps (compilation included)."""
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type)
+    optimizer = configure_optimizer(model, TrainConfig(), device)
     step_model = torch.compile(model) if mode == "compile" else model
     amp = autocast_dtype(precision, device)
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for i in range(warmup + steps):
-        x, y = get_batch(data, batch_size, seq_len, generator)
-        x, y = x.to(device), y.to(device)
+        batch = tuple(t.to(device) for t in get_batch(data, batch_size, seq_len, generator))
         start = time.perf_counter()
-        loss, _ = train_step(step_model, optimizer, x, y, grad_clip=1.0, amp_dtype=amp)
+        loss, _ = train_step(step_model, optimizer, next_token_loss, batch, grad_clip=1.0,
+                             amp_dtype=amp)
         loss.item()  # waits for the device
         if i >= warmup:
             seconds.append(time.perf_counter() - start)

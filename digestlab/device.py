@@ -1,4 +1,5 @@
-"""One place to pick the device, seed every generator, and know the hardware's peak FLOP/s."""
+"""One place to pick the device, seed every generator, wait for the device, and know the
+hardware's peak FLOP/s."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def spec_peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work to finish (a no-op on the CPU), before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -97,12 +99,12 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32)
     b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     for _ in range(3):  # warm up the allocator, the thread pool and the clocks
         torch.mm(a, b)
-    _synchronize(device)
+    synchronize(device)
     best_seconds = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         torch.mm(a, b)
-        _synchronize(device)
+        synchronize(device)
         best_seconds = min(best_seconds, time.perf_counter() - start)
     peak = 2 * size**3 / best_seconds
     _peak_flops_cache[key] = peak

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,32 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     NaN is refused: it is not JSON."""
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_text_atomic(path, text)
+
+
+@contextlib.contextmanager
+def replace_dir_atomic(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `path` to fill; on success it replaces `path`, on
+    failure it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
+        yield staging
+        # A folder cannot be renamed over a non-empty one, so the old one steps aside first;
+        # only between these two renames is `path` missing.
+        old = staging.with_suffix(".old")
+        if path.exists():
+            path.rename(old)
+        try:
+            staging.rename(path)
+        except BaseException:
+            if old.exists():
+                old.rename(path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:

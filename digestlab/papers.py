@@ -173,6 +173,19 @@ class Paper(Strict):
         }
 
 
+def resolve_related(paper: Paper, papers: Mapping[str, Paper]) -> list[tuple[str, Paper | None]]:
+    """Each of `paper.related` with the entry of `papers` it names, by entry id or by the arXiv id
+    (with or without version) the entry is the source of; None when the digest lacks it."""
+    by_arxiv = {bare_arxiv_id(p.arxiv_id): p for p in papers.values() if p.arxiv_id}
+    resolved = []
+    for ref in paper.related:
+        entry = papers.get(ref)
+        if entry is None and is_arxiv_id(ref):
+            entry = by_arxiv.get(bare_arxiv_id(ref))
+        resolved.append((ref, entry))
+    return resolved
+
+
 _SECTIONS: dict[tuple, type[BaseModel]] = {
     (): Paper,
     ("source",): Source,

@@ -29,15 +29,15 @@ from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 from digestlab.claims import VERDICTS
-from digestlab.io import read_json, write_text_atomic
+from digestlab.io import read_json, replace_dir_atomic, write_text_atomic
 from digestlab.papers import (
     LANGUAGES,
     Paper,
     arxiv_abs_url,
     bare_arxiv_id,
-    is_arxiv_id,
     load_tags,
     read_paper,
+    resolve_related,
 )
 from digestlab.site import PAGES
 
@@ -154,17 +154,12 @@ class PaperView:
 
     def related(self, papers: dict[str, Paper]) -> list[tuple[str, str]]:
         """(label, target) for each related work: an entry's page when the digest has it."""
-        by_arxiv = {bare_arxiv_id(p.arxiv_id): p for p in papers.values() if p.arxiv_id}
-        out = []
-        for ref in self.paper.related:
-            entry = papers.get(ref)
-            if entry is None and is_arxiv_id(ref):
-                entry = by_arxiv.get(bare_arxiv_id(ref))
-            if entry is not None:
-                out.append((entry.title, f"{entry.id}.md"))
-            else:
-                out.append((f"arXiv:{ref}", arxiv_abs_url(ref)))
-        return out
+        return [
+            (entry.title, f"{entry.id}.md")
+            if entry is not None
+            else (f"arXiv:{ref}", arxiv_abs_url(ref))
+            for ref, entry in resolve_related(self.paper, papers)
+        ]
 
     def verdict_counts(self) -> dict[str, int]:
         claims = self.result["claims"] if self.result else []
@@ -182,7 +177,7 @@ class PaperView:
             "title": "{" + _bibtex_escape(self.title) + "}",
             "author": " and ".join(_bibtex_escape(a) for a in self.authors),
             "year": year,
-            "eprint": re.sub(r"v\d+$", "", self.paper.arxiv_id),
+            "eprint": bare_arxiv_id(self.paper.arxiv_id),
             "archivePrefix": "arXiv",
             "primaryClass": meta.get("primary_category") or "",
             "url": arxiv_abs_url(self.paper.arxiv_id),
@@ -237,13 +232,9 @@ def render_paper_pages(
 
 
 def publish_figures(src: str | Path, dest: str | Path) -> None:
-    """Copy a result's figures to where the site's pages link them."""
-    src, dest = Path(src), Path(dest)
-    staging = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging)
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
+    """Copy a result's figures to where the site's pages link them, replacing the old copy."""
+    with replace_dir_atomic(dest) as staging:
+        shutil.copytree(src, staging, dirs_exist_ok=True)
 
 
 def render_site_pages(

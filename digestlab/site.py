@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from digestlab.io import replace_dir_atomic
 from digestlab.papers import LANGUAGES
 
 PAGES = ("index", "results", "tags")  # generated per language beside the paper pages
@@ -46,22 +47,13 @@ def build_site(
     site in place. `stamp` is written into the new site once it is in place."""
     for path in prune_generated(docs_dir, keep_papers):
         print(f"removed stale {path}")
-    site_dir = Path(site_dir)
-    staging = site_dir.with_name(f".{site_dir.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean",
-               "--config-file", str(mkdocs_yml), "--site-dir", str(staging.resolve())]
     env = os.environ | {"NO_MKDOCS_2_WARNING": "1", TAGS_ENV: str(Path(tags).resolve())}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    print(done.stdout + done.stderr)
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise SiteError(f"mkdocs build --strict failed:\n{done.stderr[-4000:]}")
-    old = site_dir.with_name(f".{site_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if site_dir.exists():
-        site_dir.rename(old)
-    staging.rename(site_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with replace_dir_atomic(site_dir) as staging:
+        command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean",
+                   "--config-file", str(mkdocs_yml), "--site-dir", str(staging.resolve())]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        print(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise SiteError(f"mkdocs build --strict failed:\n{done.stderr[-4000:]}")
     if stamp is not None:
         Path(stamp).write_text("built by mkdocs build --strict\n", encoding="utf-8")

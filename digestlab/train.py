@@ -1,29 +1,41 @@
-"""The one training loop every experiment uses.
+"""The one training loop every experiment uses, for any model and any loss.
 
-AdamW from the model's own parameter groups, linear warmup then cosine decay to a floor,
-global gradient clipping, bf16 autocast on CUDA, optional torch.compile, and honest
-throughput: tokens/s after warmup and MFU against the measured matmul peak. Progress goes to
-plain log lines (a progress bar too when stderr is a terminal), so Snakemake logs show it.
+What it trains on and what it minimises come in an `Objective` (a batch source and a loss
+function); `digestlab/objectives.py` builds the usual ones: next-token prediction for
+pretraining and supervised fine-tuning, and DPO against a frozen reference. Everything else is
+here, once: AdamW with decay on matrices only, linear warmup then cosine decay to a floor,
+global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve, and
+honest throughput: items (tokens or samples) per second after warmup and MFU against the
+measured matmul peak. Progress goes to plain log lines (a progress bar too when stderr is a
+terminal), so Snakemake logs show it.
+
+Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
+on its own share of the rows, so the loss trajectory does not depend on the world size; logged
+losses are averaged over ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from digestlab.data.corpus import get_batch, validation_windows
-from digestlab.device import measure_peak_flops, seed_everything, spec_peak_flops
+from digestlab.configs import TrainConfig
+from digestlab.device import measure_peak_flops, seed_everything, spec_peak_flops, synchronize
+
+__all__ = ["Objective", "TrainConfig", "TrainResult", "evaluate", "map_runs", "train"]
 
 # What autocast="auto" means on CPU, chosen by measurement on the 2-core EPYC (AVX512-BF16).
 # With two threads bf16 autocast trained 1.1x (d_model 128) to 1.5x (d_model 256, batch 32)
@@ -33,26 +45,19 @@ from digestlab.device import measure_peak_flops, seed_everything, spec_peak_flop
 CPU_AUTOCAST_DEFAULT = "none"
 
 T, R = TypeVar("T"), TypeVar("R")
+Batch = tuple[torch.Tensor, ...]  # tensors whose first axis is the batch's rows
 
 
 @dataclass
-class TrainConfig:
-    """Everything the loop needs besides the model and the data."""
+class Objective:
+    """What the loop trains on and what it minimises."""
 
-    steps: int = 200  # optimizer steps
-    batch_size: int = 32  # sequences per step
-    seq_len: int = 128  # tokens per sequence
-    learning_rate: float = 1e-3  # peak learning rate, reached at the end of warmup
-    min_lr: float = 1e-4  # floor of the cosine decay
-    warmup_steps: int = 20  # steps of linear warmup from learning_rate / warmup_steps
-    weight_decay: float = 0.1  # AdamW decay on matrices and embeddings (not norms or biases)
-    grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
-    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
-    seed: int = 0  # seeds dropout and the batch sampler; the model is seeded by its builder
-    compile: bool = False  # run the model through torch.compile
-    autocast: str = "auto"  # "auto" (bf16 on CUDA, CPU_AUTOCAST_DEFAULT on CPU), "bf16", "none"
-    eval_batches: int = 8  # validation batches of batch_size fixed windows each
-    log_every: int = 50  # steps between progress lines
+    next_batch: Callable[[torch.Generator], Batch]  # a fresh training batch, drawn on the CPU
+    loss: Callable[[nn.Module, Batch], torch.Tensor]  # scalar mean loss of the model on a batch
+    items_per_batch: int  # tokens (or samples) in one batch, for throughput
+    flops_per_item: float = 0.0  # training FLOPs per item; 0 when unknown (then no MFU)
+    unit: str = "tok"  # what an item is, for the log: "tok" or "sample"
+    val_batches: Sequence[Batch] = ()  # fixed validation batches; val_loss is their mean loss
 
 
 @dataclass
@@ -60,12 +65,13 @@ class TrainResult:
     """What a run measured; plain numbers, ready for metrics.json."""
 
     final_train_loss: float  # mean training loss over the last min(10, steps) steps
-    val_loss: float | None  # mean loss over the fixed validation windows; None without val data
-    tokens_seen: int  # training tokens consumed
-    tokens_per_s: float  # training throughput after the warmup steps
-    mfu: float  # achieved FLOP/s over the measured matmul peak in the compute dtype
+    val_loss: float | None  # mean loss over the objective's validation batches, if any
+    items_seen: int  # training items (tokens or samples) consumed, over all ranks
+    items_per_s: float  # training throughput after the warmup steps, over all ranks
+    unit: str  # what an item is: "tok" or "sample"
+    mfu: float | None  # achieved FLOP/s over the measured matmul peak in the compute dtype
     mfu_spec: float | None  # achieved FLOP/s over the GPU's spec-sheet bf16 peak; None on CPU
-    peak_flops: float  # the measured peak the MFU is relative to, FLOP/s
+    peak_flops: float  # the measured peak of one device the MFU is relative to, FLOP/s
     wall_time_s: float  # the whole call, compile and evaluation included
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), every step
 
@@ -102,52 +108,96 @@ def learning_rate_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + cosine * (cfg.learning_rate - cfg.min_lr)
 
 
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
+                        ) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters that decays matrices and embeddings but not norms,
+    biases or other 1-d parameters (fused on CUDA)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, **extra)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    # FSDP2 shards parameters as DTensors, and the gradient norm of sharded gradients is one too.
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+    batch: Batch,
     grad_clip: float,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward, backward, clip and optimizer step; returns (loss, gradient norm before
     clipping) as detached tensors, so the caller decides when to synchronize."""
     optimizer.zero_grad(set_to_none=True)
-    with _autocast_context(x.device, amp_dtype):
-        _, loss = model(x, y)
+    with _autocast_context(batch[0].device, amp_dtype):
+        loss = loss_fn(model, batch)
     loss.backward()
     # An infinite bound still returns the norm, which the log reports either way.
     max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
-    return loss.detach(), grad_norm.detach()
+    return loss.detach(), _full(grad_norm).detach()
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    val_data: torch.Tensor,
+    batches: Sequence[Batch],
+    loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
     device: torch.device,
-    seq_len: int = 128,
-    batch_size: int = 32,
-    n_batches: int = 8,
     autocast: str = "none",
 ) -> float:
-    """Mean loss over a fixed set of validation windows (same windows every call);
-    perplexity is exp of it."""
+    """Mean loss over fixed batches, each weighted by its rows; the model's mode is restored."""
+    if not batches:
+        raise ValueError("evaluate needs at least one batch")
     was_training = model.training
     model.eval()
     amp_dtype = autocast_dtype(autocast, device)
-    x_all, y_all = validation_windows(val_data, batch_size * n_batches, seq_len)
-    total = torch.zeros((), device=device)
-    for start in range(0, len(x_all), batch_size):
-        x = x_all[start : start + batch_size].to(device)
-        y = y_all[start : start + batch_size].to(device)
+    total, rows = torch.zeros((), device=device), 0
+    for batch in batches:
+        batch = tuple(t.to(device) for t in batch)
         with _autocast_context(device, amp_dtype):
-            _, loss = model(x, y)
-        total += loss.float() * len(x)
+            loss = loss_fn(model, batch)
+        total += loss.float() * len(batch[0])
+        rows += len(batch[0])
     model.train(was_training)
-    return total.item() / len(x_all)
+    return total.item() / rows
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rows_of_rank(batch: Batch, rank: int, world: int) -> Batch:
+    """This rank's contiguous share of every tensor's rows (the whole batch in one process)."""
+    if world == 1:
+        return batch
+    rows = len(batch[0])
+    if rows % world:
+        raise ValueError(f"a batch of {rows} rows cannot be split evenly over {world} ranks")
+    share = rows // world
+    return tuple(t[rank * share : (rank + 1) * share] for t in batch)
+
+
+def _mean_over_ranks(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= world
+    return values
 
 
 def _single_thread() -> None:
@@ -181,36 +231,31 @@ def _log_line(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train(
     model: nn.Module,
-    train_data: torch.Tensor,
+    objective: Objective,
     cfg: TrainConfig,
     device: torch.device,
-    val_data: torch.Tensor | None = None,
     log: Callable[[str], None] = _log_line,
 ) -> TrainResult:
-    """Train the model in place on random windows of train_data (uint8 tokens) and return
-    what was measured. Same seed, same model init and CPU: bitwise the same losses."""
+    """Train the model in place on the objective's batches and return what was measured.
+    Same seed, same model init and CPU: bitwise the same losses."""
     wall_start = time.perf_counter()
     seed_everything(cfg.seed)
-    batch_generator = torch.Generator().manual_seed(cfg.seed)  # windows drawn on the CPU
+    batch_generator = torch.Generator().manual_seed(cfg.seed)  # batches drawn on the CPU
+    rank, world = process_group()
     model.to(device)
     model.train()
-    optimizer = model.configure_optimizers(
-        cfg.weight_decay, cfg.learning_rate, cfg.betas, device.type
-    )
+    optimizer = configure_optimizer(model, cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     amp_dtype = autocast_dtype(cfg.autocast, device)
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    unit = objective.unit
+    n_params = sum(_full(p).numel() for p in model.parameters() if p.requires_grad)
     precision = "bf16 autocast" if amp_dtype else "fp32"
+    ranks = f" on {world} ranks" if world > 1 else ""
     log(
-        f"training {model.num_params():,} parameters on {device.type} for {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.seq_len} tokens, {precision}, compile={cfg.compile}"
+        f"training {n_params:,} parameters on {device.type}{ranks} for {cfg.steps} steps of "
+        f"{objective.items_per_batch:,} {unit}, {precision}, compile={cfg.compile}"
     )
 
     # The first steps pay for compilation, allocation and cold caches; time the rest.
@@ -219,64 +264,75 @@ def train(
     window_start, window_step = time.perf_counter(), 0
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     loss_curve: list[tuple[int, float]] = []
-    progress = tqdm(total=cfg.steps, file=sys.stderr, disable=not sys.stderr.isatty(),
-                    leave=False, unit="step")
+    progress = tqdm(total=cfg.steps, file=sys.stderr, leave=False, unit="step",
+                    disable=rank != 0 or not sys.stderr.isatty())
     for step in range(cfg.steps):
         if step == timed_from:
-            _synchronize(device)
+            synchronize(device)
             timer_start = time.perf_counter()
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_data, cfg.batch_size, cfg.seq_len, batch_generator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, grad_norm = train_step(step_model, optimizer, x, y, cfg.grad_clip, amp_dtype)
+        batch = rows_of_rank(objective.next_batch(batch_generator), rank, world)
+        batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        loss, grad_norm = train_step(step_model, optimizer, objective.loss, batch, cfg.grad_clip,
+                                     amp_dtype)
         pending.append((step, loss, grad_norm))
         progress.update()
-        last = step == cfg.steps - 1
-        if (step + 1) % cfg.log_every == 0 or last:
+        if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
             # Reading losses back synchronizes with the device; do it only at log points.
-            losses = torch.stack([p[1] for p in pending]).float().tolist()
+            losses = _mean_over_ranks(torch.stack([p[1] for p in pending]).float(), world)
+            losses = losses.tolist()
             loss_curve += [(p[0], loss) for p, loss in zip(pending, losses, strict=True)]
             grad_norm_value = pending[-1][2].item()
             pending.clear()
             now = time.perf_counter()
-            window_tokens_per_s = (step + 1 - window_step) * tokens_per_step / (now - window_start)
+            window_items = (step + 1 - window_step) * objective.items_per_batch
+            window_rate = window_items / (now - window_start)
             window_start, window_step = now, step + 1
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
-            log(
-                f"step {step + 1:>6}/{cfg.steps} | loss {losses[-1]:.4f} | lr {lr:.2e} | "
-                f"grad norm {grad_norm_value:.3f} | {window_tokens_per_s:,.0f} tok/s"
-            )
-    _synchronize(device)
-    timed_steps = cfg.steps - timed_from
-    tokens_per_s = timed_steps * tokens_per_step / (time.perf_counter() - timer_start)
+            if rank == 0:
+                log(
+                    f"step {step + 1:>6}/{cfg.steps} | loss {losses[-1]:.4f} | lr {lr:.2e} | "
+                    f"grad norm {grad_norm_value:.3f} | {window_rate:,.0f} {unit}/s"
+                )
+    synchronize(device)
+    items_per_s = (cfg.steps - timed_from) * objective.items_per_batch / (
+        time.perf_counter() - timer_start)
     progress.close()
 
-    achieved_flops = model.flops_per_token(cfg.seq_len) * tokens_per_s
+    mfu = mfu_spec = None
     peak_flops = measure_peak_flops(device, amp_dtype or torch.float32)
-    spec_flops = spec_peak_flops(device)
+    if objective.flops_per_item:
+        achieved_flops = objective.flops_per_item * items_per_s / world  # per device
+        mfu = achieved_flops / peak_flops
+        spec_flops = spec_peak_flops(device)
+        mfu_spec = achieved_flops / spec_flops if spec_flops else None
     val_loss = None
-    if val_data is not None:
-        val_loss = evaluate(model, val_data, device, cfg.seq_len, cfg.batch_size,
-                            cfg.eval_batches, cfg.autocast)
+    if objective.val_batches:
+        # Every rank evaluates every batch: sharded models need all ranks in each forward.
+        val_loss = evaluate(model, objective.val_batches, objective.loss, device, cfg.autocast)
     tail = [loss for _, loss in loss_curve[-10:]]
     result = TrainResult(
         final_train_loss=sum(tail) / len(tail),
         val_loss=val_loss,
-        tokens_seen=cfg.steps * tokens_per_step,
-        tokens_per_s=tokens_per_s,
-        mfu=achieved_flops / peak_flops,
-        mfu_spec=achieved_flops / spec_flops if spec_flops else None,
+        items_seen=cfg.steps * objective.items_per_batch,
+        items_per_s=items_per_s,
+        unit=unit,
+        mfu=mfu,
+        mfu_spec=mfu_spec,
         peak_flops=peak_flops,
         wall_time_s=time.perf_counter() - wall_start,
         loss_curve=loss_curve,
     )
     summary = f"done: train loss {result.final_train_loss:.4f}"
     if val_loss is not None:
-        summary += f" | val loss {val_loss:.4f} (ppl {result.val_perplexity:.2f})"
-    summary += f" | {tokens_per_s:,.0f} tok/s | MFU {result.mfu:.1%}"
-    if result.mfu_spec is not None:
-        summary += f" (spec-sheet MFU {result.mfu_spec:.1%})"
-    log(summary + f" | {result.wall_time_s:.1f} s")
+        summary += f" | val loss {val_loss:.4f}"
+    summary += f" | {items_per_s:,.0f} {unit}/s"
+    if mfu is not None:
+        summary += f" | MFU {mfu:.1%}"
+    if mfu_spec is not None:
+        summary += f" (spec-sheet MFU {mfu_spec:.1%})"
+    if rank == 0:
+        log(summary + f" | {result.wall_time_s:.1f} s")
     return result

@@ -9,10 +9,11 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from digestlab.experiments import experiment_exists
+from digestlab.experiments import experiment_exists, load_spec, merge_params, param_problems
 from digestlab.io import read_json
 from digestlab.papers import Paper, PaperError, load_papers, load_tags
 
@@ -28,6 +29,42 @@ def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:
     except PaperError as exc:
         n = len(exc.problems)
         sys.exit("\n".join(exc.problems) + f"\n{n} problem{'s' * (n != 1)} in the paper entries")
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """An entry's reproduction as the DAG needs it: the experiment, its complete validated
+    params (JSON-ready, so a change in any value reruns the jobs that use it) and its bases."""
+
+    experiment: str
+    params: dict[str, Any]
+    bases: tuple[str, ...]
+
+
+def load_reproductions_or_exit(
+    papers: Mapping[str, Paper], scale: str, config: Mapping[str, Any]
+) -> dict[str, Reproduction]:
+    """Merge every entry's params over its experiment's `scale` params and validate them; on
+    any problem print one line each (file and field) and stop before any job runs."""
+    packages = tuple(config["experiment_packages"])
+    problems, reproductions = [], {}
+    for paper in papers.values():
+        if paper.reproduction is None:
+            continue
+        spec = load_spec(paper.reproduction.experiment, packages)
+        where = f"{config['papers_dir']}/{paper.id}.yaml: reproduction.params"
+        found = param_problems(spec, scale, paper.reproduction.params)
+        problems += [f"{where}.{problem}" for problem in found]
+        if not found:
+            params = merge_params(spec, scale, paper.reproduction.params)
+            reproductions[paper.id] = Reproduction(
+                paper.reproduction.experiment, params.model_dump(mode="json"),
+                tuple(getattr(spec, "BASES", ())),
+            )
+    if problems:
+        n = len(problems)
+        sys.exit("\n".join(problems) + f"\n{n} problem{'s' * (n != 1)} in the entries' params")
+    return reproductions
 
 
 def export_package_path(root: str | Path) -> None:

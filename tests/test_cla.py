@@ -5,7 +5,8 @@ import json
 import pytest
 
 from digestlab.experiments import reproduce
-from digestlab.experiments.cla import SCALES, VARIANTS, decide_claims, variant_config
+from digestlab.experiments.cla import SCALES
+from digestlab.experiments.cla.run import VARIANTS, decide_claims, variant_config
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
@@ -50,7 +51,7 @@ def test_seed_noise_makes_a_claim_inconclusive():
 
 
 def run_smoke(out, threads, steps=6):
-    reproduce("cla", "smoke", {"steps": steps, "warmup_steps": 2}, out / "metrics.json",
+    reproduce("cla", "smoke", {"train": {"steps": steps, "warmup_steps": 2}}, out / "metrics.json",
               out / "figures", threads=threads, log=lambda _: None)
     return json.loads((out / "metrics.json").read_text())
 

@@ -37,11 +37,25 @@ def test_single_seed_is_inconclusive():
     assert verdict == INCONCLUSIVE and stats["sd"] is None and stats["high"] is None
 
 
-def test_t_quantiles():
-    assert t95(2) == pytest.approx(2.920)
-    assert t95(40) == pytest.approx(1.684, abs=1e-3) and t95(120) == pytest.approx(1.658, abs=1e-3)
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("dof", "quantile"), [
+    (1, 6.3138), (2, 2.9200), (5, 2.0150), (10, 1.8125), (30, 1.6973), (31, 1.6955),
+    (40, 1.6839), (120, 1.6577), (10**6, 1.6449),
+])
+def test_t95_matches_the_one_sided_95_percent_table(dof, quantile):
+    assert t95(dof) == pytest.approx(quantile, abs=1e-4)
+
+
+def test_t95_refuses_fewer_than_one_degree_of_freedom():
+    with pytest.raises(ValueError, match="at least one degree of freedom"):
         t95(0)
+
+
+def test_bounds_are_the_mean_plus_and_minus_the_one_sided_t_margin():
+    # mean 2, sd 1, n 3: the margin is t95(2) / sqrt(3) = 2.920 / 1.732.
+    verdict, stats = decide_below([1.0, 2.0, 3.0], 10.0)
+    assert stats["high"] == pytest.approx(2 + 1.6859, abs=1e-4)
+    assert stats["low"] == pytest.approx(2 - 1.6859, abs=1e-4)
+    assert verdict == REPRODUCED
 
 
 def test_exact_quantities_compare_exactly():

@@ -15,11 +15,12 @@ from digestlab.data import (
     decode,
     encode,
     get_batch,
+    python_code,
     split_documents,
     tokens_from_documents,
     validation_windows,
 )
-from digestlab.data.corpus import SplitMix64
+from digestlab.data.rng import SplitMix64
 
 # Changing anything in how documents are generated changes this; update it only on purpose,
 # since every recorded metrics.json names the corpus by its hash.
@@ -35,6 +36,42 @@ def test_splitmix64_matches_the_reference_stream():
     # First outputs of the reference splitmix64 from state 0.
     rng = SplitMix64(0)
     assert [rng.next_u64() for _ in range(2)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4]
+
+
+def test_weighted_choice_picks_keys_in_proportion_to_their_weights():
+    rng = SplitMix64(7)
+    table = {"rare": 1, "common": 3, "most": 6}
+    draws = [rng.weighted(table) for _ in range(20_000)]
+    for key, weight in table.items():
+        assert abs(draws.count(key) / len(draws) - weight / 10) < 0.015, key
+
+
+def test_weighted_choice_with_equal_weights_is_the_uniform_choice():
+    # So a table of ones draws exactly what choice() draws from its keys.
+    keys = ("a", "b", "c", "d", "e")
+    weighted, uniform = SplitMix64(3), SplitMix64(3)
+    table = dict.fromkeys(keys, 1)
+    assert [weighted.weighted(table) for _ in range(200)] == [
+        uniform.choice(keys) for _ in range(200)
+    ]
+
+
+def test_weighted_choice_rejects_tables_without_positive_weight():
+    for table in ({}, {"a": 0}, {"a": -1, "b": 2}):
+        with pytest.raises(ValueError):
+            SplitMix64(0).weighted(table)
+
+
+def test_every_grammar_weight_table_has_positive_integer_weights():
+    # Every module-level dict in the generator is a weight table; integers keep draws exact.
+    tables = {name: value for name, value in vars(python_code).items()
+              if name.isupper() and isinstance(value, dict)}
+    assert {"STATEMENT_FORMS", "NUM_EXPR_FORMS", "BOOL_EXPR_FORMS"} <= set(tables)
+    assert len(tables) >= 10
+    for name, table in tables.items():
+        assert table, name
+        for form, weight in table.items():
+            assert isinstance(form, str) and type(weight) is int and weight > 0, (name, form)
 
 
 def test_same_seed_gives_identical_bytes_and_sha256(docs):

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from digestlab.experiments import (
     ExperimentError,
+    base_sources,
     experiment_exists,
     experiment_sources,
-    load_experiment,
+    load_spec,
     merge_params,
+    param_problems,
     reproduce,
     resolve_scale,
 )
@@ -30,14 +34,34 @@ def test_registry_finds_experiments_without_running_them():
     assert not experiment_exists("no_such", PACKAGES)
     assert not experiment_exists("../etc", PACKAGES)
     sources = experiment_sources("noisy_mean", PACKAGES)
-    assert any(s.endswith("experiments_for_tests/noisy_mean.py") for s in sources)
+    assert any(s.endswith("experiments_for_tests/noisy_mean/run.py") for s in sources)
     assert any(s.endswith("digestlab/nn/model.py") for s in sources)
+
+
+def test_analysis_and_base_model_sources_are_apart():
+    analysis = experiment_sources("tiny_lm", PACKAGES)
+    base = base_sources("tiny_lm", "lm", PACKAGES)
+    assert any(s.endswith("tiny_lm/run.py") for s in analysis)
+    assert not any(s.endswith("tiny_lm/base_lm.py") for s in analysis)
+    assert any(s.endswith("tiny_lm/base_lm.py") for s in base)
+    assert not any(s.endswith("tiny_lm/run.py") or s.endswith("tiny_lm/__init__.py")
+                   for s in base)
+    assert any(s.endswith("digestlab/train.py") for s in base)
+
+
+def test_specs_import_without_torch():
+    code = ("import sys; from digestlab.experiments import load_spec; "
+            "[load_spec(n) for n in ('cla',)]; "
+            "import digestlab.workflow; assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_metrics_json_follows_the_contract(tmp_path):
     metrics = run(tmp_path, {"samples": 50})
     assert metrics["experiment"] == "noisy_mean" and metrics["scale"] == "smoke"
     assert metrics["params"] == {"true_mean": 0.0, "bound": 1.0, "samples": 50, "seeds": [0, 1, 2]}
+    assert metrics["provenance"]["bases"] == {}
     assert metrics["seeds"] == [0, 1, 2] and metrics["device"] == "cpu"
     (claim,) = metrics["claims"]
     assert set(claim) == {"id", "text", "measured", "expected", "verdict"}
@@ -61,9 +85,23 @@ def test_same_seed_gives_the_same_metrics_apart_from_timing(tmp_path):
 
 
 def test_unknown_param_names_the_allowed_ones():
-    module = load_experiment("noisy_mean", PACKAGES)
-    with pytest.raises(ExperimentError, match="unknown param 'steps'.*allowed: bound, samples"):
-        merge_params(module, "smoke", {"steps": 3})
+    spec = load_spec("noisy_mean", PACKAGES)
+    with pytest.raises(ExperimentError, match="steps: unknown param.*allowed: true_mean, bound"):
+        merge_params(spec, "smoke", {"steps": 3})
+
+
+def test_wrong_types_name_the_nested_field():
+    spec = load_spec("cla")
+    problems = param_problems(spec, "cpu", {"model": {"n_layer": "six", "n_layers": 4},
+                                            "train": {"learning_rate": "fast"}, "seeds": []})
+    assert any(p.startswith("model.n_layer: Input should be a valid integer") for p in problems)
+    assert any(p.startswith("model.n_layers: unknown param (allowed: vocab_size, block_size")
+               for p in problems)
+    assert any(p.startswith("train.learning_rate: Input should be a valid number")
+               for p in problems)
+    assert any(p.startswith("seeds: List should have at least 1 item") for p in problems)
+    assert param_problems(spec, "cpu", {"model": {"n_kv_heads": 3}}) == [
+        "model: n_heads (8) must be a multiple of n_kv_heads (3)"]
 
 
 def test_auto_scale_follows_the_gpu(monkeypatch):
@@ -77,13 +115,14 @@ def test_auto_scale_follows_the_gpu(monkeypatch):
 
 
 def test_nested_params_merge_key_by_key():
-    module = load_experiment("cla")
-    params = merge_params(module, "smoke", {"model": {"n_layer": 4}, "steps": 3})
-    assert params["model"]["n_layer"] == 4 and params["model"]["d_model"] == 32
-    with pytest.raises(ExperimentError, match="unknown param 'model.n_layers'"):
-        merge_params(module, "smoke", {"model": {"n_layers": 4}})
-    with pytest.raises(ExperimentError, match="at least one seed"):
-        merge_params(module, "smoke", {"seeds": []})
+    spec = load_spec("cla")
+    params = merge_params(spec, "smoke", {"model": {"n_layer": 4}, "train": {"steps": 5}})
+    assert params.model.n_layer == 4 and params.model.d_model == 32
+    assert params.train.steps == 5 and params.train.learning_rate == 6e-3
+    with pytest.raises(ExperimentError, match="model.n_layers: unknown param"):
+        merge_params(spec, "smoke", {"model": {"n_layers": 4}})
+    with pytest.raises(ExperimentError, match="seeds: List should have at least 1 item"):
+        merge_params(spec, "smoke", {"seeds": []})
 
 
 def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):
@@ -96,3 +135,15 @@ def test_single_seed_keeps_metrics_valid_json(tmp_path):
     metrics = run(tmp_path, {"seeds": [7]})
     assert metrics["claims"][0]["verdict"] == "inconclusive"
     assert metrics["claims"][0]["measured"]["sd"] is None
+
+
+def test_a_base_model_is_trained_saved_and_recorded_with_its_provenance(tmp_path):
+    metrics = reproduce("tiny_lm", "smoke", {}, tmp_path / "out" / "metrics.json",
+                        tmp_path / "out" / "figures", PACKAGES, log=lambda _: None)
+    (claim,) = metrics["claims"]
+    assert claim["verdict"] == "reproduced"  # 30 steps take a byte model well below ln 256
+    base = metrics["provenance"]["bases"]["lm"]
+    assert base["file"] == "lm.pt" and len(base["sha256"]) == 64
+    assert base["provenance"]["experiment"] == "tiny_lm" and base["provenance"]["base"] == "lm"
+    assert base["train"]["items_seen"] == 30 * 8 * 32 and "loss_curve" not in base["train"]
+    assert metrics["metrics"]["base_final_train_loss"] == base["train"]["final_train_loss"]

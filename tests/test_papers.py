@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, entry, write_entry
 
-from digestlab.papers import PaperError, is_arxiv_id, load_papers, load_tags
+from digestlab.papers import (
+    Paper,
+    PaperError,
+    bare_arxiv_id,
+    is_arxiv_id,
+    load_papers,
+    load_tags,
+    resolve_related,
+)
 
 TAGS = load_tags(ROOT / "config" / "tags.yaml")
 
@@ -110,3 +118,36 @@ def test_arxiv_ids_of_both_shapes_are_accepted(good):
 @pytest.mark.parametrize("bad", ["2405.129", "2405.12981v", "hep-th/99", "arXiv:2405.12981", "0"])
 def test_malformed_arxiv_ids_are_rejected(bad):
     assert not is_arxiv_id(bad)
+
+
+@pytest.mark.parametrize(("versioned", "bare"), [
+    ("2405.12981v2", "2405.12981"), ("2405.12981", "2405.12981"),
+    ("quant-ph/0201082v1", "quant-ph/0201082"), ("hep-th/9901001", "hep-th/9901001"),
+])
+def test_bare_arxiv_id_drops_only_the_version(versioned, bare):
+    assert bare_arxiv_id(versioned) == bare
+
+
+def paper(paper_id: str, **fields) -> Paper:
+    return Paper.model_validate(entry(paper_id, **fields))
+
+
+def test_related_references_resolve_by_entry_id_or_any_version_of_its_arxiv_id():
+    papers = {
+        "cla": paper("cla"),  # the source of arXiv 2405.12981
+        "web": paper("web", source={"url": "https://example.org/w"}),
+        "old": paper("old", source={"arxiv": "hep-th/9901001v3"}),
+    }
+    here = paper("here", source={"url": "https://example.org/h"},
+                 related=["web", "2405.12981v2", "hep-th/9901001", "2309.17453"])
+    assert resolve_related(here, papers) == [
+        ("web", papers["web"]),
+        ("2405.12981v2", papers["cla"]),
+        ("hep-th/9901001", papers["old"]),
+        ("2309.17453", None),
+    ]
+
+
+def test_related_entry_missing_from_the_given_papers_resolves_to_none():
+    here = paper("here", source={"url": "https://example.org/h"}, related=["cla", "2405.12981"])
+    assert resolve_related(here, {}) == [("cla", None), ("2405.12981", None)]

@@ -5,7 +5,14 @@ import json
 import pytest
 from conftest import ROOT, entry, write_entry
 
-from digestlab.render import number, render_paper_pages, render_site_pages, translations
+from digestlab.render import (
+    number,
+    publish_figures,
+    render_paper_pages,
+    render_site_pages,
+    translations,
+)
+from digestlab.site import SiteError, build_site
 
 TAGS = ROOT / "config" / "tags.yaml"
 
@@ -169,3 +176,49 @@ def test_related_arxiv_id_of_another_entry_links_to_its_page(tmp_path):
     page = out["en"].read_text()
     assert "- [The other entry](there.md)" in page
     assert "- [arXiv:2309\\.17453](https://arxiv.org/abs/2309.17453)" in page
+
+
+def test_bibtex_eprint_drops_the_arxiv_version(tmp_path):
+    path = write_entry(tmp_path, entry("cla", source={"arxiv": "2405.12981v3"}))
+    out = {lang: tmp_path / f"{lang}.md" for lang in ("ko", "en")}
+    render_paper_pages(path, TAGS, None, None, out)
+    page = out["en"].read_text()
+    assert "eprint = {2405.12981}" in page and "eprint = {2405.12981v3}" not in page
+
+
+def test_published_figures_replace_the_previous_ones(tmp_path):
+    src, dest = tmp_path / "results" / "figures", tmp_path / "notes" / "figures" / "cla"
+    src.mkdir(parents=True)
+    (src / "new.svg").write_text("<svg>new</svg>")
+    dest.mkdir(parents=True)
+    (dest / "gone.svg").write_text("<svg>old</svg>")
+    publish_figures(src, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["new.svg"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["cla"]
+
+
+def test_failed_site_build_leaves_the_old_site_in_place(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("old site")
+    (tmp_path / "notes").mkdir()
+    stamp = tmp_path / "built"
+    with pytest.raises(SiteError, match="mkdocs build --strict failed"):
+        build_site(tmp_path / "missing.yml", tmp_path / "notes", site, keep_papers=[],
+                   tags=TAGS, stamp=stamp)
+    assert (site / "index.html").read_text() == "old site"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "site"]
+
+
+def test_paper_page_names_the_base_models_a_result_stands_on(tmp_path, paper_files):
+    path, meta, metrics = paper_files
+    data = json.loads(metrics.read_text())
+    data["provenance"]["bases"] = {"lm": {
+        "file": "lm.pt", "sha256": "0123456789ab" + "f" * 52, "data_sha256": "abcdef" * 10 + "abcd",
+        "train": {"items_seen": 1200000, "unit": "tok"}, "provenance": {"git_commit": "c0ffee"}}}
+    metrics.write_text(json.dumps(data))
+    pages = render_both(tmp_path, paper_files)
+    ko = "기반 모델 `lm` `0123456789ab` · 학습 데이터 `abcdefabcdef`, 1,200,000 tok"
+    assert ko in pages["ko"]
+    assert "base model `lm` `0123456789ab` · training data `abcdefabcdef`" in pages["en"]
+    assert "code `c0ffee`" in pages["en"]

@@ -11,10 +11,13 @@ import torch
 from digestlab.data import build_splits, get_batch
 from digestlab.device import seed_everything
 from digestlab.nn import GPT, GPTConfig
+from digestlab.objectives import language_model, next_token_loss
 from digestlab.train import (
     CPU_AUTOCAST_DEFAULT,
+    Objective,
     TrainConfig,
     autocast_dtype,
+    configure_optimizer,
     evaluate,
     learning_rate_at,
     train,
@@ -36,20 +39,24 @@ def tiny_model(seed: int = 0) -> GPT:
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    fields = dict(steps=40, batch_size=8, seq_len=32, learning_rate=3e-3, min_lr=3e-4,
-                  warmup_steps=5, eval_batches=2, log_every=10)
+    fields = dict(steps=40, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5, log_every=10)
     return TrainConfig(**{**fields, **overrides})
+
+
+def lm(model: GPT, splits, val: bool = True) -> Objective:
+    return language_model(model, splits.train, 8, 32, splits.val if val else None, eval_batches=2)
 
 
 def test_loss_falls_well_below_its_start_on_the_corpus(splits):
     lines: list[str] = []
-    result = train(tiny_model(), splits.train, tiny_config(), CPU, splits.val, log=lines.append)
+    model = tiny_model()
+    result = train(model, lm(model, splits), tiny_config(), CPU, log=lines.append)
     first = sum(loss for _, loss in result.loss_curve[:5]) / 5
     assert first > 5.0  # about ln(256): an untrained byte model
     assert result.final_train_loss < first - 1.5
     assert result.val_loss is not None and result.val_loss < first - 1.5
-    assert result.tokens_seen == 40 * 8 * 32
-    assert result.tokens_per_s > 0 and 0 < result.mfu < 2
+    assert result.items_seen == 40 * 8 * 32 and result.unit == "tok"
+    assert result.items_per_s > 0 and 0 < result.mfu < 2
     assert [step for step, _ in result.loss_curve] == list(range(40))
     assert sum(line.startswith("step") for line in lines) == 4  # every log_every steps
 
@@ -58,12 +65,14 @@ def test_loss_falls_well_below_its_start_on_the_corpus(splits):
 def test_same_seed_gives_bitwise_identical_loss_curves(splits, autocast):
     cfg = tiny_config(steps=15, autocast=autocast)
     silent = [].append
-    first = train(tiny_model(), splits.train, cfg, CPU, log=silent)
-    second = train(tiny_model(), splits.train, cfg, CPU, log=silent)
-    assert first.loss_curve == second.loss_curve
-    other_cfg = tiny_config(steps=15, autocast=autocast, seed=1)
-    other = train(tiny_model(), splits.train, other_cfg, CPU, log=silent)
-    assert other.loss_curve != first.loss_curve
+    runs = []
+    for seed in (0, 0, 1):
+        model = tiny_model()
+        runs.append(train(model, lm(model, splits, val=False),
+                          tiny_config(steps=15, autocast=autocast, seed=seed), CPU, log=silent))
+    assert runs[0].loss_curve == runs[1].loss_curve
+    assert runs[2].loss_curve != runs[0].loss_curve
+    assert cfg.autocast == autocast
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
@@ -81,13 +90,13 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
 
 def test_gradient_clipping_bounds_the_global_norm(splits):
     model = tiny_model()
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
-    x, y = get_batch(splits.train, 4, 32, torch.Generator().manual_seed(0))
-    _, norm_before = train_step(model, optimizer, x, y, grad_clip=1e-3)
+    optimizer = configure_optimizer(model, tiny_config(), CPU)
+    batch = get_batch(splits.train, 4, 32, torch.Generator().manual_seed(0))
+    _, norm_before = train_step(model, optimizer, next_token_loss, batch, grad_clip=1e-3)
     norm_after = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert norm_before > 1e-2  # so the clip had something to do
     assert norm_after <= 1e-3 * (1 + 1e-4)
-    _, unclipped = train_step(model, optimizer, x, y, grad_clip=0.0)
+    _, unclipped = train_step(model, optimizer, next_token_loss, batch, grad_clip=0.0)
     assert torch.norm(torch.stack([p.grad.norm() for p in model.parameters()])) == (
         pytest.approx(unclipped.item(), rel=1e-5))
 
@@ -95,8 +104,10 @@ def test_gradient_clipping_bounds_the_global_norm(splits):
 def test_evaluate_is_deterministic_and_restores_training_mode(splits):
     model = tiny_model()
     model.train()
-    first = evaluate(model, splits.val, CPU, seq_len=32, batch_size=4, n_batches=3)
-    second = evaluate(model, splits.val, CPU, seq_len=32, batch_size=4, n_batches=3)
+    batches = lm(model, splits).val_batches
+    assert len(batches) == 2 and batches[0][0].shape == (8, 32)
+    first = evaluate(model, batches, next_token_loss, CPU)
+    second = evaluate(model, batches, next_token_loss, CPU)
     assert first == second
     assert math.log(256) - 0.5 < first < math.log(256) + 0.5  # untrained: near uniform
     assert model.training
@@ -122,3 +133,66 @@ def test_map_runs_keeps_order_runs_single_threaded_and_restores_threads(workers)
     before = torch.get_num_threads()
     assert map_runs(_threads_seen, [3, 1, 2], workers, CPU) == [(3, 1), (1, 1), (2, 1)]
     assert torch.get_num_threads() == before
+
+
+def test_configure_optimizer_decays_only_matrices():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, n_layer=2, d_model=32, n_heads=4, n_kv_heads=4,
+                          head_dim=8, bias=True, kv_latent_dim=12, kv_rope_dim=4))
+    opt = configure_optimizer(model, TrainConfig(weight_decay=0.1), CPU)
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    ids = {id(p) for p in no_decay["params"]}
+    assert id(model.norm_f.weight) in ids
+    assert id(model.blocks[0].attn.kv_norm.weight) in ids
+    assert id(model.blocks[0].mlp.up_proj.bias) in ids
+    n_grouped = len(decay["params"]) + len(no_decay["params"])
+    assert n_grouped == len(list(model.parameters()))
+
+
+def test_train_config_rejects_wrong_types_and_impossible_schedules():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps="many")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=10, warmup_steps=20)
+    with pytest.raises(ValueError, match="autocast"):
+        TrainConfig(autocast="fp16")
+
+
+def test_fsdp_over_two_ranks_follows_the_single_process_loss_trajectory(tmp_path):
+    # The loop draws the same global batch on every rank and trains each on its half: the loss
+    # curve must not depend on the world size (up to the order of floating-point sums).
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("distributed_train.py")
+    out = tmp_path / "w2.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", str(script), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads(out.read_text())
+
+    splits = build_splits(30, seed=0)
+    seed_everything(0)
+    model = GPT(GPTConfig(block_size=32, n_layer=2, d_model=32, n_heads=2, n_kv_heads=2,
+                          head_dim=16))
+    objective = language_model(model, splits.train, 8, 32, splits.val, eval_batches=2)
+    cfg = TrainConfig(steps=12, learning_rate=3e-3, min_lr=3e-4, warmup_steps=2, log_every=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(model, objective, cfg, CPU, log=[].append)
+    finally:
+        torch.set_num_threads(threads)
+    assert [s for s, _ in sharded["loss_curve"]] == list(range(12))
+    for (_, a), (_, b) in zip(sharded["loss_curve"], single.loss_curve, strict=True):
+        assert a == pytest.approx(b, rel=1e-4)
+    assert sharded["val_loss"] == pytest.approx(single.val_loss, rel=1e-4)
+    assert single.loss_curve[-1][1] < single.loss_curve[0][1] - 0.5  # it did learn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,13 +139,69 @@ def test_failed_site_build_keeps_the_old_site(workspace):
     assert not (workspace / "site" / ".built").exists()  # so the next run builds again
 
 
-def test_unknown_experiment_param_fails_that_job_with_one_line(workspace):
+def test_bad_experiment_params_stop_the_run_before_any_job_with_one_line_each(workspace):
     write_entry(workspace / "papers", entry("cla", reproduction={
-        "experiment": "noisy_mean", "params": {"stepz": 3}}))
-    done = snakemake_cli(workspace, "results/cla/metrics.json")
+        "experiment": "noisy_mean", "params": {"stepz": 3, "samples": "many"}}))
+    done = snakemake_cli(workspace)
     assert done.returncode != 0
-    assert "ExperimentError: unknown param 'stepz'" in done.stderr
-    assert "Traceback" in (workspace / "logs" / "reproduce" / "cla.log").read_text()
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("papers/")]
+    assert lines == [
+        "papers/cla.yaml: reproduction.params.samples: Input should be a valid integer, "
+        "unable to parse string as an integer",
+        "papers/cla.yaml: reproduction.params.stepz: unknown param "
+        "(allowed: true_mean, bound, samples, seeds)",
+    ]
+    assert not (workspace / "results").exists() and not (workspace / "resources").exists()
+
+
+def planned(workdir: Path, target: str) -> dict[str, int]:
+    """Rule -> number of jobs a dry run for `target` would run."""
+    done = snakemake_cli(workdir, "-n", target)
+    assert done.returncode == 0, done.stderr
+    stats = done.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
+    rows = [line.split() for line in stats.splitlines()[3:] if line.strip()]
+    return {rule: int(count) for rule, count in rows}
+
+
+TINY = "results/tiny/metrics.json"
+
+
+def test_base_model_is_its_own_job_that_analysis_changes_do_not_rerun(workspace, monkeypatch):
+    # A copy of the test experiments, so this test can edit their code.
+    packages = workspace / "packages"
+    shutil.copytree(Path(__file__).with_name("experiments_for_tests"),
+                    packages / "experiments_for_tests")
+    monkeypatch.setenv("PYTHONPATH", f"{packages}:{ROOT}")
+    write_entry(workspace / "papers", entry("tiny", source={"url": "https://example.org/t"},
+                                            reproduction={"experiment": "tiny_lm"}))
+    done = snakemake_cli(workspace, TINY)
+    assert done.returncode == 0, done.stderr
+    checkpoint = workspace / "results" / "tiny" / "bases" / "lm.pt"
+    metrics = json.loads((workspace / "results" / "tiny" / "metrics.json").read_text())
+    assert metrics["provenance"]["bases"]["lm"]["file"] == "lm.pt"
+    assert (workspace / "logs" / "pretrain" / "tiny" / "lm.log").exists()
+    assert "nothing to be done" in snakemake_cli(workspace, "-n", TINY).stdout.lower()
+
+    analysis = packages / "experiments_for_tests" / "tiny_lm" / "run.py"
+    analysis.write_text(analysis.read_text() + "\n# an edit to the analysis\n")
+    jobs = planned(workspace, TINY)
+    assert jobs.get("reproduce") == 1 and "pretrain" not in jobs
+
+    # an analysis param changes the analysis only; a param of the base model retrains it
+    write_entry(workspace / "papers", entry("tiny", source={"url": "https://example.org/t"},
+                reproduction={"experiment": "tiny_lm", "params": {"eval_groups": 3}}))
+    jobs = planned(workspace, TINY)
+    assert jobs.get("reproduce") == 1 and "pretrain" not in jobs
+    write_entry(workspace / "papers", entry("tiny", source={"url": "https://example.org/t"},
+                reproduction={"experiment": "tiny_lm", "params": {"lm": {"n_documents": 20}}}))
+    jobs = planned(workspace, TINY)
+    assert jobs.get("pretrain") == 1 and jobs.get("reproduce") == 1
+
+    base = packages / "experiments_for_tests" / "tiny_lm" / "base_lm.py"
+    base.write_text(base.read_text() + "\n# an edit to the base model's training\n")
+    assert planned(workspace, TINY).get("pretrain") == 1
+    assert checkpoint.exists()  # planning touches nothing
 
 
 @pytest.mark.parametrize("args", [("--lint",), ("-n",)])

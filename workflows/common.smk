@@ -2,12 +2,13 @@
 from snakemake.utils import validate
 
 from digestlab import package_files
-from digestlab.experiments import experiment_sources, resolve_scale
-from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, bare_arxiv_id
+from digestlab.experiments import base_sources, experiment_sources, resolve_scale
+from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, resolve_related
 from digestlab.site import PAGES
 from digestlab.workflow import (
     export_package_path,
     load_papers_or_exit,
+    load_reproductions_or_exit,
     retry_token,
 )
 
@@ -19,8 +20,9 @@ export_package_path(workflow.basedir)
 
 PAPERS = load_papers_or_exit(config)
 SCALE = resolve_scale(config["scale"])
+REPRODUCTIONS = load_reproductions_or_exit(PAPERS, SCALE, config)
+EXPERIMENT_PACKAGES = tuple(config["experiment_packages"])
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
-BY_BARE_ARXIV_ID = {bare_arxiv_id(a): paper.id for a, paper in BY_ARXIV_ID.items()}
 REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
 # Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
 RENDER_SOURCES = package_files("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
@@ -30,6 +32,7 @@ HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/styles
 wildcard_constraints:
     paper=PAPER_ID.pattern.strip("^$"),
     arxiv_id=ARXIV_ID.pattern.strip("^$"),
+    base="[a-z][a-z0-9_]*",
 
 
 def entry_file(wildcards):
@@ -42,8 +45,8 @@ def entry_files():
 
 def related_entries(wildcards):
     """Entries this one relates to, by their id or by the arXiv id they are the source of."""
-    related = [BY_BARE_ARXIV_ID.get(bare_arxiv_id(ref), ref) for ref in PAPERS[wildcards.paper].related]
-    return [f"{config['papers_dir']}/{ref}.yaml" for ref in related if ref in PAPERS]
+    related = resolve_related(PAPERS[wildcards.paper], PAPERS)
+    return [f"{config['papers_dir']}/{entry.id}.yaml" for _, entry in related if entry is not None]
 
 
 def arxiv_json_of(paper):
@@ -96,13 +99,35 @@ def fetch_retry_token(wildcards):
 
 
 def experiment_name(wildcards):
-    return PAPERS[wildcards.paper].reproduction.experiment
+    return REPRODUCTIONS[wildcards.paper].experiment
 
 
 def experiment_params(wildcards):
-    return PAPERS[wildcards.paper].reproduction.params
+    """The complete params: a change in any value, the scale's defaults included, reruns."""
+    return REPRODUCTIONS[wildcards.paper].params
 
 
 def experiment_code(wildcards):
-    """The experiment's module and the shared code under it: editing either reruns it."""
-    return experiment_sources(experiment_name(wildcards), tuple(config["experiment_packages"]))
+    """The experiment's analysis code and the shared code under it: editing either reruns it."""
+    return experiment_sources(experiment_name(wildcards), EXPERIMENT_PACKAGES)
+
+
+def base_checkpoints(wildcards):
+    return {
+        base: f"results/{wildcards.paper}/bases/{base}.pt"
+        for base in REPRODUCTIONS[wildcards.paper].bases
+    }
+
+
+def base_names(wildcards):
+    return list(REPRODUCTIONS[wildcards.paper].bases)
+
+
+def base_params(wildcards):
+    """Only the base model's own params: the analysis's may change without retraining it."""
+    return REPRODUCTIONS[wildcards.paper].params[wildcards.base]
+
+
+def base_code(wildcards):
+    """The code that trains the base model (not the analysis) and the shared code."""
+    return base_sources(experiment_name(wildcards), wildcards.base, EXPERIMENT_PACKAGES)

@@ -1,16 +1,19 @@
-# Stage 2: each entry's reproduction, at the configured scale. One job uses every core it is given.
+# Stage 2b: each entry's reproduction, at the configured scale, on the base models it stands on.
+# One job uses every core it is given.
 
 
 rule reproduce:
     input:
+        unpack(base_checkpoints),
         code=experiment_code,
     output:
         metrics="results/{paper}/metrics.json",
         figures=directory("results/{paper}/figures"),
     params:
         experiment=experiment_name,
-        overrides=experiment_params,
+        values=experiment_params,
         scale=SCALE,
+        bases=base_names,
     threads: workflow.cores
     resources:
         gpu=1 if SCALE == "gpu" else 0,

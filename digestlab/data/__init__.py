@@ -1,16 +1,21 @@
-"""The deterministic training corpus and its byte-level tokens."""
+"""The deterministic training corpora and their byte-level tokens.
 
-from digestlab.data.corpus import (
+rng: the splitmix64 stream every generator draws from; python_code: the generator of small
+Python modules (the corpus the experiments train on); tokens: tokens, splits and batches of
+any generator's documents.
+"""
+
+from digestlab.data.python_code import build_corpus, build_splits
+from digestlab.data.tokens import (
     DOCUMENT_SEPARATOR,
     VOCAB_SIZE,
     CorpusSplits,
-    build_corpus,
-    build_splits,
     corpus_sha256,
     decode,
     encode,
     get_batch,
     split_documents,
+    splits_from_documents,
     tokens_from_documents,
     validation_windows,
 )
@@ -26,6 +31,7 @@ __all__ = [
     "encode",
     "get_batch",
     "split_documents",
+    "splits_from_documents",
     "tokens_from_documents",
     "validation_windows",
 ]

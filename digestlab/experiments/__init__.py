@@ -1,14 +1,22 @@
 """The experiment registry and the reproduction contract.
 
-An experiment is a module `<package>.<name>` (by default in this package) that defines
+An experiment is a package `<package>.<name>` (by default in this package). Its `__init__.py`
+is the spec, importable without torch, so the workflow reads it while it parses:
 
-    SCALES: dict[str, dict]     # default params for "smoke", "cpu" and "gpu"
-    BUDGET_S: dict[str, float]  # seconds each scale may take (benchmarks/experiment_budget.py)
-    def run(params: dict, ctx: RunContext) -> Report
+    Params: type[pydantic.BaseModel]  # everything the experiment takes, typed; it nests the
+                                      # model and loop configs (digestlab.configs)
+    SCALES: dict[str, Params]         # the params of "smoke", "cpu" and "gpu"
+    BUDGET_S: dict[str, float]        # seconds each scale may take (see benchmarks/)
+    BASES: tuple[str, ...] = ()       # base models it stands on, each a field of Params
 
-`reproduce` merges an entry's params over the defaults of the chosen scale, runs the experiment and
-writes `metrics.json`: what was run, what was measured, the claims with their verdicts, and where
-the numbers came from. Importing this package stays cheap: experiments are imported only to run.
+Its module `run.py` holds `run(params: Params, ctx: RunContext) -> Report`, the analysis. Each
+base model `b` is trained by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of
+its own whose checkpoint `run` finds at `ctx.bases[b]`: changing the analysis, or params outside
+`b`, reruns the analysis and not the training.
+
+`reproduce` merges an entry's params over the chosen scale's, runs the experiment and writes
+`metrics.json`: what was run, what was measured, the claims with their verdicts, and where the
+numbers (and the base models) came from.
 """
 
 from __future__ import annotations
@@ -20,31 +28,39 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
 
 from digestlab import package_files
 from digestlab.io import write_json_atomic
 
+if TYPE_CHECKING:
+    from digestlab.nn import GPT
+    from digestlab.train import TrainResult
+
 DEFAULT_PACKAGES = ("digestlab.experiments",)
 SCALES = ("smoke", "cpu", "gpu")
+BASE_PREFIX = "base_"  # base model b of an experiment is trained by its module base_<b>.py
 
 
 class ExperimentError(Exception):
-    """An experiment cannot be run as asked (unknown name, unknown param, wrong scale)."""
+    """An experiment cannot be run as asked (unknown name, bad params, wrong scale)."""
 
 
 @dataclass
 class RunContext:
-    """What an experiment gets besides its params."""
+    """What an experiment (or a base model's training) gets besides its params."""
 
     scale: str
     figures_dir: Path  # write figures here; list their file names in Report.figures
     threads: int = 1
     log: Callable[[str], None] = print
+    bases: dict[str, Path] = field(default_factory=dict)  # base model name -> its checkpoint
 
 
 @dataclass
@@ -58,6 +74,16 @@ class Report:
     figures: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # the paper's own numbers, if any
+
+
+@dataclass
+class TrainedBase:
+    """What a base model's `train` returns: the model, its training result, and the sha256 of
+    the data it was trained on (checked again when the analysis loads it)."""
+
+    model: GPT
+    result: TrainResult
+    data_sha256: str
 
 
 def _module_name(name: str, packages: tuple[str, ...]) -> str | None:
@@ -77,27 +103,42 @@ def experiment_exists(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -
     return _module_name(name, packages) is not None
 
 
-# The code every experiment stands on: a change here can change any result.
-SHARED_SOURCES = (
-    "experiments/__init__.py", "claims.py", "device.py", "figures.py", "train.py",
-    "nn/*.py", "data/*.py",
-)
-
-
-def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
-    """The files whose contents decide experiment `name`'s results, found without importing it."""
-    module_name = _module_name(name, packages)
-    if module_name is None:
-        raise ExperimentError(f"unknown experiment {name!r} (looked in {', '.join(packages)})")
-    return sorted({*package_files(*SHARED_SOURCES), importlib.util.find_spec(module_name).origin})
-
-
-def load_experiment(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> ModuleType:
-    """Import the experiment module `name`."""
+def load_spec(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> ModuleType:
+    """Import experiment `name`'s spec (its package's __init__, which needs no torch)."""
     module_name = _module_name(name, packages)
     if module_name is None:
         raise ExperimentError(f"unknown experiment {name!r} (looked in {', '.join(packages)})")
     return importlib.import_module(module_name)
+
+
+def experiment_dir(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> Path:
+    """The folder of experiment `name`'s package, found without importing it."""
+    module_name = _module_name(name, packages)
+    if module_name is None:
+        raise ExperimentError(f"unknown experiment {name!r} (looked in {', '.join(packages)})")
+    return Path(importlib.util.find_spec(module_name).origin).parent
+
+
+# The code every experiment stands on: a change here can change any result.
+SHARED_SOURCES = (
+    "experiments/__init__.py", "checkpoint.py", "claims.py", "configs.py", "device.py",
+    "figures.py", "objectives.py", "train.py", "nn/*.py", "data/*.py",
+)
+
+
+def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
+    """The files whose contents decide experiment `name`'s analysis: its package but for the
+    base models' training, and the shared code."""
+    own = [str(p) for p in experiment_dir(name, packages).glob("*.py")
+           if not p.name.startswith(BASE_PREFIX)]
+    return sorted({*package_files(*SHARED_SOURCES), *own})
+
+
+def base_sources(name: str, base: str, packages: tuple[str, ...] = DEFAULT_PACKAGES
+                 ) -> list[str]:
+    """The files whose contents decide base model `base` of experiment `name`."""
+    module = experiment_dir(name, packages) / f"{BASE_PREFIX}{base}.py"
+    return sorted({*package_files(*SHARED_SOURCES), str(module)})
 
 
 def cuda_visible() -> bool:
@@ -117,32 +158,57 @@ def resolve_scale(scale: str) -> str:
     return scale
 
 
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ExperimentError(
-            f"unknown param {', '.join(repr(where + k) for k in unknown)} "
-            f"(allowed: {', '.join(sorted(defaults))})"
-        )
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if isinstance(defaults[key], dict) and isinstance(value, dict):
-            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
-        else:
-            merged[key] = value
-    return merged
+def _merged(defaults: Any, overrides: Any) -> Any:
+    # Nested mappings merge key by key; anything else in the overrides replaces the default.
+    if isinstance(defaults, dict) and isinstance(overrides, Mapping):
+        return {**defaults, **{k: _merged(defaults.get(k), v) for k, v in overrides.items()}}
+    return overrides
 
 
-def merge_params(module: ModuleType, scale: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The experiment's defaults for `scale` with the entry's `overrides` on top, nested dicts
-    merged key by key."""
-    name = module.__name__.rsplit(".", 1)[-1]
-    if scale not in module.SCALES:
-        raise ExperimentError(f"experiment {name!r} has no {scale!r} scale")
-    params = _merge(module.SCALES[scale], overrides, "")
-    if "seeds" in params and not params["seeds"]:
-        raise ExperimentError(f"experiment {name!r} needs at least one seed")
-    return params
+def _allowed(model: type | None) -> str:
+    fields = getattr(model, "model_fields", None) or getattr(model, "__dataclass_fields__", {})
+    return f" (allowed: {', '.join(fields)})" if fields else ""
+
+
+def _field_type(model: type, loc: tuple) -> type | None:
+    """The (dataclass or pydantic) type that holds the field at `loc`, for the allowed names."""
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None) or getattr(model, "__pydantic_fields__", {})
+        if part not in fields:
+            return None
+        model = fields[part].annotation
+    return model
+
+
+def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -> list[str]:
+    """Each problem of `overrides` over the `scale` params, as 'field: what is wrong'."""
+    name = spec.__name__.rsplit(".", 1)[-1]
+    if scale not in spec.SCALES:
+        return [f"(scale): experiment {name!r} has no {scale!r} scale"]
+    merged = _merged(spec.SCALES[scale].model_dump(), overrides)
+    try:
+        spec.Params.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            where = ".".join(str(part) for part in loc) or "(params)"
+            if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                message = "unknown param" + _allowed(_field_type(spec.Params, loc))
+            else:
+                message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+        return problems
+    return []
+
+
+def merge_params(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -> BaseModel:
+    """The `scale` params of the experiment with the entry's `overrides` on top, nested
+    mappings merged key by key, validated by its Params model."""
+    problems = param_problems(spec, scale, overrides)
+    if problems:
+        raise ExperimentError("; ".join(problems))
+    return spec.Params.model_validate(_merged(spec.SCALES[scale].model_dump(), overrides))
 
 
 def _git_commit() -> str | None:
@@ -169,35 +235,88 @@ def provenance() -> dict[str, Any]:
         "platform": platform.platform(),
     }
     if "torch" in sys.modules:
-        info["torch"] = sys.modules["torch"].__version__
+        info["torch"] = str(sys.modules["torch"].__version__)  # a plain str, not TorchVersion
     return info
 
 
-def reproduce(
-    name: str,
-    scale: str,
-    overrides: dict[str, Any],
-    metrics_path: str | Path,
-    figures_dir: str | Path,
-    packages: tuple[str, ...] = DEFAULT_PACKAGES,
-    threads: int = 1,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run experiment `name` at `scale` and write its metrics.json; return what was written."""
-    module = load_experiment(name, packages)
-    scale = resolve_scale(scale)
-    params = merge_params(module, scale, overrides)
+def _require_cuda_for(scale: str) -> None:
     if scale == "gpu":
         import torch
 
         if not torch.cuda.is_available():
             raise ExperimentError("scale 'gpu' needs a CUDA device; use --config scale=cpu")
+
+
+def _base_record(path: Path) -> dict[str, Any]:
+    """What metrics.json says about a base model: its file's hash and its own provenance."""
+    from digestlab.checkpoint import file_sha256, read_checkpoint
+
+    saved = read_checkpoint(path)
+    train = {k: v for k, v in saved["train"].items() if k != "loss_curve"}
+    return {"file": path.name, "sha256": file_sha256(path), "data_sha256": saved["data_sha256"],
+            "train": train, "provenance": saved["provenance"]}
+
+
+def pretrain(
+    name: str,
+    base: str,
+    scale: str,
+    overrides: Mapping[str, Any],
+    checkpoint_path: str | Path,
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Train base model `base` of experiment `name` at `scale` and save its checkpoint.
+    `overrides` are the entry's params for that base (the field `base` of Params)."""
+    from digestlab.checkpoint import save_checkpoint
+
+    spec = load_spec(name, packages)
+    if base not in getattr(spec, "BASES", ()):
+        raise ExperimentError(f"experiment {name!r} has no base model {base!r}")
+    scale = resolve_scale(scale)
+    params = getattr(merge_params(spec, scale, {base: overrides}), base)
+    _require_cuda_for(scale)
+    log(f"base model {base} of {name} at scale {scale} with params {params}")
+    module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{base}")
+    checkpoint_path = Path(checkpoint_path)
+    ctx = RunContext(scale, checkpoint_path.parent, threads, log)
+    trained: TrainedBase = module.train(params, ctx)
+    save_checkpoint(checkpoint_path, trained.model, trained.result, trained.data_sha256,
+                    provenance() | {"experiment": name, "base": base, "scale": scale})
+    log(f"saved {checkpoint_path} ({trained.result.wall_time_s:.1f}s of training)")
+
+
+def reproduce(
+    name: str,
+    scale: str,
+    overrides: Mapping[str, Any],
+    metrics_path: str | Path,
+    figures_dir: str | Path,
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+    bases: Mapping[str, str | Path] | None = None,
+) -> dict[str, Any]:
+    """Run experiment `name` at `scale` and write its metrics.json; return what was written.
+    `bases` maps each of its base models to a checkpoint (trained here when not given)."""
+    spec = load_spec(name, packages)
+    scale = resolve_scale(scale)
+    params = merge_params(spec, scale, overrides)
+    _require_cuda_for(scale)
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
+    base_paths = {b: Path(p) for b, p in (bases or {}).items()}
+    for base in getattr(spec, "BASES", ()):
+        if base not in base_paths:  # run on its own (benchmarks): train the base beside
+            base_paths[base] = figures_dir.parent / "bases" / f"{base}.pt"
+            pretrain(name, base, scale, getattr(params, base).model_dump(), base_paths[base],
+                     packages, threads, log)
     log(f"experiment {name} at scale {scale} with params {params}")
 
     started = time.perf_counter()
-    report: Report = module.run(params, RunContext(scale, figures_dir, threads, log))
+    runner = importlib.import_module(f"{spec.__name__}.run")
+    report: Report = runner.run(params, RunContext(scale, figures_dir, threads, log, base_paths))
     wall = time.perf_counter() - started
 
     for claim in report.claims:
@@ -209,13 +328,15 @@ def reproduce(
         "scale": scale,
         "device": report.device,
         "seeds": report.seeds,
-        "params": params,
+        "params": params.model_dump(mode="json"),
         "metrics": report.metrics,
         "claims": report.claims,
         "figures": report.figures,
         "reference": report.reference,
         "timing": report.timing | {"wall_time_s": round(wall, 2)},
-        "provenance": provenance(),
+        # the base models' files and their own provenance: what the result stands on
+        "provenance": provenance() | {
+            "bases": {base: _base_record(path) for base, path in sorted(base_paths.items())}},
     }
     write_json_atomic(metrics_path, metrics)
     verdicts = ", ".join(f"{c['id']}={c['verdict']}" for c in report.claims)

@@ -1,6 +1,7 @@
 """The transformer every experiment uses, and its KV cache."""
 
+from digestlab.configs import GPTConfig
 from digestlab.nn.cache import KVCache
-from digestlab.nn.model import GPT, GPTConfig
+from digestlab.nn.model import GPT
 
 __all__ = ["GPT", "GPTConfig", "KVCache"]

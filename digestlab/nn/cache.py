@@ -3,14 +3,18 @@
 Keys are stored before RoPE, next to the position id of each slot; the model rotates them at
 the slots' current positions when it attends. So a policy may drop slots and re-assign the
 positions of the rest (StreamingLLM, SirLLM) without recomputing anything.
+
+Storage is preallocated and grows geometrically: appending a token writes into a buffer
+instead of concatenating, so streaming n tokens copies O(n) bytes in all, not O(n^2).
 """
 
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
 import torch
 
-if TYPE_CHECKING:
-    from digestlab.nn.model import GPTConfig
+from digestlab.configs import GPTConfig
+
+MIN_CAPACITY = 16  # slots allocated at the first append; capacity doubles from there
 
 
 class KVCache:
@@ -19,12 +23,13 @@ class KVCache:
     Entry i belongs to layers i*kv_share .. (i+1)*kv_share - 1 and holds two tensors with the
     slot axis at dim 1: standard attention k, v (B, S, n_kv, hs), k before RoPE; latent KV
     c_kv (B, S, kv_latent_dim) and k_rope (B, S, kv_rope_dim), k_rope before RoPE.
-    `positions` (B, S) is the RoPE position id of every slot.
+    `positions` (B, S) is the RoPE position id of every slot, `valid` (B, S) whether the slot
+    holds a real token (False for the padding of left-padded prompts).
     """
 
     def __init__(
         self,
-        config: "GPTConfig",
+        config: GPTConfig,
         batch_size: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -33,43 +38,110 @@ class KVCache:
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype or torch.get_default_dtype()
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * config.n_kv_layers
-        self.positions = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
+        # Buffers of `capacity` slots; the first `length` are in use. Layer buffers are made at
+        # a layer's first append, when the shapes of its tensors are known.
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * config.n_kv_layers
+        self._positions = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
+        self._valid = torch.ones(batch_size, 0, dtype=torch.bool, device=self.device)
+        self.length = 0
+        self._appending_from = 0  # first slot of the tokens of the forward in progress
+        self.has_padding = False  # whether any slot in use is invalid
 
     def __len__(self) -> int:
         """Number of cached slots per sequence."""
-        return self.positions.shape[1]
+        return self.length
+
+    @property
+    def capacity(self) -> int:
+        """Slots allocated per sequence."""
+        return self._positions.shape[1]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """RoPE position ids of the slots in use, (B, S)."""
+        return self._positions[:, : self.length]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """Whether each slot in use holds a real token, (B, S)."""
+        return self._valid[:, : self.length]
+
+    @property
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Each KV layer's cached pair, (B, S, ...) views of the slots in use (None if empty)."""
+        return [
+            None if entry is None else (entry[0][:, : self.length], entry[1][:, : self.length])
+            for entry in self._buffers
+        ]
+
+    def _reserve(self, slots: int) -> None:
+        """Make room for `slots` slots, doubling the capacity as often as needed."""
+        if slots <= self.capacity:
+            return
+        capacity = max(MIN_CAPACITY, self.capacity)
+        while capacity < slots:
+            capacity *= 2
+
+        def grown(t: torch.Tensor, fill: int | bool = 0) -> torch.Tensor:
+            new = torch.full((t.shape[0], capacity, *t.shape[2:]), fill, dtype=t.dtype,
+                             device=t.device)
+            new[:, : self.length] = t[:, : self.length]
+            return new
+
+        self._positions = grown(self._positions)
+        self._valid = grown(self._valid, True)
+        self._buffers = [
+            None if entry is None else (grown(entry[0]), grown(entry[1]))
+            for entry in self._buffers
+        ]
 
     def next_positions(self, num_tokens: int) -> torch.Tensor:
         """Default positions (B, num_tokens) for new tokens: after each row's largest position."""
         start = self.positions.max(dim=1, keepdim=True).values + 1 if len(self) else 0
         return start + torch.arange(num_tokens, device=self.device)  # (B, T)
 
-    def append_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """Add the position ids (B, T) of new tokens; return those of all slots (B, S).
+    def append_positions(
+        self, positions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Add the position ids (B, T) of new tokens, and which of them are real (default all);
+        return the position ids of all slots (B, S).
 
         The model calls this once per forward, before its layers append their K/V."""
         positions = positions.to(device=self.device, dtype=torch.long)
         positions = positions.expand(self.batch_size, positions.shape[-1])  # (B, T)
-        self.positions = torch.cat([self.positions, positions], dim=1)  # (B, S)
+        T = positions.shape[1]
+        self._reserve(self.length + T)
+        self._appending_from = self.length
+        self._positions[:, self.length : self.length + T] = positions
+        if valid is not None:
+            valid = valid.to(device=self.device, dtype=torch.bool).expand(self.batch_size, T)
+            self._valid[:, self.length : self.length + T] = valid
+            self.has_padding = self.has_padding or not bool(valid.all())
+        else:
+            self._valid[:, self.length : self.length + T] = True
+        self.length += T
         return self.positions
 
     def append(
         self, layer: int, first: torch.Tensor, second: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append new (k, v) or (c_kv, k_rope), slot axis 1, for KV layer `layer`; return all."""
-        first, second = first.to(self.dtype), second.to(self.dtype)
-        if self.layers[layer] is not None:
-            old_first, old_second = self.layers[layer]
-            first = torch.cat([old_first, first], dim=1)  # (B, S, ...)
-            second = torch.cat([old_second, second], dim=1)  # (B, S, ...)
-        if first.shape[1] != len(self):
+        """Write new (k, v) or (c_kv, k_rope), slot axis 1, for KV layer `layer`; return all."""
+        start, T = self._appending_from, first.shape[1]
+        if start + T != self.length:
             raise RuntimeError(
-                f"KV layer {layer} would hold {first.shape[1]} slots but {len(self)} positions "
+                f"KV layer {layer} would hold {start + T} slots but {self.length} positions "
                 "are recorded; call append_positions once per forward first"
             )
-        self.layers[layer] = (first, second)
-        return first, second
+        if self._buffers[layer] is None:
+            self._buffers[layer] = tuple(
+                torch.zeros(self.batch_size, self.capacity, *t.shape[2:], dtype=self.dtype,
+                            device=self.device)
+                for t in (first, second)
+            )
+        buffers = self._buffers[layer]
+        buffers[0][:, start : start + T] = first
+        buffers[1][:, start : start + T] = second
+        return buffers[0][:, : self.length], buffers[1][:, : self.length]  # (B, S, ...)
 
     def keep(self, indices: torch.Tensor, positions: torch.Tensor | None = None) -> None:
         """Keep only the slots `indices` ((K,) or (B, K), in the order given) and drop the rest;
@@ -77,19 +149,21 @@ class KVCache:
         indices = indices.to(device=self.device, dtype=torch.long)
         indices = indices.expand(self.batch_size, indices.shape[-1])  # (B, K)
         B, K = indices.shape
-        for i, entry in enumerate(self.layers):
-            if entry is None:
-                continue
-            kept = []
-            for t in entry:
-                index = indices.view(B, K, *[1] * (t.dim() - 2)).expand(B, K, *t.shape[2:])
-                kept.append(t.gather(1, index))  # (B, K, ...)
-            self.layers[i] = (kept[0], kept[1])
-        if positions is None:
-            self.positions = self.positions.gather(1, indices)  # (B, K)
-        else:
-            positions = positions.to(device=self.device, dtype=torch.long)
-            self.positions = positions.expand(B, K).clone()  # (B, K)
+
+        def gathered(t: torch.Tensor) -> torch.Tensor:
+            index = indices.view(B, K, *[1] * (t.dim() - 2)).expand(B, K, *t.shape[2:])
+            return t[:, : self.length].gather(1, index)  # (B, K, ...)
+
+        for entry in self._buffers:
+            if entry is not None:
+                for t in entry:
+                    t[:, :K] = gathered(t)
+        kept_positions = gathered(self._positions) if positions is None else (
+            positions.to(device=self.device, dtype=torch.long).expand(B, K))
+        self._valid[:, :K] = gathered(self._valid)
+        self._positions[:, :K] = kept_positions
+        self.length = K
+        self.has_padding = not bool(self.valid.all())
 
     def bytes_per_token(self) -> int:
         """Cache bytes one token of one sequence costs at this cache's dtype."""
@@ -97,5 +171,5 @@ class KVCache:
         return self.config.kv_bytes_per_token(dtype_bytes)
 
     def nbytes(self) -> int:
-        """Bytes held by the cached K/V (or latent) tensors; position ids are not counted."""
+        """Bytes of cached K/V (or latent) in the slots in use; position ids are not counted."""
         return sum(t.numel() * t.element_size() for entry in self.layers if entry for t in entry)

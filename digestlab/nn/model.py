@@ -1,6 +1,7 @@
 """The one decoder-only transformer every experiment uses.
 
-Reads top to bottom like nanoGPT's model.py: norm, rotary, attention, MLP, block, config, model.
+Reads top to bottom like nanoGPT's model.py: norm, rotary, attention, MLP, block, model. Its
+config, GPTConfig, lives in digestlab/configs.py, which the workflow imports without torch.
 Attention variants are config fields, not subclasses:
 - MHA / GQA / MQA: n_kv_heads == n_heads / divides n_heads / == 1.
 - Cross-Layer Attention (Brandon et al. 2024, arXiv 2405.12981): with kv_share = s, the first
@@ -10,16 +11,15 @@ Attention variants are config fields, not subclasses:
   RoPE key shared across heads carries position; only c_kv and that key are cached.
 """
 
-import inspect
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from digestlab.configs import GPTConfig
 from digestlab.nn.cache import KVCache
 
 # K and V as handed from a producing layer to the layers that reuse them:
@@ -68,7 +68,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class CausalSelfAttention(nn.Module):
     """Causal self-attention with GQA/MQA, cross-layer KV sharing and optional latent KV."""
 
-    def __init__(self, config: "GPTConfig", layer_idx: int):
+    def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.n_heads = config.n_heads
         self.n_kv_heads = config.n_kv_heads
@@ -145,15 +145,15 @@ class CausalSelfAttention(nn.Module):
             q = torch.cat([q_nope, apply_rotary(q_rope, *rope_q)], dim=-1)  # (B, nh, T, hs + dr)
         else:
             q = apply_rotary(q, *rope_q)
-        # without a cache the plain causal mask applies; with one, `mask` aligns the new queries
-        # after the cached slots (is_causal would align them to the first slot instead)
+        # without a mask the plain causal one applies (it aligns queries to the first slot, which
+        # is right when nothing is cached); `mask` aligns the new queries after cached slots
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and cache is None and T > 1,
+            is_causal=mask is None and T > 1,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hs)
@@ -163,7 +163,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: SwiGLU or GELU."""
 
-    def __init__(self, config: "GPTConfig"):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         hidden = config.hidden_dim
         self.swiglu = config.mlp == "swiglu"
@@ -185,7 +185,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: "GPTConfig", layer_idx: int):
+    def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model)
         self.attn = CausalSelfAttention(config, layer_idx)
@@ -206,83 +206,6 @@ class Block(nn.Module):
         x = x + a
         x = x + self.mlp(self.mlp_norm(x))
         return x, kv
-
-
-@dataclass
-class GPTConfig:
-    """Every knob of the model; the variants of attention are combinations of these fields."""
-
-    vocab_size: int = 256  # byte-level tokens
-    block_size: int = 256  # most tokens one sequence may attend over (prompt + cache + new)
-    n_layer: int = 4  # transformer blocks
-    d_model: int = 64  # residual stream width
-    n_heads: int = 4  # query heads
-    n_kv_heads: int = 4  # K/V heads: n_heads = MHA, 1 = MQA, a divisor in between = GQA
-    head_dim: int = 16  # per-head width, independent of d_model / n_heads
-    kv_share: int = 1  # cross-layer KV sharing factor: 1 none, 2 = CLA2, 3 = CLA3
-    kv_latent_dim: int = 0  # 0 = off; > 0 = MLA-style latent c_kv width (cached instead of K/V)
-    kv_rope_dim: int = 0  # MLA decoupled RoPE key width, shared across heads (latent KV only)
-    mlp: str = "swiglu"  # "swiglu" or "gelu"
-    mlp_hidden: int = 0  # MLP hidden width; 0 = round(mlp_ratio * d_model)
-    mlp_ratio: float = 4.0  # used only when mlp_hidden == 0
-    tie_embeddings: bool = True  # output head shares the token embedding matrix
-    bias: bool = False  # biases in Linear layers
-    dropout: float = 0.0  # on embeddings, attention weights and residual branches
-    rope_base: float = 10000.0  # RoPE frequency base
-
-    def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "block_size",
-            "n_layer",
-            "d_model",
-            "n_heads",
-            "n_kv_heads",
-            "head_dim",
-            "kv_share",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_heads % self.n_kv_heads != 0:
-            raise ValueError(
-                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
-            )
-        if self.kv_latent_dim < 0 or self.kv_rope_dim < 0 or self.mlp_hidden < 0:
-            raise ValueError("kv_latent_dim, kv_rope_dim and mlp_hidden must be >= 0")
-        if self.kv_latent_dim > 0:
-            if self.kv_rope_dim == 0 or self.kv_rope_dim % 2:
-                raise ValueError(
-                    f"latent KV needs an even kv_rope_dim > 0 to carry position, got "
-                    f"{self.kv_rope_dim}"
-                )
-        elif self.kv_rope_dim:
-            raise ValueError("kv_rope_dim is only used with latent KV (kv_latent_dim > 0)")
-        elif self.head_dim % 2:
-            raise ValueError(f"RoPE rotates pairs, so head_dim must be even, got {self.head_dim}")
-        if self.mlp not in ("swiglu", "gelu"):
-            raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
-        if self.mlp_hidden == 0 and self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def hidden_dim(self) -> int:
-        """MLP hidden width."""
-        return self.mlp_hidden or round(self.mlp_ratio * self.d_model)
-
-    @property
-    def n_kv_layers(self) -> int:
-        """Number of layers that compute (and cache) K/V: ceil(n_layer / kv_share)."""
-        return math.ceil(self.n_layer / self.kv_share)
-
-    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        """KV-cache bytes one token of one sequence costs, over all KV-producing layers."""
-        if self.kv_latent_dim > 0:
-            per_layer = self.kv_latent_dim + self.kv_rope_dim
-        else:
-            per_layer = 2 * self.n_kv_heads * self.head_dim
-        return self.n_kv_layers * per_layer * dtype_bytes
 
 
 class GPT(nn.Module):
@@ -331,25 +254,6 @@ class GPT(nn.Module):
         """KV-cache bytes per token of one sequence; see GPTConfig.kv_bytes_per_token."""
         return self.config.kv_bytes_per_token(dtype_bytes)
 
-    def configure_optimizers(
-        self,
-        weight_decay: float,
-        learning_rate: float,
-        betas: tuple[float, float],
-        device_type: str,
-    ) -> torch.optim.AdamW:
-        """AdamW that decays matrices and embeddings but not norms, biases or other 1-d params."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
-
     def new_cache(
         self,
         batch_size: int,
@@ -367,12 +271,17 @@ class GPT(nn.Module):
         *,
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) for every position, and mean cross-entropy if targets are given.
+        """Logits (B, T, vocab) for every position, and mean cross-entropy over the targets
+        that are not -1 if targets are given.
 
-        positions: (T,) or (B, T) RoPE position ids; default 0..T-1, or with a cache the slots
-        after the largest cached position. With a cache the new tokens attend to every cached
-        slot plus the new tokens before them, and their K/V are appended to the cache.
+        positions: (T,) or (B, T) RoPE position ids; default 0, 1, ... counted over real tokens,
+        after the largest cached position when there is a cache. attention_mask: (B, T), true
+        for real tokens and false for padding, which no token attends to (left-padded prompts).
+        Right padding needs no mask: causal attention never looks ahead. With a cache the new
+        tokens attend to every cached real slot plus the new tokens before them, and their K/V
+        are appended to the cache.
         """
         B, T = idx.shape
         past = len(cache) if cache is not None else 0
@@ -380,19 +289,23 @@ class GPT(nn.Module):
             raise ValueError(
                 f"{past} cached + {T} new tokens exceed block_size {self.config.block_size}"
             )
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(device=idx.device, dtype=torch.bool)
         if positions is None:
-            if cache is not None:
-                positions = cache.next_positions(T)
-            else:
-                positions = torch.arange(T, device=idx.device)
+            start = cache.next_positions(1) if cache is not None else 0  # (B, 1) or 0
+            if attention_mask is None:
+                positions = start + torch.arange(T, device=idx.device)
+            else:  # padding takes no position: each row's first real token gets `start`
+                positions = start + (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         positions = positions.to(idx.device).expand(B, T)  # (B, T)
-        key_positions = cache.append_positions(positions) if cache is not None else positions
+        if cache is not None:
+            key_positions = cache.append_positions(positions, attention_mask)  # (B, S)
+            key_valid = cache.valid if cache.has_padding else None  # (B, S)
+        else:
+            key_positions, key_valid = positions, attention_mask
         rope_q = self.rotary(positions)
         rope_k = self.rotary(key_positions)  # (B, 1, S, rope/2) each
-        mask = None
-        if cache is not None and T > 1:
-            # new query i sees every cached slot and new slots up to itself
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(past)
+        mask = self._attention_mask(T, past, key_valid, idx.device)
 
         x = self.drop(self.wte(idx))  # (B, T, d_model)
         kv = None
@@ -405,6 +318,23 @@ class GPT(nn.Module):
                 logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
             )
         return logits, loss
+
+    @staticmethod
+    def _attention_mask(
+        T: int, past: int, key_valid: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """Boolean mask (B or 1, 1, T, past + T) of what the new queries may attend to, or None
+        when the plain causal mask (no cache) or no mask at all (one new token) will do."""
+        if key_valid is None and (past == 0 or T == 1):
+            return None
+        S = past + T
+        # query i sits at slot past + i and sees every slot up to it
+        mask = torch.ones(T, S, dtype=torch.bool, device=device).tril(past)  # (T, S)
+        if key_valid is None:
+            return mask
+        # a padding query sees at least itself, so its softmax has something to normalise
+        itself = torch.arange(S, device=device) == past + torch.arange(T, device=device)[:, None]
+        return (mask & key_valid[:, None, None, :]) | itself  # (B, 1, T, S)
 
     @contextmanager
     def residual_hook(
@@ -432,11 +362,13 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Extend idx (B, T) by sampling max_new_tokens with the KV cache; temperature 0 is
-        greedy. Prompt plus new tokens must fit in block_size."""
+        greedy. Prompts of different lengths come left-padded, with attention_mask (B, T) false
+        on the padding. Prompt plus new tokens must fit in block_size."""
         cache = self.new_cache(idx.shape[0], device=idx.device)
-        logits, _ = self(idx, cache=cache)  # prefill
+        logits, _ = self(idx, cache=cache, attention_mask=attention_mask)  # prefill
         for i in range(max_new_tokens):
             logits = logits[:, -1, :]  # (B, vocab)
             if temperature == 0:
@@ -454,23 +386,18 @@ class GPT(nn.Module):
         return idx
 
     def sequence_logprobs(
-        self,
-        prompt_ids: torch.Tensor,
-        continuation_ids: torch.Tensor,
-        continuation_mask: torch.Tensor | None = None,
+        self, ids: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        """Summed log p(continuation | prompt) per sequence, differentiable, shape (B,).
+        """Summed log p(response | prompt) per row, differentiable, shape (B,).
 
-        Takes a batch: prompts (B, P) of one length, continuations (B, C) right-padded, with
-        continuation_mask (B, C) marking real tokens (default all)."""
-        P = prompt_ids.shape[1]
-        if P < 1:
-            raise ValueError("sequence_logprobs needs at least one prompt token")
-        x = torch.cat([prompt_ids, continuation_ids], dim=1)  # (B, P + C)
-        logits, _ = self(x)
-        logits = logits[:, P - 1 : -1]  # (B, C, vocab): the logits that predict each continuation
+        ids (B, T): each row a prompt followed by its response, right-padded; prompt_lengths
+        (B,) and lengths (B,) count each row's prompt tokens and all its real tokens. Padding
+        sits after every real token, so causal attention keeps it out of the result."""
+        if bool((prompt_lengths < 1).any()) or bool((lengths > ids.shape[1]).any()):
+            raise ValueError("each row needs a prompt token, and lengths must fit in the rows")
+        logits, _ = self(ids[:, :-1])  # (B, T-1, vocab): position t predicts token t + 1
         logp = F.log_softmax(logits.float(), dim=-1)
-        picked = logp.gather(-1, continuation_ids[..., None]).squeeze(-1)  # (B, C)
-        if continuation_mask is not None:
-            picked = picked * continuation_mask.to(picked.dtype)
-        return picked.sum(dim=-1)
+        picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        predicted = torch.arange(1, ids.shape[1], device=ids.device)  # index of each target
+        response = (predicted >= prompt_lengths[:, None]) & (predicted < lengths[:, None])
+        return (picked * response).sum(dim=-1)

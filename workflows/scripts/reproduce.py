@@ -5,9 +5,10 @@ with logged(snakemake.log[0]):
     reproduce(
         snakemake.params.experiment,
         snakemake.params.scale,
-        dict(snakemake.params.overrides),
+        dict(snakemake.params.values),
         snakemake.output.metrics,
         snakemake.output.figures,
         packages=tuple(snakemake.config["experiment_packages"]),
         threads=snakemake.threads,
+        bases={base: snakemake.input[base] for base in snakemake.params.bases},
     )

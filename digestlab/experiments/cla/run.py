@@ -8,18 +8,21 @@ same batches, so designs are compared by paired per-seed perplexity ratios.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict
 
 import torch
 
 from digestlab.claims import claim, decide_below, decide_equal, summarize
+from digestlab.configs import GPTConfig
 from digestlab.data import build_splits
 from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
+from digestlab.experiments.cla import Params
 from digestlab.figures import log_x, new_figure, save_svg
-from digestlab.nn import GPT, GPTConfig
-from digestlab.train import TrainConfig, map_runs, train
+from digestlab.nn import GPT
+from digestlab.objectives import language_model
+from digestlab.train import map_runs, train
 
 # The designs, as changes to the base config (MHA). "d" is the base head_dim.
 VARIANTS: dict[str, dict] = {
@@ -39,75 +42,42 @@ PAPER_1B = [
     ["H64-MQA", 13.81, 5120],
 ]
 
-# Seconds each scale may take with `snakemake --cores 2` (cpu) or on one H100-class GPU (gpu);
-# benchmarks/experiment_budget.py checks them.
-BUDGET_S = {"smoke": 30, "cpu": 900, "gpu": 600}
-
-SCALES = {
-    "smoke": {
-        "model": dict(n_layer=6, d_model=32, n_heads=8, head_dim=8),
-        "latent": 16, "rope": 4,
-        "steps": 20, "batch_size": 8, "seq_len": 64, "learning_rate": 6e-3, "warmup_steps": 4,
-        "n_documents": 60, "seeds": [0, 1], "compile": False,
-    },
-    # Sized for 2 cores: 21 single-threaded runs of 0.9M tokens each, 55-100 s per run. The
-    # MLP is narrow (2x) so that attention, the thing compared, carries more of the model.
-    "cpu": {
-        "model": dict(n_layer=6, d_model=64, n_heads=8, head_dim=16, mlp_ratio=2.0),
-        "latent": 16, "rope": 8,
-        "steps": 300, "batch_size": 24, "seq_len": 128, "learning_rate": 4e-3, "warmup_steps": 30,
-        "n_documents": 1500, "seeds": [0, 1, 2], "compile": False,
-    },
-    # About 100M parameters; 21 runs of 8M tokens. Not yet timed on a GPU: see BUDGET_S.
-    "gpu": {
-        "model": dict(n_layer=12, d_model=768, n_heads=12, head_dim=64),
-        "latent": 256, "rope": 32,
-        "steps": 500, "batch_size": 32, "seq_len": 512, "learning_rate": 1e-3,
-        "warmup_steps": 50, "n_documents": 20000, "seeds": [0, 1, 2], "compile": False,
-    },
-}
-
-
-def variant_config(name: str, params: dict) -> GPTConfig:
+def variant_config(name: str, params: Params) -> GPTConfig:
     """The model config of one design at the given scale."""
-    base = dict(params["model"])
-    base.setdefault("n_kv_heads", base["n_heads"])
-    named = {"half": base["head_dim"] // 2, "latent": params["latent"], "rope": params["rope"]}
+    base = params.model
+    named = {"half": base.head_dim // 2, "latent": params.latent, "rope": params.rope}
     changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in VARIANTS[name].items()}
-    return GPTConfig(block_size=params["seq_len"], **(base | changes))
+    return dataclasses.replace(base, block_size=params.seq_len, **changes)
 
 
-def _train_one(job: tuple[str, int, dict, torch.Tensor, torch.Tensor]) -> dict:
+def _train_one(job: tuple[str, int, Params, torch.Tensor, torch.Tensor]) -> dict:
     name, seed, params, train_tokens, val_tokens = job
     device = pick_device()
     seed_everything(seed)
     model = GPT(variant_config(name, params))
-    cfg = TrainConfig(
-        steps=params["steps"], batch_size=params["batch_size"], seq_len=params["seq_len"],
-        learning_rate=params["learning_rate"], min_lr=params["learning_rate"] / 10,
-        warmup_steps=params["warmup_steps"], seed=seed, compile=params["compile"],
-        log_every=max(1, params["steps"] // 4),
-    )
-    result = train(model, train_tokens, cfg, device, val_tokens,
+    objective = language_model(model, train_tokens, params.batch_size, params.seq_len,
+                               val_tokens, params.eval_batches)
+    cfg = dataclasses.replace(params.train, seed=seed)
+    result = train(model, objective, cfg, device,
                    log=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
     if not math.isfinite(result.val_loss):
         raise ExperimentError(f"{name} seed {seed} diverged: validation loss {result.val_loss}")
     return {
         "variant": name, "seed": seed, "val_ppl": result.val_perplexity,
-        "train_loss": result.final_train_loss, "tokens_per_s": result.tokens_per_s,
+        "train_loss": result.final_train_loss, "tokens_per_s": result.items_per_s,
         "mfu": result.mfu, "mfu_spec": result.mfu_spec,
         "params": model.num_params(), "kv_bytes": model.kv_bytes_per_token(),
     }
 
 
-def run(params: dict, ctx: RunContext) -> Report:
+def run(params: Params, ctx: RunContext) -> Report:
     """Train every design for every seed and decide the paper's four claims."""
     device = pick_device()
-    splits = build_splits(params["n_documents"], seed=0)
+    splits = build_splits(params.n_documents, seed=0)
     ctx.log(f"corpus {splits.sha256[:12]}: {len(splits.train):,} train / {len(splits.val):,} "
             f"validation tokens from {splits.n_train_documents}+{splits.n_val_documents} documents")
     jobs = [(name, seed, params, splits.train, splits.val)
-            for seed in params["seeds"] for name in VARIANTS]
+            for seed in params.seeds for name in VARIANTS]
     workers = max(1, ctx.threads) if device.type == "cpu" else 1
     runs = map_runs(_train_one, jobs, workers, device)
 
@@ -117,7 +87,7 @@ def run(params: dict, ctx: RunContext) -> Report:
         ppl = [r["val_ppl"] for r in rs]
         stats = summarize(ppl)
         variants[name] = {
-            "config": {k: v for k, v in asdict(variant_config(name, params)).items()
+            "config": {k: v for k, v in dataclasses.asdict(variant_config(name, params)).items()
                        if k in ("n_heads", "n_kv_heads", "head_dim", "kv_share",
                                 "kv_latent_dim", "kv_rope_dim")},
             "params": rs[0]["params"],
@@ -130,10 +100,10 @@ def run(params: dict, ctx: RunContext) -> Report:
     claims = decide_claims(variants)
     figure = plot_front(variants, ctx.figures_dir / "ppl_vs_kv_bytes.svg")
     return Report(
-        seeds=list(params["seeds"]),
+        seeds=list(params.seeds),
         device=device_name(device),
         metrics={"corpus_sha256": splits.sha256, "train_tokens_per_run":
-                 params["steps"] * params["batch_size"] * params["seq_len"],
+                 params.train.steps * params.batch_size * params.seq_len,
                  "variants": variants},
         claims=claims,
         figures=[figure],

@@ -1,8 +1,8 @@
-"""A deterministic corpus of small Python modules, and the byte-level tokens made from it.
+"""A deterministic corpus of small Python modules: the grammar, its weights, and its writer.
 
 Every byte follows from (n_documents, seed) alone: the generator draws from its own splitmix64
-stream and walks plain lists, never Python's `random` or hash order, so the corpus and its
-sha256 are the same on every machine and Python version. Nothing is downloaded.
+stream and walks plain lists and tables, never Python's `random` or hash order, so the corpus
+and its sha256 are the same on every machine and Python version. Nothing is downloaded.
 
 Each document is a module with imports, constants, dataclasses, classes and functions.
 Names defined near the top (parameters, attributes, constants, functions, imports) are reused
@@ -12,56 +12,12 @@ means copying from far back in the context, which is what attention is for.
 
 from __future__ import annotations
 
-import hashlib
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-import torch
-
-DOCUMENT_SEPARATOR = 0  # byte written after every document; never occurs inside one (ASCII text)
-VOCAB_SIZE = 256  # byte-level tokens
-
-_MASK64 = (1 << 64) - 1
-T = TypeVar("T")
-
-
-class SplitMix64:
-    """A tiny 64-bit generator whose stream is fixed by its definition, on every platform."""
-
-    def __init__(self, seed: int) -> None:
-        self.state = seed & _MASK64
-
-    def next_u64(self) -> int:
-        """Return the next 64-bit output (Steele, Lea and Flood's splitmix64)."""
-        self.state = (self.state + 0x9E3779B97F4A7C15) & _MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        return z ^ (z >> 31)
-
-    def below(self, n: int) -> int:
-        """Return an integer in [0, n); the modulo bias (n / 2**64) is far below any use here."""
-        return self.next_u64() % n
-
-    def between(self, low: int, high: int) -> int:
-        """Return an integer in [low, high], both ends included."""
-        return low + self.below(high - low + 1)
-
-    def chance(self, percent: int) -> bool:
-        """Return True with probability percent / 100."""
-        return self.below(100) < percent
-
-    def choice(self, items: Sequence[T]) -> T:
-        """Return one element of a non-empty sequence, uniformly."""
-        return items[self.below(len(items))]
-
-    def shuffle(self, items: list) -> None:
-        """Shuffle a list in place (Fisher-Yates)."""
-        for i in range(len(items) - 1, 0, -1):
-            j = self.below(i + 1)
-            items[i], items[j] = items[j], items[i]
-
+from digestlab.data.rng import SplitMix64
+from digestlab.data.tokens import CorpusSplits, splits_from_documents
 
 # --- vocabulary ------------------------------------------------------------------------------
 
@@ -121,6 +77,9 @@ CLASS_ROLES = (
 CONJUNCTIONS = ("because", "so that", "when", "unless", "before", "after", "while", "since", "if")
 FRACTIONS = ("5", "25", "75", "1", "2", "01", "05", "125", "001")
 IMPORTABLE = ("os", "sys", "math", "json", "time", "logging", "re")
+# Names for a new number: a quantity, or one qualified by an adjective ("cached_total").
+NUMBER_NAMES = (*QUANTITIES, *(f"{adjective}_{quantity}"
+                               for adjective in ADJECTIVES[:10] for quantity in QUANTITIES))
 
 
 def plural(noun: str) -> str:
@@ -140,6 +99,76 @@ def _camel(*words: str) -> str:
     return "".join(part.capitalize() for word in words for part in word.split("_"))
 
 
+# --- grammar weights -------------------------------------------------------------------------
+#
+# Each choice point draws a form from its table with probability weight / (sum of weights), by
+# SplitMix64.weighted; integer weights, so the draw is exact on every platform. Some forms need
+# what the scope may lack (a list to loop over, a map to update): then the writer falls back to
+# the forms after the chosen one, in the order written here, and writes the first that fits.
+# So a weight is how often a form is *chosen*; forms with needs are written a little less often
+# than that, and the forms they fall back to a little more. The comments name each fallback.
+# Yes/no choices stay inline as rng.chance(percent).
+
+NOUN_PHRASE_FORMS = {"each": 1, "every": 1, "indefinite": 1, "plural": 1, "definite": 2}
+CLAUSE_FORMS = {"present": 1, "modal": 1, "passive": 1, "negated": 1, "described": 1}
+# round: 8, 100; decimal: 3.25; large: 11 to 4096; tiny: 1e-6
+NUMBER_FORMS = {"round": 5, "decimal": 3, "large": 1, "tiny": 1}
+TEXT_LITERAL_FORMS = {"adjective": 1, "file_name": 1, "key": 1, "phrase": 1}
+NUM_EXPR_FORMS = {
+    "operand": 6,  # a name in scope, an attribute, a constant or a literal
+    "length": 2,  # len(collection); without a collection, falls back to arithmetic
+    "arithmetic": 3,
+    "extreme": 1,  # max(...) or min(...)
+    "math": 1,  # math.sqrt(...) and kin, or round(...) when math is not imported
+    "sum": 1,  # sum of a list of numbers or of an attribute; else falls back to a call
+    "call": 1,  # an earlier function returning a number, or time.time(); else a lookup
+    "lookup": 1,  # mapping.get(key, 0); without a map, an operand after all
+}
+TEXT_EXPR_FORMS = {
+    "attribute": 2,  # obj.name; at any depth, when an object in scope has a text attribute
+    "name": 2,  # a text in scope or a literal; every form but attribute at depth >= 1
+    "method": 2,  # text.strip() and kin; without a text in scope, a format
+    "library": 1,  # os.path.join, re.sub, json.dumps, os.environ.get; else a format
+    "format": 1,  # f"count={count}"; without a number in scope, a literal
+}
+BOOL_EXPR_FORMS = {
+    "compare": 5,  # a number against a number expression
+    "flag": 1,  # a flag or a flag attribute, maybe negated
+    "truthiness": 1,  # a collection, maybe negated
+    "membership": 1,  # key in mapping
+    "text_test": 1,  # text.startswith(...), or os.path.exists(text)
+    "combined": 1,  # two conditions joined by and/or; below the top level, a compare
+}
+STATEMENT_FORMS = {
+    "comment": 2,  # a comment line, then another statement
+    "new_number": 3,
+    "update_number": 2,  # total += ...; without an assignable number, a branch
+    "branch": 2,  # if / elif / else; where nesting stops, a loop
+    "loop": 3,  # for over a collection in scope; without one or where nesting stops, a list
+    "derived_list": 1,  # a sorted copy or a filtered comprehension; without a list, a map
+    "new_map": 1,  # always fits: where every fallback above ends
+    "update_map": 1,  # counts[key] = counts.get(key, 0) + ...; without a map, a report
+    "report": 1,  # a log line or print; always fits
+    "retry_loop": 1,  # while attempt < bound; where nesting stops, a try block
+    "try_block": 1,  # where nesting stops, a guard
+    "guard": 2,  # raise ValueError on a non-positive number; without one, a report
+}
+# What an `except` does: re-raise; log (when logging is imported, else a reset); reset a number
+# (without one, `return None`).
+HANDLER_FORMS = {"raise": 1, "log": 1, "reset": 1}
+FIRST_PARAMETER_KINDS = {"objs": 2, "nums": 1, "texts": 1}  # a function's leading collection
+PARAMETER_KINDS = {"num": 3, "text": 1, "flag": 1}
+AUGMENTED_ASSIGNMENTS = {"+=": 2, "-=": 1, "*=": 1}
+LOOP_EXITS = {"continue": 2, "break": 1}
+LOG_LEVELS = {"debug": 1, "info": 2, "warning": 1}
+
+
+def _choose_form(rng: SplitMix64, table: dict[str, int]) -> tuple[str, ...]:
+    """Draw a form by weight; return it and the forms after it, which it falls back to in order."""
+    forms = tuple(table)
+    return forms[forms.index(rng.weighted(table)):]
+
+
 # --- English -------------------------------------------------------------------------------
 
 
@@ -147,15 +176,15 @@ def _noun_phrase(rng: SplitMix64) -> tuple[str, bool]:
     """Return a noun phrase and whether it is plural."""
     noun = rng.choice(ENTITIES + QUANTITIES)
     adjective = rng.choice(ADJECTIVES) + " " if rng.chance(40) else ""
-    form = rng.below(6)
-    if form == 0:
+    form = rng.weighted(NOUN_PHRASE_FORMS)
+    if form == "each":
         return f"each {adjective}{noun}", False
-    if form == 1:
+    if form == "every":
         return f"every {adjective}{noun}", False
-    if form == 2:
+    if form == "indefinite":
         word = adjective or noun
         return f"{_article(word)} {adjective}{noun}", False
-    if form == 3:
+    if form == "plural":
         return f"the {adjective}{plural(noun)}", True
     return f"the {adjective}{noun}", False
 
@@ -164,14 +193,14 @@ def _clause(rng: SplitMix64) -> str:
     subject, is_plural = _noun_phrase(rng)
     base, third, participle = rng.choice(VERBS)
     obj, _ = _noun_phrase(rng)
-    form = rng.below(5)
-    if form == 0:
+    form = rng.weighted(CLAUSE_FORMS)
+    if form == "present":
         return f"{subject} {base if is_plural else third} {obj}"
-    if form == 1:
+    if form == "modal":
         return f"{subject} {rng.choice(('must', 'should', 'can', 'may', 'will'))} {base} {obj}"
-    if form == 2:
+    if form == "passive":
         return f"{subject} {'are' if is_plural else 'is'} {participle}"
-    if form == 3:
+    if form == "negated":
         negation = "do not" if is_plural else "does not"
         return f"{subject} {negation} {base} {obj}"
     return f"{subject} {'are' if is_plural else 'is'} {rng.choice(ADJECTIVES)}"
@@ -183,6 +212,16 @@ def sentence(rng: SplitMix64) -> str:
     if rng.chance(45):
         text += f" {rng.choice(CONJUNCTIONS)} {_clause(rng)}"
     return text[0].upper() + text[1:] + "."
+
+
+def purpose_phrase(rng: SplitMix64) -> str:
+    """A short phrase that says what a record is for."""
+    base, _, participle = rng.choice(VERBS)
+    return rng.choice((
+        f"as {participle} by the {rng.choice(ENTITIES)} {rng.choice(CLASS_ROLES).lower()}",
+        f"that the {rng.choice(ENTITIES)} {rng.choice(CLASS_ROLES).lower()} will {base}",
+        f"from the {rng.choice(ADJECTIVES)} {plural(rng.choice(ENTITIES))}",
+    ))
 
 
 # --- code model ------------------------------------------------------------------------------
@@ -278,7 +317,7 @@ class _ModuleWriter:
         attrs = [a for a in self.entity_attributes(obj.entity) if a.kind == kind]
         return f"{obj.name}.{self.rng.choice(attrs).name}" if attrs else ""
 
-    def fresh_name(self, scope: _Scope, candidates: list[str]) -> str:
+    def fresh_name(self, scope: _Scope, candidates: Sequence[str]) -> str:
         taken = scope.names() | {f.name for f in self.functions} | set(ENTITIES)
         for _ in range(8):
             name = self.rng.choice(candidates)
@@ -287,22 +326,22 @@ class _ModuleWriter:
         return f"{self.rng.choice(candidates)}_{self.rng.between(2, 9)}"
 
     def number(self) -> str:
-        form = self.rng.below(10)
-        if form < 5:
+        form = self.rng.weighted(NUMBER_FORMS)
+        if form == "round":
             return str(self.rng.choice((0, 1, 2, 3, 4, 5, 8, 10, 16, 32, 60, 100, 128, 1000)))
-        if form < 8:
+        if form == "decimal":
             return f"{self.rng.below(10)}.{self.rng.choice(FRACTIONS)}"
-        if form < 9:
+        if form == "large":
             return str(self.rng.between(11, 4096))
         return f"1e-{self.rng.between(2, 9)}"
 
     def text_literal(self) -> str:
-        form = self.rng.below(4)
-        if form == 0:
+        form = self.rng.weighted(TEXT_LITERAL_FORMS)
+        if form == "adjective":
             return f'"{self.rng.choice(ADJECTIVES)}"'
-        if form == 1:
+        if form == "file_name":
             return f'"{plural(self.rng.choice(self.topics))}.{self.rng.choice(("json", "csv"))}"'
-        if form == 2:
+        if form == "key":
             return f'"{self.rng.choice(self.topics)}_{self.rng.choice(QUANTITIES)}"'
         return f'"{self.rng.choice(ADJECTIVES)} {plural(self.rng.choice(ENTITIES))}"'
 
@@ -331,25 +370,28 @@ class _ModuleWriter:
     def num_expr(self, scope: _Scope, depth: int = 0) -> str:
         rng = self.rng
         lists = scope.of_kind("nums", "objs", "texts")
-        form = rng.below(16)
-        if depth >= 2 or form < 6:
+        # The chosen form, then its fallbacks: each test below is "this form, or an earlier
+        # one that did not fit", in NUM_EXPR_FORMS order.
+        forms = _choose_form(rng, NUM_EXPR_FORMS)
+        if depth >= 2 or "operand" in forms:
             return self.num_operand(scope)
-        if form < 8 and lists:
+        if "length" in forms and lists:
             return f"len({scope.pick(rng, lists).name})"
-        if form < 11:
+        if "arithmetic" in forms:
+            # Uniform over the tuple: + and * twice as often as -, / and //.
             op = rng.choice(("+", "-", "*", "/", "*", "+", "//"))
             right = self.number() if rng.chance(35) else self.num_expr(scope, depth + 1)
             text = f"{self.num_operand(scope)} {op} {right}"
             return f"({text})" if depth > 0 else text
-        if form < 12:
+        if "extreme" in forms:
             func = rng.choice(("max", "min"))
             return f"{func}({self.num_operand(scope)}, {self.num_expr(scope, depth + 1)})"
-        if form < 13:
+        if "math" in forms:
             if "math" in self.imports:
                 func = rng.choice(("math.sqrt", "math.log1p", "math.exp", "math.floor"))
                 return f"{func}({self.num_expr(scope, depth + 1)})"
             return f"round({self.num_expr(scope, depth + 1)}, {rng.between(1, 4)})"
-        if form < 14:
+        if "sum" in forms:
             number_lists = scope.of_kind("nums")
             object_lists = scope.of_kind("objs")
             if number_lists and rng.chance(50):
@@ -358,14 +400,14 @@ class _ModuleWriter:
                 items = scope.pick(rng, object_lists)
                 element = _Var(items.entity, "obj", items.entity)
                 return f"sum({self.attribute(element)} for {element.name} in {items.name})"
-        if form < 15:
+        if "call" in forms:
             call = self.call_expr(scope, "num")
             if call:
                 return call
             if "time" in self.imports:
                 return rng.choice(("time.time()", "time.perf_counter()", "time.monotonic()"))
         maps = scope.of_kind("map")
-        if maps:
+        if maps:  # "lookup", chosen or fallen back to
             return f"{scope.pick(rng, maps).name}.get({self.text_expr(scope, 1)}, 0)"
         return self.num_operand(scope)
 
@@ -373,17 +415,17 @@ class _ModuleWriter:
         rng = self.rng
         texts = scope.of_kind("text")
         objs = [o for o in scope.of_kind("obj") if self.attribute(o, "text")]
-        form = rng.below(8)
-        if form < 2 and objs:
+        forms = _choose_form(rng, TEXT_EXPR_FORMS)  # the chosen form, then its fallbacks
+        if "attribute" in forms and objs:
             return self.attribute(scope.pick(rng, objs), "text")
-        if depth >= 1 or form < 4:
+        if depth >= 1 or "name" in forms:
             if texts and rng.chance(70):
                 return scope.pick(rng, texts).name
             return self.text_literal()
-        if form < 6 and texts:
+        if "method" in forms and texts:
             method = rng.choice(("strip()", "lower()", "upper()", 'replace("_", " ")'))
             return f"{scope.pick(rng, texts).name}.{method}"
-        if form < 7 and texts:
+        if "library" in forms and texts:
             text = scope.pick(rng, texts).name
             if "os" in self.imports and rng.chance(50):
                 return f"os.path.join({text}, {self.text_literal()})"
@@ -394,36 +436,36 @@ class _ModuleWriter:
             if "os" in self.imports:
                 return f'os.environ.get("{text.split(".")[-1].upper()}", {text})'
         nums = scope.of_kind("num")
-        if nums:
+        if nums:  # "format", chosen or fallen back to
             var = scope.pick(rng, nums)
             return f'f"{var.name.split(".")[-1].replace("_", " ")}={{{var.name}}}"'
         return self.text_literal()
 
     def bool_expr(self, scope: _Scope, depth: int = 0) -> str:
         rng = self.rng
-        form = rng.below(10)
+        forms = _choose_form(rng, BOOL_EXPR_FORMS)  # the chosen form, then its fallbacks
         flags = scope.of_kind("flag")
         collections = scope.of_kind("nums", "objs", "texts", "map")
         flagged = [o for o in scope.of_kind("obj") if self.attribute(o, "flag")]
-        if form < 5:
+        if "compare" in forms:
             op = rng.choice((">", "<", ">=", "<=", "==", "!="))
             return f"{self.num_operand(scope)} {op} {self.num_expr(scope, 1)}"
-        if form < 6 and (flags or flagged):
+        if "flag" in forms and (flags or flagged):
             if flagged and (not flags or rng.chance(50)):
                 name = self.attribute(scope.pick(rng, flagged), "flag")
             else:
                 name = scope.pick(rng, flags).name
             return ("not " if rng.chance(30) else "") + name
-        if form < 7 and collections:
+        if "truthiness" in forms and collections:
             return ("not " if rng.chance(60) else "") + scope.pick(rng, collections).name
-        if form < 8 and scope.of_kind("map"):
+        if "membership" in forms and scope.of_kind("map"):
             return f"{self.text_expr(scope, 1)} in {scope.pick(rng, scope.of_kind('map')).name}"
-        if form < 9 and scope.of_kind("text"):
+        if "text_test" in forms and scope.of_kind("text"):
             if "os" in self.imports and rng.chance(30):
                 return f'os.path.exists({scope.pick(rng, scope.of_kind("text")).name})'
             method = rng.choice(("startswith", "endswith"))
             return f'{scope.pick(rng, scope.of_kind("text")).name}.{method}({self.text_literal()})'
-        if depth == 0:
+        if depth == 0:  # "combined", chosen or fallen back to
             joiner = rng.choice(("and", "or"))
             return f"{self.bool_expr(scope, 1)} {joiner} {self.bool_expr(scope, 1)}"
         return f"{self.num_operand(scope)} > {self.num_expr(scope, 2)}"
@@ -499,21 +541,21 @@ class _ModuleWriter:
         pad = "    " * level
         nums = scope.of_kind("num")
         nested = level < 3 and rng.chance(100 - 25 * level)  # deep nesting grows rarer
-        form = rng.below(20)
-        if form < 2:
+        # The chosen form, then its fallbacks: each test below is "this form, or an earlier
+        # one that did not fit", in STATEMENT_FORMS order.
+        forms = _choose_form(rng, STATEMENT_FORMS)
+        if "comment" in forms:
             out.append(pad + self.comment(scope))
             self.statement(scope, level, out)  # a comment is never a block's last line
-        elif form < 5:
-            adjectives = ADJECTIVES[:10]
-            name = self.fresh_name(scope, [*QUANTITIES, *(f"{adjective}_{quantity}"
-                                           for adjective in adjectives for quantity in QUANTITIES)])
+        elif "new_number" in forms:
+            name = self.fresh_name(scope, NUMBER_NAMES)
             out.append(f"{pad}{name} = {self.num_expr(scope)}")
             scope.add(_Var(name, "num"))
-        elif form < 7 and [v for v in nums if v.assignable]:
+        elif "update_number" in forms and [v for v in nums if v.assignable]:
             target = scope.pick(rng, [v for v in nums if v.assignable])
-            op = rng.choice(("+=", "+=", "-=", "*="))
+            op = rng.weighted(AUGMENTED_ASSIGNMENTS)
             out.append(f"{pad}{target.name} {op} {self.num_expr(scope, 1)}")
-        elif form < 9 and nested:
+        elif "branch" in forms and nested:
             # Names bound inside a branch stay visible after it, as they do in Python.
             out.append(f"{pad}if {self.bool_expr(scope)}:")
             self.block(scope, level + 1, rng.between(1, 2), out)
@@ -523,28 +565,28 @@ class _ModuleWriter:
             if rng.chance(30):
                 out.append(f"{pad}else:")
                 self.block(scope, level + 1, rng.between(1, 2), out)
-        elif form < 12 and nested and scope.of_kind("nums", "objs", "texts"):
+        elif "loop" in forms and nested and scope.of_kind("nums", "objs", "texts"):
             self.loop(scope, level, out)
-        elif form < 13 and scope.of_kind("objs", "nums"):
+        elif "derived_list" in forms and scope.of_kind("objs", "nums"):
             self.derived_list(scope, pad, out)
-        elif form < 14:
+        elif "new_map" in forms:
             entity = rng.choice(self.topics)
             name = self.fresh_name(scope, [f"{q}_by_{entity}" for q in QUANTITIES]
                                    + [f"{plural(entity)}_by_{t}" for t in TEXT_NAMES])
             out.append(f"{pad}{name} = {{}}")
             scope.add(_Var(name, "map"))
-        elif form < 15 and scope.of_kind("map"):
+        elif "update_map" in forms and scope.of_kind("map"):
             target = scope.pick(rng, scope.of_kind("map"))
             key = self.text_expr(scope)
             out.append(f"{pad}{target.name}[{key}] = {target.name}.get({key}, 0) + "
                        f"{self.num_expr(scope, 1)}")
-        elif form < 16:
+        elif "report" in forms:
             self.report(scope, pad, out)
-        elif form < 17 and nested:
+        elif "retry_loop" in forms and nested:
             self.retry_loop(scope, level, out)
-        elif form < 18 and nested:
+        elif "try_block" in forms and nested:
             self.try_block(scope, level, out)
-        else:
+        else:  # "guard", chosen or fallen back to
             checked = [v for v in nums if "." not in v.name and v.assignable]
             if checked:
                 name = scope.pick(rng, checked).name
@@ -572,7 +614,7 @@ class _ModuleWriter:
         inner.add(_Var(element_name, element_kind, source.entity, assignable=False))
         if rng.chance(30):
             out.append(f"{pad}    if {self.bool_expr(inner)}:")
-            out.append(f"{pad}        {rng.choice(('continue', 'continue', 'break'))}")
+            out.append(f"{pad}        {rng.weighted(LOOP_EXITS)}")
         self.block(inner, level + 1, rng.between(1, 3), out)
         # Names the body bound stay visible after the loop; the loop's own names do not.
         for var in inner.variables:
@@ -620,14 +662,14 @@ class _ModuleWriter:
         error = rng.choice(("KeyError", "ValueError", "ZeroDivisionError", "OSError",
                             "(KeyError, IndexError)", "(TypeError, ValueError)"))
         out.append(f"{pad}except {error} as error:")
-        handler = rng.below(3)
+        forms = _choose_form(rng, HANDLER_FORMS)  # the chosen form, then its fallbacks
         assignable = [v for v in scope.of_kind("num") if v.assignable]
-        if handler == 0:
+        if "raise" in forms:
             message = f"could not {rng.choice(VERBS)[0]} {rng.choice(self.topics)}"
             out.append(f'{pad}    raise RuntimeError("{message}") from error')
-        elif handler == 1 and "logging" in self.imports:
+        elif "log" in forms and "logging" in self.imports:
             out.append(f'{pad}    logger.warning("skipping {rng.choice(self.topics)}: %s", error)')
-        elif assignable:
+        elif assignable:  # "reset", chosen or fallen back to
             out.append(f"{pad}    {scope.pick(rng, assignable).name} = {self.number()}")
         else:
             out.append(f"{pad}    return None")
@@ -641,7 +683,7 @@ class _ModuleWriter:
         var = scope.pick(self.rng, named)
         label = f"{self.rng.choice(VERBS)[2]} {var.name.split('.')[-1].replace('_', ' ')}"
         if "logging" in self.imports:
-            level = self.rng.choice(("debug", "info", "info", "warning"))
+            level = self.rng.weighted(LOG_LEVELS)
             out.append(f'{pad}logger.{level}("{label}: %s", {var.name})')
         elif "sys" in self.imports:
             out.append(f'{pad}print(f"{label}: {{{var.name}}}", file=sys.stderr)')
@@ -656,14 +698,14 @@ class _ModuleWriter:
         params: list[_Var] = []
         entity = rng.choice(self.topics)
         if rng.chance(75):
-            kind = rng.choice(("objs", "objs", "nums", "texts"))
+            kind = rng.weighted(FIRST_PARAMETER_KINDS)
             name = {"objs": plural(entity), "nums": plural(rng.choice(QUANTITIES)),
                     "texts": rng.choice(("lines", "names", "paths", "labels"))}[kind]
             params.append(_Var(name, kind, entity if kind == "objs" else ""))
             if kind == "objs":
                 self.entity_attributes(entity)
         while len(params) < count:
-            kind = rng.choice(("num", "num", "num", "text", "flag"))
+            kind = rng.weighted(PARAMETER_KINDS)
             pool = {"num": QUANTITIES, "text": TEXT_NAMES, "flag": FLAG_NAMES}[kind]
             name = rng.choice(pool)
             if name in {p.name for p in params} | scope.names():
@@ -859,7 +901,9 @@ class _ModuleWriter:
         rng = self.rng
         if rng.chance(60):
             details = " ".join(sentence(rng) for _ in range(rng.between(1, 3)))
-            lines = [f'"""{sentence(rng)}', "", *_wrap(details, 96), '"""', ""]
+            summary = sentence(rng)  # drawn after the details: the order of draws fixes the bytes
+            wrapped = textwrap.wrap(details, 96, break_long_words=False, break_on_hyphens=False)
+            lines = [f'"""{summary}', "", *wrapped, '"""', ""]
         else:
             lines = [f'"""{sentence(rng)}"""', ""]
         header = lines
@@ -893,29 +937,6 @@ class _ModuleWriter:
         return text.strip("\n") + "\n"
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Break text into lines of at most `width` characters at spaces."""
-    lines: list[str] = []
-    current = ""
-    for word in text.split(" "):
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    return [*lines, current] if current else lines
-
-
-def purpose_phrase(rng: SplitMix64) -> str:
-    """A short phrase that says what a record is for."""
-    base, _, participle = rng.choice(VERBS)
-    return rng.choice((
-        f"as {participle} by the {rng.choice(ENTITIES)} {rng.choice(CLASS_ROLES).lower()}",
-        f"that the {rng.choice(ENTITIES)} {rng.choice(CLASS_ROLES).lower()} will {base}",
-        f"from the {rng.choice(ADJECTIVES)} {plural(rng.choice(ENTITIES))}",
-    ))
-
-
 # --- public API ------------------------------------------------------------------------------
 
 
@@ -934,98 +955,6 @@ def build_corpus(n_documents: int, seed: int = 0) -> list[str]:
     return [build_document(seed, index) for index in range(n_documents)]
 
 
-def split_documents(docs: list[str], val_fraction: float, seed: int = 0
-                    ) -> tuple[list[str], list[str]]:
-    """Split documents (never windows) into train and validation sets, each in corpus order."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = list(range(len(docs)))
-    SplitMix64(seed ^ 0x5EED5EED).shuffle(order)
-    n_val = round(len(docs) * val_fraction)
-    if val_fraction > 0 and len(docs) >= 2:
-        n_val = max(1, n_val)
-    val_indices = set(order[:n_val])
-    train = [doc for i, doc in enumerate(docs) if i not in val_indices]
-    val = [doc for i, doc in enumerate(docs) if i in val_indices]
-    return train, val
-
-
-def corpus_sha256(docs: list[str]) -> str:
-    """Return the sha256 of the documents as stored: each followed by the separator byte."""
-    digest = hashlib.sha256()
-    for doc in docs:
-        digest.update(doc.encode("ascii"))
-        digest.update(bytes([DOCUMENT_SEPARATOR]))
-    return digest.hexdigest()
-
-
-def encode(text: str) -> list[int]:
-    """Return the byte-level tokens of an ASCII (or any UTF-8) text."""
-    return list(text.encode("utf-8"))
-
-
-def decode(tokens: list[int] | torch.Tensor) -> str:
-    """Return the text of byte-level tokens; the separator shows as a newline-free NUL."""
-    if isinstance(tokens, torch.Tensor):
-        tokens = tokens.tolist()
-    return bytes(tokens).decode("utf-8", errors="replace")
-
-
-def tokens_from_documents(docs: list[str]) -> torch.Tensor:
-    """Concatenate documents, each followed by the separator, into one uint8 token tensor."""
-    joined = bytes([DOCUMENT_SEPARATOR]).join(doc.encode("ascii") for doc in docs)
-    if docs:
-        joined += bytes([DOCUMENT_SEPARATOR])
-    return torch.frombuffer(bytearray(joined), dtype=torch.uint8)
-
-
-def _windows(data: torch.Tensor, starts: torch.Tensor, seq_len: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    offsets = starts[:, None] + torch.arange(seq_len + 1)  # (B, T+1)
-    window = data[offsets].long()  # (B, T+1)
-    # Contiguous, so models may .view() them like nanoGPT's batches.
-    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
-
-
-def get_batch(data: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample random windows: x (B, T) int64 tokens and y, the same windows shifted by one."""
-    if len(data) < seq_len + 1:
-        raise ValueError(f"{len(data)} tokens is too few for windows of {seq_len} + 1")
-    starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=generator)
-    return _windows(data, starts, seq_len)
-
-
-def validation_windows(data: torch.Tensor, n_windows: int, seq_len: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return a fixed set of windows evenly spread over the data (no randomness), as (x, y)."""
-    if len(data) < seq_len + 1:
-        raise ValueError(f"{len(data)} tokens is too few for windows of {seq_len} + 1")
-    last_start = len(data) - seq_len - 1
-    # Integer arithmetic: the same starts on every machine, with no float rounding to differ.
-    starts = torch.tensor([i * last_start // max(1, n_windows - 1) for i in range(n_windows)])
-    return _windows(data, starts, seq_len)
-
-
-@dataclass
-class CorpusSplits:
-    """The corpus as train and validation tokens, with what identifies it."""
-
-    train: torch.Tensor  # uint8 tokens of the training documents
-    val: torch.Tensor  # uint8 tokens of the validation documents
-    sha256: str  # corpus_sha256 of all documents, before the split
-    n_train_documents: int
-    n_val_documents: int
-
-
 def build_splits(n_documents: int, seed: int = 0, val_fraction: float = 0.1) -> CorpusSplits:
-    """Build the corpus, split it by document, and return both splits as token tensors."""
-    docs = build_corpus(n_documents, seed)
-    train_docs, val_docs = split_documents(docs, val_fraction, seed)
-    return CorpusSplits(
-        train=tokens_from_documents(train_docs),
-        val=tokens_from_documents(val_docs),
-        sha256=corpus_sha256(docs),
-        n_train_documents=len(train_docs),
-        n_val_documents=len(val_docs),
-    )
+    """Build the code corpus, split it by document, and return both splits as token tensors."""
+    return splits_from_documents(build_corpus(n_documents, seed), val_fraction, seed)

@@ -1,0 +1,42 @@
+"""A test experiment that stands on a base model: a tiny language model trained as a job of its
+own (base_lm.py), then evaluated by the analysis (run.py) against the uniform byte model."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from digestlab.configs import GPTConfig, TrainConfig
+
+
+class LanguageModel(BaseModel):
+    """The base model's params: what it is and how it is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: GPTConfig
+    train: TrainConfig
+    batch_size: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    n_documents: int = Field(gt=1)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lm: LanguageModel  # the base model
+    eval_groups: int = Field(gt=1)  # groups of validation windows, each one sample of the loss
+    windows_per_group: int = Field(gt=0)
+
+
+BASES = ("lm",)
+
+_SMOKE = Params(
+    lm=LanguageModel(
+        model=GPTConfig(block_size=32, n_layer=1, d_model=32, n_heads=2, n_kv_heads=2,
+                        head_dim=16),
+        train=TrainConfig(steps=30, learning_rate=3e-3, min_lr=3e-4, warmup_steps=3,
+                          log_every=10),
+        batch_size=8, seq_len=32, n_documents=30,
+    ),
+    eval_groups=4, windows_per_group=8,
+)
+SCALES = {"smoke": _SMOKE, "cpu": _SMOKE, "gpu": _SMOKE}
+BUDGET_S = {"smoke": 10, "cpu": 10, "gpu": 10}

@@ -1,0 +1,37 @@
+"""The tiny_lm test experiment's analysis: validation loss of the base model, by window group."""
+
+import math
+
+import torch
+
+from digestlab.checkpoint import load_checkpoint
+from digestlab.claims import claim, decide_below
+from digestlab.data import build_splits, validation_windows
+from digestlab.experiments import Report, RunContext
+from experiments_for_tests.tiny_lm import Params
+
+
+def run(params: Params, ctx: RunContext) -> Report:
+    splits = build_splits(params.lm.n_documents, seed=0)
+    model, saved = load_checkpoint(ctx.bases["lm"], splits.sha256)
+    x, y = validation_windows(splits.val, params.eval_groups * params.windows_per_group,
+                              params.lm.seq_len)
+    with torch.no_grad():
+        losses = [model(xs, ys)[1].item() for xs, ys in zip(
+            x.split(params.windows_per_group), y.split(params.windows_per_group), strict=True)]
+    uniform = math.log(256)
+    verdict, stats = decide_below(losses, uniform)
+    return Report(
+        seeds=[params.lm.train.seed],
+        device="cpu",
+        metrics={"val_loss_by_group": losses, "base_final_train_loss":
+                 saved["train"]["final_train_loss"]},
+        claims=[claim(
+            "beats-uniform",
+            {"ko": "기반 모델이 균등 분포보다 낫다",
+             "en": "The base model beats the uniform model"},
+            {"mean": stats["mean"], "high": stats["high"]},
+            f"val loss < ln 256 = {uniform:.3f}",
+            verdict,
+        )],
+    )

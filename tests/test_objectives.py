@@ -1,0 +1,118 @@
+"""The one loop trains any model on any objective: pretraining, supervised fine-tuning, DPO
+against a frozen reference, and a model of another kind with a loss of its own."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from digestlab.configs import GPTConfig, TrainConfig
+from digestlab.device import seed_everything
+from digestlab.nn import GPT
+from digestlab.objectives import dpo, pack_rows, response_targets, supervised
+from digestlab.train import Objective, train
+
+CPU = torch.device("cpu")
+SILENT = [].append
+
+
+def tiny_gpt(seed: int = 0) -> GPT:
+    seed_everything(seed)
+    return GPT(GPTConfig(block_size=48, n_layer=2, d_model=32, n_heads=2, n_kv_heads=2,
+                         head_dim=16))
+
+
+def random_rows(n: int, low: int, high: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high + 1, (n,), generator=g).tolist()
+    return [torch.randint(1, 256, (k,), generator=g).tolist() for k in lengths]
+
+
+def test_response_targets_score_only_response_tokens():
+    ids, prompt_lengths, lengths = pack_rows([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]])
+    x, y = response_targets(ids, prompt_lengths, lengths)
+    assert x.tolist() == [[5, 6, 7, 9], [8, 11, 12, 13]]
+    assert y.tolist() == [[-1, -1, 9, 10], [11, 12, 13, -1]]
+
+
+def test_supervised_loss_is_cross_entropy_on_responses_and_training_lowers_it():
+    model = tiny_gpt()
+    prompts = random_rows(16, 2, 8, seed=1)
+    # the response is the prompt reversed: learnable from the prompt alone
+    examples = [(p, list(reversed(p))) for p in prompts]
+    objective = supervised(model, examples, batch_size=8, val_examples=examples[:8])
+    x, y = objective.val_batches[0]
+    logits, _ = model(x)
+    scored = y != -1
+    expected = F.cross_entropy(logits[scored], y[scored])
+    torch.testing.assert_close(objective.loss(model, (x, y)), expected)
+    before = objective.loss(model, (x, y)).item()
+    cfg = TrainConfig(steps=60, learning_rate=1e-2, min_lr=1e-3, warmup_steps=5, log_every=60)
+    result = train(model, objective, cfg, CPU, log=SILENT)
+    assert result.val_loss < before - 1.0
+
+
+def test_dpo_starts_at_ln2_prefers_chosen_after_training_and_leaves_the_reference_alone():
+    policy = tiny_gpt()
+    reference = copy.deepcopy(policy)
+    frozen = {k: v.clone() for k, v in reference.state_dict().items()}
+    prompts = random_rows(12, 2, 6, seed=2)
+    chosen, rejected = random_rows(12, 3, 6, seed=3), random_rows(12, 3, 6, seed=4)
+    pairs = list(zip(prompts, chosen, rejected, strict=True))
+    objective = dpo(policy, reference, pairs, batch_size=6, beta=0.5)
+    first = objective.loss(policy, objective.next_batch(torch.Generator().manual_seed(0)))
+    assert first.item() == pytest.approx(math.log(2), abs=1e-6)  # policy == reference
+    cfg = TrainConfig(steps=40, learning_rate=5e-3, min_lr=5e-4, warmup_steps=4, log_every=40,
+                      weight_decay=0.0)
+    result = train(policy, objective, cfg, CPU, log=SILENT)
+    assert result.unit == "pair" and result.final_train_loss < 0.2
+    with torch.no_grad():
+        margin = (policy.sequence_logprobs(*pack_rows(prompts, chosen))
+                  - policy.sequence_logprobs(*pack_rows(prompts, rejected)))
+        ref_margin = (reference.sequence_logprobs(*pack_rows(prompts, chosen))
+                      - reference.sequence_logprobs(*pack_rows(prompts, rejected)))
+    assert bool((margin > ref_margin).all())
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+
+
+class TinyAutoencoder(nn.Module):
+    """A model of another kind: its own parameters and its own loss."""
+
+    def __init__(self, d: int, width: int):
+        super().__init__()
+        self.encoder = nn.Linear(d, width)
+        self.decoder = nn.Linear(width, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(F.relu(self.encoder(x)))
+
+
+def test_the_loop_trains_another_kind_of_model_with_its_own_loss():
+    g = torch.Generator().manual_seed(0)
+    directions = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    codes = torch.rand(512, 8, generator=g) * (torch.rand(512, 8, generator=g) < 0.2)
+    data = codes @ directions  # (N, d): sparse combinations of a few directions
+
+    def loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (x,) = batch
+        return F.mse_loss(model(x), x)
+
+    objective = Objective(
+        next_batch=lambda gen: (data[torch.randint(len(data), (64,), generator=gen)],),
+        loss=loss, items_per_batch=64, unit="sample", val_batches=[(data[:128],)],
+    )
+    seed_everything(0)
+    model = TinyAutoencoder(16, 32)
+    untrained = loss(model, (data[:128],)).item()
+    cfg = TrainConfig(steps=150, learning_rate=1e-2, min_lr=1e-3, warmup_steps=10,
+                      log_every=50, weight_decay=0.0)
+    result = train(model, objective, cfg, CPU, log=SILENT)
+    assert result.val_loss < 0.2 * untrained
+    assert result.unit == "sample" and result.items_seen == 150 * 64
+    assert result.mfu is None  # no FLOP count given, so no MFU is claimed

@@ -1,0 +1,24 @@
+# Stage 2a: the base models experiments stand on, each a job of its own, so that changing an
+# analysis reruns the analysis and not the pretraining. One job uses every core it is given.
+
+
+rule pretrain:
+    input:
+        code=base_code,
+    output:
+        "results/{paper}/bases/{base}.pt",
+    params:
+        experiment=experiment_name,
+        values=base_params,
+        scale=SCALE,
+    threads: workflow.cores
+    resources:
+        gpu=1 if SCALE == "gpu" else 0,
+    conda:
+        "../envs/reproduce.yaml"
+    log:
+        "logs/pretrain/{paper}/{base}.log",
+    benchmark:
+        "results/{paper}/bases/{base}.benchmark.tsv"
+    script:
+        "scripts/pretrain.py"

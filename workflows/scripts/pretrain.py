@@ -1,0 +1,13 @@
+from digestlab.experiments import pretrain
+from digestlab.workflow import logged
+
+with logged(snakemake.log[0]):
+    pretrain(
+        snakemake.params.experiment,
+        snakemake.wildcards.base,
+        snakemake.params.scale,
+        dict(snakemake.params.values),
+        snakemake.output[0],
+        packages=tuple(snakemake.config["experiment_packages"]),
+        threads=snakemake.threads,
+    )
