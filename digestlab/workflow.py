@@ -39,6 +39,7 @@ class Reproduction:
     experiment: str
     params: dict[str, Any]
     bases: tuple[str, ...]
+    budget_s: float  # what the experiment may take at this scale, all its jobs together
 
 
 def load_reproductions_or_exit(
@@ -59,7 +60,7 @@ def load_reproductions_or_exit(
             params = merge_params(spec, scale, paper.reproduction.params)
             reproductions[paper.id] = Reproduction(
                 paper.reproduction.experiment, params.model_dump(mode="json"),
-                tuple(getattr(spec, "BASES", ())),
+                tuple(getattr(spec, "BASES", ())), spec.BUDGET_S[scale],
             )
     if problems:
         n = len(problems)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -209,3 +210,20 @@ def test_shipped_workflow_lints_and_plans(args):
     done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("profile, expected", [
+    ("default", "gpu=0, runtime=30, mem_mb=8000"),  # cpu scale: cla's 15 min budget, twice
+    ("gpu", "gpu=1, runtime=20, mem_mb=8000"),  # the profile sets scale gpu: 10 min, twice
+    ("slurm", "gpu=0, runtime=30, mem_mb=8000"),
+])
+def test_each_profile_plans_the_experiment_jobs_with_their_resources(profile, expected):
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--forceall",  # plans every job, built or not
+         "--workflow-profile", f"profiles/{profile}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=os.environ | {"CUDA_VISIBLE_DEVICES": ""},  # auto means cpu, whatever the machine
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    reproduce = done.stdout.split("rule reproduce:", 1)[1].split("rule ", 1)[0]
+    assert expected in reproduce

@@ -1,4 +1,6 @@
 # Shared by every stage: config and entry validation, wildcard constraints and input functions.
+import os
+
 from snakemake.utils import validate
 
 from digestlab import package_files
@@ -22,6 +24,21 @@ PAPERS = load_papers_or_exit(config)
 SCALE = resolve_scale(config["scale"])
 REPRODUCTIONS = load_reproductions_or_exit(PAPERS, SCALE, config)
 EXPERIMENT_PACKAGES = tuple(config["experiment_packages"])
+# An experiment job uses every core it is given: all of this machine's, which Snakemake caps
+# at --cores; cluster profiles set their own (set-threads).
+EXPERIMENT_THREADS = os.cpu_count() or 1
+# Host memory an experiment job asks a scheduler for (cla at cpu scale peaks at 1.7 GB).
+EXPERIMENT_MEM_MB = 8000
+
+
+# Fetching needs the network, which cluster nodes often lack, and rendering takes seconds:
+# these run where Snakemake runs, and only the experiments are submitted to a cluster.
+localrules:
+    fetch,
+    render_paper,
+    publish_figures,
+    render_pages,
+    site,
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
 REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
 # Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
@@ -110,6 +127,11 @@ def experiment_params(wildcards):
 def experiment_code(wildcards):
     """The experiment's analysis code and the shared code under it: editing either reruns it."""
     return experiment_sources(experiment_name(wildcards), EXPERIMENT_PACKAGES)
+
+
+def experiment_runtime_min(wildcards):
+    """Minutes a scheduler may give an experiment job: twice the experiment's budget."""
+    return max(5, round(2 * REPRODUCTIONS[wildcards.paper].budget_s / 60))
 
 
 def base_checkpoints(wildcards):

@@ -11,9 +11,11 @@ rule pretrain:
         experiment=experiment_name,
         values=base_params,
         scale=SCALE,
-    threads: workflow.cores
+    threads: EXPERIMENT_THREADS
     resources:
         gpu=1 if SCALE == "gpu" else 0,
+        runtime=experiment_runtime_min,
+        mem_mb=EXPERIMENT_MEM_MB,
     conda:
         "../envs/reproduce.yaml"
     log:

@@ -14,9 +14,11 @@ rule reproduce:
         values=experiment_params,
         scale=SCALE,
         bases=base_names,
-    threads: workflow.cores
+    threads: EXPERIMENT_THREADS
     resources:
         gpu=1 if SCALE == "gpu" else 0,
+        runtime=experiment_runtime_min,
+        mem_mb=EXPERIMENT_MEM_MB,
     conda:
         "../envs/reproduce.yaml"
     log:
