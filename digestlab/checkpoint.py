@@ -36,7 +36,7 @@ def save_checkpoint(
     provenance: dict[str, Any] | None = None,
 ) -> None:
     """Write the model's weights and config, the training result and the data's sha256 to
-    `path`, atomically."""
+    `path`, atomically. For a model in one process (a sharded model would save its shards)."""
     payload = {
         "format": FORMAT,
         "config": dataclasses.asdict(model.config),

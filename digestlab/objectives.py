@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from digestlab.data import get_batch, validation_windows
 from digestlab.nn import GPT
+from digestlab.nn.model import response_targets_mask
 from digestlab.train import Batch, Objective
 
 PAD = 0  # token id written after each row's real tokens; it is never attended to or scored
@@ -71,9 +72,7 @@ def response_targets(ids: torch.Tensor, prompt_lengths: torch.Tensor, lengths: t
     """(x, y) for next-token training on the responses alone: y is -1 (not scored) where the
     next token belongs to the prompt or is padding."""
     x, y = ids[:, :-1], ids[:, 1:].clone()
-    target_index = torch.arange(1, ids.shape[1])  # position in ids of each target
-    scored = (target_index >= prompt_lengths[:, None]) & (target_index < lengths[:, None])
-    y[~scored] = -1
+    y[~response_targets_mask(prompt_lengths, lengths, ids.shape[1])] = -1
     return x, y
 
 
@@ -110,6 +109,8 @@ def dpo_loss(policy: nn.Module, reference: GPT, batch: Batch, beta: float) -> to
     """Mean DPO loss, -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))), where pi and ref
     are the summed response log-probabilities of the chosen (w) and rejected (l) rows."""
     chosen, rejected = batch[:3], batch[3:]
+    if reference.wte.weight.device != batch[0].device:  # the loop moves only the policy
+        reference.to(batch[0].device)
     with torch.no_grad():
         ref_margin = reference.sequence_logprobs(*chosen) - reference.sequence_logprobs(*rejected)
     margin = policy.sequence_logprobs(*chosen) - policy.sequence_logprobs(*rejected)
@@ -124,8 +125,10 @@ def dpo(
     beta: float = 0.1,
 ) -> Objective:
     """DPO on (prompt, chosen, rejected) token lists, drawn with replacement; the reference is
-    frozen (put in eval mode, no gradients). A batch is the chosen rows' (ids, prompt_lengths,
-    lengths) then the rejected rows', so splitting its rows across ranks keeps pairs together."""
+    frozen (put in eval mode, no gradients) and follows the batches to their device. A batch is
+    the chosen rows' (ids, prompt_lengths, lengths) then the rejected rows', so splitting its rows
+    across ranks keeps pairs together. The loss calls sequence_logprobs, not forward, so
+    TrainConfig.compile does not reach it."""
     reference.eval().requires_grad_(False)
 
     def next_batch(generator: torch.Generator) -> Batch:

@@ -10,8 +10,10 @@ measured matmul peak. Progress goes to plain log lines (a progress bar too when 
 terminal), so Snakemake logs show it.
 
 Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
-on its own share of the rows, so the loss trajectory does not depend on the world size; logged
-losses are averaged over ranks.
+on its own share of the rows; logged losses are averaged over ranks. Where the loss is a mean
+over rows of equal weight (language-model windows, preference pairs) and there is no dropout,
+the loss trajectory does not depend on the world size; a loss averaged over a varying number of
+scored tokens per row (supervised fine-tuning) is weighted slightly differently across ranks.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Objective:
     loss: Callable[[nn.Module, Batch], torch.Tensor]  # scalar mean loss of the model on a batch
     items_per_batch: int  # tokens (or samples) in one batch, for throughput
     flops_per_item: float = 0.0  # training FLOPs per item; 0 when unknown (then no MFU)
-    unit: str = "tok"  # what an item is, for the log: "tok" or "sample"
+    unit: str = "tok"  # what an item is, for the log: "tok", "sample", "pair"...
     val_batches: Sequence[Batch] = ()  # fixed validation batches; val_loss is their mean loss
 
 
@@ -68,7 +70,7 @@ class TrainResult:
     val_loss: float | None  # mean loss over the objective's validation batches, if any
     items_seen: int  # training items (tokens or samples) consumed, over all ranks
     items_per_s: float  # training throughput after the warmup steps, over all ranks
-    unit: str  # what an item is: "tok" or "sample"
+    unit: str  # what an item is: "tok", "sample", "pair"...
     mfu: float | None  # achieved FLOP/s over the measured matmul peak in the compute dtype
     mfu_spec: float | None  # achieved FLOP/s over the GPU's spec-sheet bf16 peak; None on CPU
     peak_flops: float  # the measured peak of one device the MFU is relative to, FLOP/s
@@ -250,7 +252,7 @@ def train(
     step_model = torch.compile(model) if cfg.compile else model
     amp_dtype = autocast_dtype(cfg.autocast, device)
     unit = objective.unit
-    n_params = sum(_full(p).numel() for p in model.parameters() if p.requires_grad)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # DTensor: global
     precision = "bf16 autocast" if amp_dtype else "fp32"
     ranks = f" on {world} ranks" if world > 1 else ""
     log(

@@ -55,7 +55,8 @@ def load_reproductions_or_exit(
         spec = load_spec(paper.reproduction.experiment, packages)
         where = f"{config['papers_dir']}/{paper.id}.yaml: reproduction.params"
         found = param_problems(spec, scale, paper.reproduction.params)
-        problems += [f"{where}.{problem}" for problem in found]
+        problems += [f"{where}{'.' + field if field else ''}: {message}"
+                     for field, message in found]
         if not found:
             params = merge_params(spec, scale, paper.reproduction.params)
             reproductions[paper.id] = Reproduction(

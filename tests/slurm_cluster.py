@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue")
+COMMANDS = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue")
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 PACKAGES = ("slurm-wlm", "munge")
 
@@ -29,8 +29,8 @@ PACKAGES = ("slurm-wlm", "munge")
 def ensure_installed() -> str | None:
     """Install Debian's SLURM and munge if they are missing (as root, with apt-get); return
     why that cannot be done, or None when they are there."""
-    missing = [d for d in DAEMONS if shutil.which(d) is None
-               and not Path("/usr/sbin", d).exists()]
+    missing = [c for c in COMMANDS if shutil.which(c) is None
+               and not Path("/usr/sbin", c).exists()]
     if not missing:
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -113,6 +113,8 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"{command[0]} wrote no pid file {pid_file}")
 
     def __enter__(self) -> SlurmCluster:
+        if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
+            DEFAULT_CONF.unlink()  # left by a killed test run: its folder is gone
         if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
             raise RuntimeError(f"{DEFAULT_CONF} exists: this machine has a SLURM of its own")
         self._write_conf()

@@ -47,6 +47,9 @@ def test_analysis_and_base_model_sources_are_apart():
     assert not any(s.endswith("tiny_lm/run.py") or s.endswith("tiny_lm/__init__.py")
                    for s in base)
     assert any(s.endswith("digestlab/train.py") for s in base)
+    # deciding claims and drawing figures is analysis: editing them never retrains a base model
+    assert not any(s.endswith(("digestlab/claims.py", "digestlab/figures.py")) for s in base)
+    assert any(s.endswith("digestlab/claims.py") for s in analysis)
 
 
 def test_specs_import_without_torch():
@@ -92,16 +95,17 @@ def test_unknown_param_names_the_allowed_ones():
 
 def test_wrong_types_name_the_nested_field():
     spec = load_spec("cla")
-    problems = param_problems(spec, "cpu", {"model": {"n_layer": "six", "n_layers": 4},
-                                            "train": {"learning_rate": "fast"}, "seeds": []})
-    assert any(p.startswith("model.n_layer: Input should be a valid integer") for p in problems)
-    assert any(p.startswith("model.n_layers: unknown param (allowed: vocab_size, block_size")
-               for p in problems)
-    assert any(p.startswith("train.learning_rate: Input should be a valid number")
-               for p in problems)
-    assert any(p.startswith("seeds: List should have at least 1 item") for p in problems)
+    problems = dict(param_problems(spec, "cpu", {"model": {"n_layer": "six", "n_layers": 4},
+                                                 "train": {"learning_rate": "fast"},
+                                                 "seeds": []}))
+    assert problems["model.n_layer"].startswith("Input should be a valid integer")
+    assert problems["model.n_layers"].startswith("unknown param (allowed: vocab_size, block_size")
+    assert problems["train.learning_rate"].startswith("Input should be a valid number")
+    assert problems["seeds"].startswith("List should have at least 1 item")
     assert param_problems(spec, "cpu", {"model": {"n_kv_heads": 3}}) == [
-        "model: n_heads (8) must be a multiple of n_kv_heads (3)"]
+        ("model", "n_heads (8) must be a multiple of n_kv_heads (3)")]
+    assert param_problems(spec, "cpu", {"seq_len": 256}) == [
+        ("", "seq_len 256 exceeds model.block_size 128")]
 
 
 def test_auto_scale_follows_the_gpu(monkeypatch):

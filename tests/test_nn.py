@@ -247,6 +247,16 @@ def test_generate_from_left_padded_prompts_matches_each_prompt_alone():
         assert torch.equal(together[b, 5:], alone[0, len(p):])
 
 
+def test_cache_is_for_inference_and_never_grows_past_block_size():
+    model = make_model(block_size=100)
+    cache = model.new_cache(1)
+    with pytest.raises(RuntimeError, match="for inference"):
+        model(tokens(1, 3), cache=model.new_cache(1))  # gradients on: refused, not corrupted
+    with torch.no_grad():
+        model(tokens(1, 65), cache=cache)
+    assert len(cache) == 65 and cache.capacity == 100  # 128 would pass block_size
+
+
 def test_cache_grows_geometrically_instead_of_copying_every_step():
     model = make_model(block_size=4096, n_layer=1)
     cache = model.new_cache(1)

@@ -55,6 +55,7 @@ def test_smoke_workflow_on_slurm_matches_a_local_run(workspace, tmp_path_factory
             on_slurm, "--workflow-profile", "profiles/slurm",
             # this cluster has no accounting database and no accounts
             "--slurm-status-command", "squeue", "--slurm-no-account",
+            "--config", "scale=smoke",  # the profile names cpu; the test's config says smoke
             "--slurm-keep-successful-logs",
             # a test cluster answers at once: poll after 2 s, not the default 40
             "--slurm-init-seconds-before-status-checks", "2",

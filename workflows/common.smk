@@ -29,6 +29,8 @@ EXPERIMENT_PACKAGES = tuple(config["experiment_packages"])
 EXPERIMENT_THREADS = os.cpu_count() or 1
 # Host memory an experiment job asks a scheduler for (cla at cpu scale peaks at 1.7 GB).
 EXPERIMENT_MEM_MB = 8000
+# GPUs an experiment job needs: one at gpu scale.
+EXPERIMENT_GPUS = 1 if SCALE == "gpu" else 0
 
 
 # Fetching needs the network, which cluster nodes often lack, and rendering takes seconds:
@@ -53,6 +55,7 @@ wildcard_constraints:
 
 
 def entry_file(wildcards):
+    """The entry's own file: editing it reruns what the entry feeds."""
     return f"{config['papers_dir']}/{wildcards.paper}.yaml"
 
 
@@ -135,6 +138,7 @@ def experiment_runtime_min(wildcards):
 
 
 def base_checkpoints(wildcards):
+    """Each base model of the entry's experiment, by name, to its checkpoint."""
     return {
         base: f"results/{wildcards.paper}/bases/{base}.pt"
         for base in REPRODUCTIONS[wildcards.paper].bases
@@ -142,6 +146,7 @@ def base_checkpoints(wildcards):
 
 
 def base_names(wildcards):
+    """The names of the base models the entry's experiment stands on."""
     return list(REPRODUCTIONS[wildcards.paper].bases)
 
 

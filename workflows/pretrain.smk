@@ -13,7 +13,7 @@ rule pretrain:
         scale=SCALE,
     threads: EXPERIMENT_THREADS
     resources:
-        gpu=1 if SCALE == "gpu" else 0,
+        gpu=EXPERIMENT_GPUS,
         runtime=experiment_runtime_min,
         mem_mb=EXPERIMENT_MEM_MB,
     conda:

@@ -16,7 +16,7 @@ rule reproduce:
         bases=base_names,
     threads: EXPERIMENT_THREADS
     resources:
-        gpu=1 if SCALE == "gpu" else 0,
+        gpu=EXPERIMENT_GPUS,
         runtime=experiment_runtime_min,
         mem_mb=EXPERIMENT_MEM_MB,
     conda:

@@ -119,11 +119,14 @@ def experiment_dir(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> P
     return Path(importlib.util.find_spec(module_name).origin).parent
 
 
-# The code every experiment stands on: a change here can change any result.
-SHARED_SOURCES = (
-    "experiments/__init__.py", "checkpoint.py", "claims.py", "configs.py", "device.py",
-    "figures.py", "objectives.py", "train.py", "nn/*.py", "data/*.py",
+# The code a base model's training runs: a change here retrains every base model.
+TRAINING_SOURCES = (
+    "experiments/__init__.py", "checkpoint.py", "configs.py", "device.py", "objectives.py",
+    "train.py", "nn/*.py", "data/*.py",
 )
+# The code every experiment's analysis stands on: a change here reruns every analysis (and
+# only that: deciding claims and drawing figures never retrain a base model).
+SHARED_SOURCES = (*TRAINING_SOURCES, "claims.py", "figures.py")
 
 
 def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
@@ -138,7 +141,7 @@ def base_sources(name: str, base: str, packages: tuple[str, ...] = DEFAULT_PACKA
                  ) -> list[str]:
     """The files whose contents decide base model `base` of experiment `name`."""
     module = experiment_dir(name, packages) / f"{BASE_PREFIX}{base}.py"
-    return sorted({*package_files(*SHARED_SOURCES), str(module)})
+    return sorted({*package_files(*TRAINING_SOURCES), str(module)})
 
 
 def cuda_visible() -> bool:
@@ -180,11 +183,13 @@ def _field_type(model: type, loc: tuple) -> type | None:
     return model
 
 
-def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -> list[str]:
-    """Each problem of `overrides` over the `scale` params, as 'field: what is wrong'."""
+def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]
+                   ) -> list[tuple[str, str]]:
+    """Each problem of `overrides` over the `scale` params, as (field, what is wrong); the field
+    is "" for a problem of the params as a whole."""
     name = spec.__name__.rsplit(".", 1)[-1]
     if scale not in spec.SCALES:
-        return [f"(scale): experiment {name!r} has no {scale!r} scale"]
+        return [("", f"experiment {name!r} has no {scale!r} scale")]
     merged = _merged(spec.SCALES[scale].model_dump(), overrides)
     try:
         spec.Params.model_validate(merged)
@@ -192,12 +197,11 @@ def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
-            where = ".".join(str(part) for part in loc) or "(params)"
             if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
                 message = "unknown param" + _allowed(_field_type(spec.Params, loc))
             else:
                 message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}")
+            problems.append((".".join(str(part) for part in loc), message))
         return problems
     return []
 
@@ -207,7 +211,8 @@ def merge_params(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -> 
     mappings merged key by key, validated by its Params model."""
     problems = param_problems(spec, scale, overrides)
     if problems:
-        raise ExperimentError("; ".join(problems))
+        raise ExperimentError("; ".join(f"{field}: {message}" if field else message
+                                        for field, message in problems))
     return spec.Params.model_validate(_merged(spec.SCALES[scale].model_dump(), overrides))
 
 
@@ -278,12 +283,22 @@ def pretrain(
     params = getattr(merge_params(spec, scale, {base: overrides}), base)
     _require_cuda_for(scale)
     log(f"base model {base} of {name} at scale {scale} with params {params}")
+    import torch
+
     module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{base}")
     checkpoint_path = Path(checkpoint_path)
     ctx = RunContext(scale, checkpoint_path.parent, threads, log)
-    trained: TrainedBase = module.train(params, ctx)
+    # One model on the cores the job was given; on the CPU its numbers follow the thread count,
+    # which the provenance records.
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        trained: TrainedBase = module.train(params, ctx)
+    finally:
+        torch.set_num_threads(saved_threads)
     save_checkpoint(checkpoint_path, trained.model, trained.result, trained.data_sha256,
-                    provenance() | {"experiment": name, "base": base, "scale": scale})
+                    provenance() | {"experiment": name, "base": base, "scale": scale,
+                                    "threads": max(1, threads)})
     log(f"saved {checkpoint_path} ({trained.result.wall_time_s:.1f}s of training)")
 
 

@@ -5,7 +5,8 @@ the slots' current positions when it attends. So a policy may drop slots and re-
 positions of the rest (StreamingLLM, SirLLM) without recomputing anything.
 
 Storage is preallocated and grows geometrically: appending a token writes into a buffer
-instead of concatenating, so streaming n tokens copies O(n) bytes in all, not O(n^2).
+instead of concatenating, so streaming n tokens copies O(n) bytes in all, not O(n^2). Writing in
+place is why the cache is for inference only: cached forwards run under torch.no_grad().
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class KVCache:
         capacity = max(MIN_CAPACITY, self.capacity)
         while capacity < slots:
             capacity *= 2
+        capacity = max(slots, min(capacity, self.config.block_size))  # never past the model's
 
         def grown(t: torch.Tensor, fill: int | bool = 0) -> torch.Tensor:
             new = torch.full((t.shape[0], capacity, *t.shape[2:]), fill, dtype=t.dtype,
@@ -127,6 +129,9 @@ class KVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write new (k, v) or (c_kv, k_rope), slot axis 1, for KV layer `layer`; return all."""
         start, T = self._appending_from, first.shape[1]
+        if first.requires_grad or second.requires_grad:
+            raise RuntimeError("the KV cache is for inference: run cached forwards under "
+                               "torch.no_grad() (training needs no cache)")
         if start + T != self.length:
             raise RuntimeError(
                 f"KV layer {layer} would hold {start + T} slots but {self.length} positions "

@@ -208,6 +208,15 @@ class Block(nn.Module):
         return x, kv
 
 
+def response_targets_mask(
+    prompt_lengths: torch.Tensor, lengths: torch.Tensor, width: int
+) -> torch.Tensor:
+    """(B, width - 1) mask of the next-token targets ids[:, 1:] that are response tokens, for
+    right-padded rows of `width` tokens: a prompt of prompt_lengths, then up to lengths."""
+    target = torch.arange(1, width, device=lengths.device)  # position in ids of each target
+    return (target >= prompt_lengths[:, None]) & (target < lengths[:, None])
+
+
 class GPT(nn.Module):
     """Decoder-only transformer over bytes, configured entirely by a GPTConfig."""
 
@@ -398,6 +407,5 @@ class GPT(nn.Module):
         logits, _ = self(ids[:, :-1])  # (B, T-1, vocab): position t predicts token t + 1
         logp = F.log_softmax(logits.float(), dim=-1)
         picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        predicted = torch.arange(1, ids.shape[1], device=ids.device)  # index of each target
-        response = (predicted >= prompt_lengths[:, None]) & (predicted < lengths[:, None])
+        response = response_targets_mask(prompt_lengths, lengths, ids.shape[1])  # (B, T-1)
         return (picked * response).sum(dim=-1)

@@ -5,7 +5,7 @@ The spec: params, scales and budgets. `run.py` trains the designs and decides th
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from digestlab.configs import GPTConfig, TrainConfig
 
@@ -20,10 +20,17 @@ class Params(BaseModel):
     rope: int = Field(gt=0)  # MLA's decoupled RoPE key width
     train: TrainConfig  # the loop's settings; its seed is set per run
     batch_size: int = Field(gt=0)  # sequences per step
-    seq_len: int = Field(gt=0)  # tokens per sequence (also each model's block_size)
+    seq_len: int = Field(gt=0)  # tokens per sequence, at most model.block_size
     eval_batches: int = Field(gt=0)  # validation batches of batch_size fixed windows
     n_documents: int = Field(gt=1)  # documents of the generated corpus (10% for validation)
     seeds: list[int] = Field(min_length=1)  # each seed trains every design on the same batches
+
+    @model_validator(mode="after")
+    def _sequences_fit(self) -> Params:
+        if self.seq_len > self.model.block_size:
+            raise ValueError(f"seq_len {self.seq_len} exceeds model.block_size "
+                             f"{self.model.block_size}")
+        return self
 
 
 # Seconds each scale may take with `snakemake --cores 2` (cpu) or on one H100-class GPU (gpu);
@@ -32,7 +39,8 @@ BUDGET_S = {"smoke": 30, "cpu": 900, "gpu": 600}
 
 SCALES = {
     "smoke": Params(
-        model=GPTConfig(n_layer=6, d_model=32, n_heads=8, n_kv_heads=8, head_dim=8),
+        model=GPTConfig(block_size=64, n_layer=6, d_model=32, n_heads=8, n_kv_heads=8,
+                        head_dim=8),
         latent=16, rope=4,
         train=TrainConfig(steps=20, learning_rate=6e-3, min_lr=6e-4, warmup_steps=4, log_every=5),
         batch_size=8, seq_len=64, eval_batches=8, n_documents=60, seeds=[0, 1],
@@ -40,8 +48,8 @@ SCALES = {
     # Sized for 2 cores: 21 single-threaded runs of 0.9M tokens each, 55-100 s per run. The
     # MLP is narrow (2x) so that attention, the thing compared, carries more of the model.
     "cpu": Params(
-        model=GPTConfig(n_layer=6, d_model=64, n_heads=8, n_kv_heads=8, head_dim=16,
-                        mlp_ratio=2.0),
+        model=GPTConfig(block_size=128, n_layer=6, d_model=64, n_heads=8, n_kv_heads=8,
+                        head_dim=16, mlp_ratio=2.0),
         latent=16, rope=8,
         train=TrainConfig(steps=300, learning_rate=4e-3, min_lr=4e-4, warmup_steps=30,
                           log_every=75),
@@ -49,7 +57,8 @@ SCALES = {
     ),
     # About 100M parameters; 21 runs of 8M tokens (14 runs took 358 s on one H200).
     "gpu": Params(
-        model=GPTConfig(n_layer=12, d_model=768, n_heads=12, n_kv_heads=12, head_dim=64),
+        model=GPTConfig(block_size=512, n_layer=12, d_model=768, n_heads=12, n_kv_heads=12,
+                        head_dim=64),
         latent=256, rope=32,
         train=TrainConfig(steps=500, learning_rate=1e-3, min_lr=1e-4, warmup_steps=50,
                           log_every=125),

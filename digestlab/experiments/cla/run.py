@@ -47,7 +47,7 @@ def variant_config(name: str, params: Params) -> GPTConfig:
     base = params.model
     named = {"half": base.head_dim // 2, "latent": params.latent, "rope": params.rope}
     changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in VARIANTS[name].items()}
-    return dataclasses.replace(base, block_size=params.seq_len, **changes)
+    return dataclasses.replace(base, **changes)
 
 
 def _train_one(job: tuple[str, int, Params, torch.Tensor, torch.Tensor]) -> dict:
