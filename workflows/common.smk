@@ -32,6 +32,12 @@ EXPERIMENT_MEM_MB = 8000
 # GPUs an experiment job needs: one at gpu scale.
 EXPERIMENT_GPUS = 1 if SCALE == "gpu" else 0
 
+BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
+REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
+# Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
+RENDER_SOURCES = package_files("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
+HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/stylesheets/extra.css"]
+
 
 # Fetching needs the network, which cluster nodes often lack, and rendering takes seconds:
 # these run where Snakemake runs, and only the experiments are submitted to a cluster.
@@ -41,11 +47,6 @@ localrules:
     publish_figures,
     render_pages,
     site,
-BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
-REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
-# Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
-RENDER_SOURCES = package_files("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
-HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/stylesheets/extra.css"]
 
 
 wildcard_constraints:
