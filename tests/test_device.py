@@ -1,5 +1,5 @@
 """The code paths of a GPU run, checked on the CPU wherever they can be: device selection, the
-spec-sheet peak, bf16 autocast, and torch.compile in the training loop."""
+spec-sheet peak, and torch.compile in the training loop (bf16 autocast: tests/test_train.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.data import build_splits
 from digestlab.nn import GPT
 from digestlab.objectives import language_model
-from digestlab.train import autocast_dtype, train
+from digestlab.train import train
 
 
 @pytest.fixture
@@ -44,10 +44,6 @@ def test_spec_sheet_peak_is_matched_by_name_most_specific_first(monkeypatch, nam
     monkeypatch.setattr(device, "device_name", lambda _: name)
     assert device.spec_peak_flops(torch.device("cuda")) == flops
     assert device.spec_peak_flops(torch.device("cpu")) is None
-
-
-def test_gpu_runs_use_bf16_autocast():
-    assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
 
 
 def test_compiled_training_follows_eager_training():
