@@ -2,14 +2,19 @@
 
     python benchmarks/experiment_budget.py cla --scale smoke
     python benchmarks/experiment_budget.py cla --scale cpu --threads 2   # snakemake --cores 2
+    python benchmarks/experiment_budget.py cla --scale cpu --set corpus=generated \
+        --set train.steps=900 --set 'seeds=[0,1,2,3]'   # try a lever: spread and cost
 
 Each experiment states its budgets in `BUDGET_S` (seconds per scale). Exits non-zero when the
-run is over budget, so the script can gate a release.
+run is over budget, so the script can gate a release. `--set` overrides a param as a paper
+entry's `reproduction.params` would (a dotted path, a JSON or plain value), to measure what a
+change costs and, for paired claims, the spread it gives.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -27,19 +32,40 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="the cores Snakemake would give the job (default: all)")
     parser.add_argument("--keep", type=Path, help="write metrics.json and figures here")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a param, e.g. train.steps=900 (repeatable)")
     args = parser.parse_args()
+    overrides: dict = {}
+    for item in args.set:
+        path, _, text = item.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, leaf = path.split(".")
+        node = overrides
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
 
     budget = load_spec(args.experiment).BUDGET_S[args.scale]
     out = args.keep or Path(tempfile.mkdtemp(prefix="digestlab-budget-"))
     started = time.perf_counter()
-    metrics = reproduce(args.experiment, args.scale, {}, out / "metrics.json", out / "figures",
-                        threads=args.threads, log=lambda line: print(line, flush=True))
+    metrics = reproduce(args.experiment, args.scale, overrides, out / "metrics.json",
+                        out / "figures", threads=args.threads,
+                        log=lambda line: print(line, flush=True))
     wall = time.perf_counter() - started
 
     print(f"\n{args.experiment} at {args.scale} scale on {metrics['device']} "
           f"({args.threads} threads)")
     for claim in metrics["claims"]:
-        print(f"  {claim['verdict']:>15}  {claim['id']}")
+        m = claim["measured"]
+        paired = ""
+        if m.get("paired sd") is not None:
+            low, high = m["95% band"]
+            paired = (f"  mean ratio {m['mean ratio']:.4f}, paired sd {m['paired sd']:.2%}, "
+                      f"95% band {low:.4f}-{high:.4f}")
+        print(f"  {claim['verdict']:>15}  {claim['id']}{paired}")
     within = wall <= budget
     print(f"wall time {wall:,.1f} s, budget {budget:,} s: {'within' if within else 'OVER'} budget")
     return 0 if within else 1

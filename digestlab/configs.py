@@ -110,10 +110,13 @@ class TrainConfig:
     autocast: Literal["auto", "bf16", "none"] = "auto"  # auto: bf16 on CUDA, the measured
     # CPU default (train.CPU_AUTOCAST_DEFAULT) on CPU
     log_every: int = 50  # steps between progress lines
+    eval_every: int = 0  # steps between validation losses on the curve; 0: only at the end
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.log_every < 1:
             raise ValueError("steps and log_every must be >= 1")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
         if not 0 < self.min_lr <= self.learning_rate:

@@ -76,6 +76,8 @@ class TrainResult:
     peak_flops: float  # the measured peak of one device the MFU is relative to, FLOP/s
     wall_time_s: float  # the whole call, compile and evaluation included
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), every step
+    # (steps done, validation loss) every cfg.eval_every steps and at the end, when validating
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def val_perplexity(self) -> float | None:
@@ -266,6 +268,8 @@ def train(
     window_start, window_step = time.perf_counter(), 0
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     loss_curve: list[tuple[int, float]] = []
+    val_curve: list[tuple[int, float]] = []
+    eval_time = 0.0  # validation inside the timed window, taken out of the throughput
     progress = tqdm(total=cfg.steps, file=sys.stderr, leave=False, unit="step",
                     disable=rank != 0 or not sys.stderr.isatty())
     for step in range(cfg.steps):
@@ -298,9 +302,17 @@ def train(
                     f"step {step + 1:>6}/{cfg.steps} | loss {losses[-1]:.4f} | lr {lr:.2e} | "
                     f"grad norm {grad_norm_value:.3f} | {window_rate:,.0f} {unit}/s"
                 )
+        if (objective.val_batches and cfg.eval_every and (step + 1) % cfg.eval_every == 0
+                and step + 1 < cfg.steps):
+            eval_start = time.perf_counter()
+            val_curve.append((step + 1, evaluate(model, objective.val_batches, objective.loss,
+                                                 device, cfg.autocast)))
+            if step >= timed_from:
+                eval_time += time.perf_counter() - eval_start
+            window_start += time.perf_counter() - eval_start
     synchronize(device)
     items_per_s = (cfg.steps - timed_from) * objective.items_per_batch / (
-        time.perf_counter() - timer_start)
+        time.perf_counter() - timer_start - eval_time)
     progress.close()
 
     mfu = mfu_spec = None
@@ -314,6 +326,7 @@ def train(
     if objective.val_batches:
         # Every rank evaluates every batch: sharded models need all ranks in each forward.
         val_loss = evaluate(model, objective.val_batches, objective.loss, device, cfg.autocast)
+        val_curve.append((cfg.steps, val_loss))
     tail = [loss for _, loss in loss_curve[-10:]]
     result = TrainResult(
         final_train_loss=sum(tail) / len(tail),
@@ -326,6 +339,7 @@ def train(
         peak_flops=peak_flops,
         wall_time_s=time.perf_counter() - wall_start,
         loss_curve=loss_curve,
+        val_curve=val_curve,
     )
     summary = f"done: train loss {result.final_train_loss:.4f}"
     if val_loss is not None:

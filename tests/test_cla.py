@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import html
 import json
+import math
 
 import pytest
+import torch
+from conftest import ROOT, entry, write_entry
 
 from digestlab.experiments import reproduce
-from digestlab.experiments.cla import SCALES
-from digestlab.experiments.cla.run import VARIANTS, decide_claims, variant_config
+from digestlab.experiments.cla import CLAIMED, SCALES, VARIANTS, Params
+from digestlab.experiments.cla.run import (
+    decide_claims,
+    evaluation_noise,
+    initial_states,
+    seeds_to_decide,
+    variant_config,
+)
+from digestlab.render import number, render_paper_pages
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
@@ -17,6 +28,43 @@ def test_designs_sit_where_the_paper_puts_them_on_the_memory_axis(scale):
     assert kv["MQA-CLA3"] < kv["MQA-CLA2"] < kv["MQA"] < kv["GQA-4"] < kv["MHA"]
     assert variant_config("GQA-4", SCALES[scale]).n_kv_heads == 4
     assert variant_config("MHA", SCALES[scale]).n_kv_heads > 4
+
+
+def test_every_scale_trains_the_designs_the_claims_compare():
+    for params in SCALES.values():
+        assert set(CLAIMED) <= set(params.designs)
+    fields = SCALES["smoke"].model_dump() | {"designs": ["MQA", "MQA-CLA2"]}
+    with pytest.raises(ValueError, match="must include"):
+        Params(**fields)
+
+
+def test_common_random_numbers_give_every_design_the_same_shared_weights():
+    params = SCALES["smoke"]
+    states = dict(zip(params.designs, initial_states(params, seed=0), strict=True))
+    first: dict = {}
+    shared = 0
+    for name in params.designs:
+        for key, value in states[name].items():
+            if (key, value.shape) in first:
+                assert torch.equal(value, first[key, value.shape]), (name, key)
+                shared += 1
+            else:
+                first[key, value.shape] = value
+    # embeddings, norms, MLPs, output projections; MQA's K/V for the CLA layers computing K/V
+    assert torch.equal(states["MHA"]["wte.weight"], states["MQA-CLA3"]["wte.weight"])
+    assert torch.equal(states["MHA"]["blocks.5.mlp.up_proj.weight"],
+                       states["MLA"]["blocks.5.mlp.up_proj.weight"])
+    assert torch.equal(states["MQA"]["blocks.2.attn.kv_proj.weight"],
+                       states["MQA-CLA2"]["blocks.2.attn.kv_proj.weight"])
+    assert shared > 100
+    # a different seed, and independent initialisation, give different weights
+    other = dict(zip(params.designs, initial_states(params, seed=1), strict=True))
+    assert not torch.equal(states["MQA"]["wte.weight"], other["MQA"]["wte.weight"])
+    independent = params.model_copy(update={"common_init": False})
+    alone = dict(zip(params.designs, initial_states(independent, seed=0), strict=True))
+    assert torch.equal(alone["MHA"]["wte.weight"], states["MHA"]["wte.weight"])
+    assert not torch.equal(alone["MQA"]["blocks.0.mlp.up_proj.weight"],
+                           states["MQA"]["blocks.0.mlp.up_proj.weight"])
 
 
 def fake_variants(ppl: dict[str, list[float]]) -> dict:
@@ -32,38 +80,93 @@ def test_claims_follow_the_paired_ratios():
         "MQA d/2": [10.3, 11.4, 12.5],  # CLA2 better on every seed
         "MQA-CLA3": [9.5, 10.4, 11.5],  # CLA3 better than CLA2 on every seed
     })
-    verdicts = {c["id"]: c["verdict"] for c in decide_claims(variants)}
-    assert verdicts == {
+    claims = {c["id"]: c for c in decide_claims(variants)}
+    assert {k: c["verdict"] for k, c in claims.items()} == {
         "cla2-halves-kv": "reproduced",
         "cla2-matches-mqa": "reproduced",
         "cla2-beats-smaller-heads": "reproduced",
         "cla2-beats-cla3": "not_reproduced",
     }
+    measured = claims["cla2-matches-mqa"]["measured"]
+    assert measured["per-seed ratios"] == pytest.approx([1.005, 11.02 / 11, 12.1 / 12])
+    low, high = measured["95% band"]
+    assert low < measured["mean ratio"] < high < 1.02
+    assert "seeds to decide" not in measured
 
 
-def test_seed_noise_makes_a_claim_inconclusive():
+def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_decide_it():
     variants = fake_variants({
         "MQA": [10.0, 11.0, 12.0], "MQA-CLA2": [9.0, 11.6, 12.3],
         "MQA d/2": [9.5, 11.5, 12.2], "MQA-CLA3": [9.1, 11.7, 12.4],
     })
-    verdicts = {c["id"]: c["verdict"] for c in decide_claims(variants)}
-    assert verdicts["cla2-beats-smaller-heads"] == "inconclusive"
+    claim = {c["id"]: c for c in decide_claims(variants)}["cla2-beats-smaller-heads"]
+    assert claim["verdict"] == "inconclusive"
+    low, high = claim["measured"]["95% band"]
+    assert low < 1.0 < high
+    assert claim["measured"]["seeds to decide"] > 3
+
+
+def test_seeds_to_decide_grows_as_the_gap_shrinks():
+    # t(0.95, 1) * 0.01 / sqrt(2) = 0.045 > 0.03 > t(0.95, 2) * 0.01 / sqrt(3) = 0.017
+    assert seeds_to_decide(0.03, 0.01) == 3
+    assert seeds_to_decide(0.005, 0.01) > seeds_to_decide(0.01, 0.01) > 3
+    assert seeds_to_decide(1e-6, 0.01) is None
+
+
+def test_evaluation_noise_is_the_standard_error_of_the_paired_window_differences():
+    gen = torch.Generator().manual_seed(0)
+    windows = {}
+    for seed in (0, 1):
+        base = torch.rand(400, generator=gen, dtype=torch.float64)
+        for name in CLAIMED:
+            windows[name, seed] = base + 0.1 * torch.rand(400, generator=gen, dtype=torch.float64)
+    noise = evaluation_noise(windows, [0, 1])
+    # the difference of two uniform(0, 0.1) draws has sd 0.1 / sqrt(6); over 400 windows
+    assert noise["MQA-CLA2", "MQA"] == pytest.approx(0.1 / math.sqrt(6) / 20, rel=0.15)
 
 
 def run_smoke(out, threads, steps=6):
-    reproduce("cla", "smoke", {"train": {"steps": steps, "warmup_steps": 2}}, out / "metrics.json",
-              out / "figures", threads=threads, log=lambda _: None)
+    reproduce("cla", "smoke",
+              {"train": {"steps": steps, "warmup_steps": 2, "eval_every": 3}},
+              out / "metrics.json", out / "figures", threads=threads, log=lambda _: None)
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_smoke_run_writes_every_design_claim_and_figure(tmp_path):
+def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     metrics = run_smoke(tmp_path, threads=1)
-    assert list(metrics["metrics"]["variants"]) == list(VARIANTS)
+    variants = metrics["metrics"]["variants"]
+    assert list(variants) == list(VARIANTS)
     assert [c["id"] for c in metrics["claims"]] == [
         "cla2-halves-kv", "cla2-matches-mqa", "cla2-beats-smaller-heads", "cla2-beats-cla3"]
-    assert all(len(v["val_ppl"]) == 2 for v in metrics["metrics"]["variants"].values())
-    assert (tmp_path / "figures" / "ppl_vs_kv_bytes.svg").read_text().startswith("<?xml")
-    assert len(metrics["metrics"]["corpus_sha256"]) == 64
+    assert all(len(v["val_ppl"]) == 2 for v in variants.values())
+    curves = variants["MQA"]["curves"]
+    assert [c["seed"] for c in curves] == [0, 1]
+    tokens_per_step = SCALES["smoke"].batch_size * SCALES["smoke"].seq_len
+    assert [t for t, _ in curves[0]["train"]] == [2 * tokens_per_step, 4 * tokens_per_step,
+                                                  6 * tokens_per_step]
+    assert [t for t, _ in curves[0]["val"]] == [3 * tokens_per_step, 6 * tokens_per_step]
+    assert curves[0]["val"][-1][1] == pytest.approx(math.log(variants["MQA"]["val_ppl"][0]))
+    for name in ("ppl_vs_kv_bytes.svg", "loss_curves.svg"):
+        assert (tmp_path / "figures" / name).read_text().startswith("<?xml")
+    corpus = metrics["metrics"]["corpus"]
+    assert corpus["name"] == "torch-source" and len(corpus["sha256"]) == 64
+    assert 0.5 < corpus["xz_bits_per_byte"] < 3
+
+    # the page shows every paired claim's ratios, band and bound, and says why it is undecided
+    path = write_entry(tmp_path, entry("cla", reproduction={"experiment": "cla"}))
+    out = {lang: tmp_path / lang / "cla.md" for lang in ("ko", "en")}
+    render_paper_pages(path, ROOT / "config" / "tags.yaml", None, tmp_path / "metrics.json", out)
+    pages = {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
+    assert "### Paired comparisons" in pages["en"] and "### 짝지은 비교" in pages["ko"]
+    assert "loss_curves.svg" in pages["en"]
+    paired = [c for c in metrics["claims"] if "95% band" in c["measured"]]
+    assert len(paired) == 3
+    for c in paired:
+        shown = f"per-seed ratios = {number(c['measured']['per-seed ratios'][0])}, "
+        assert shown in pages["en"]
+        why = "undecided" if c["verdict"] == "inconclusive" else "decided"
+        shown_text = html.unescape(pages["en"]).replace("\\", "")  # as Markdown shows it
+        assert f"{c['text']['en']}: {why}, because the band" in shown_text
 
 
 def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
@@ -72,5 +175,6 @@ def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
     for m in (one, two):
         del m["timing"], m["provenance"]
     assert one == two
-    svg = [(tmp_path / d / "figures" / "ppl_vs_kv_bytes.svg").read_bytes() for d in ("one", "two")]
-    assert svg[0] == svg[1]
+    for figure in ("ppl_vs_kv_bytes.svg", "loss_curves.svg"):
+        svg = [(tmp_path / d / "figures" / figure).read_bytes() for d in ("one", "two")]
+        assert svg[0] == svg[1]

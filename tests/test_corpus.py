@@ -18,6 +18,7 @@ from digestlab.data import (
     python_code,
     split_documents,
     tokens_from_documents,
+    torch_source,
     validation_windows,
 )
 from digestlab.data.rng import SplitMix64
@@ -166,3 +167,19 @@ def test_build_splits_records_the_corpus_hash():
     assert splits.sha256 == corpus_sha256(build_corpus(20, seed=0))
     assert (splits.n_train_documents, splits.n_val_documents) == (18, 2)
     assert len(splits.train) + len(splits.val) == len(tokens_from_documents(build_corpus(20)))
+
+
+def test_torch_source_corpus_is_the_pinned_wheels_files_byte_for_byte():
+    docs = torch_source.documents()
+    assert corpus_sha256(docs) == torch_source.SHA256
+    assert len(docs) > 1000 and all(DOCUMENT_SEPARATOR not in doc.encode() for doc in docs)
+    splits = torch_source.build_splits()
+    assert len(splits.train) > 5 * len(splits.val) > 10_000_000  # split by file, about 9:1
+
+
+def test_torch_source_corpus_refuses_other_files(tmp_path):
+    for package in torch_source.PACKAGES:
+        (tmp_path / package).mkdir()
+    (tmp_path / "nn" / "linear.py").write_text("class Linear: ...\n")
+    with pytest.raises(torch_source.CorpusUnavailable, match=r"torch==2\.13\.0"):
+        torch_source.documents(tmp_path)

@@ -61,6 +61,19 @@ def test_loss_falls_well_below_its_start_on_the_corpus(splits):
     assert sum(line.startswith("step") for line in lines) == 4  # every log_every steps
 
 
+def test_validation_curve_without_changing_the_training_trajectory(splits):
+    silent = [].append
+    plain_model, curved_model = tiny_model(), tiny_model()
+    plain = train(plain_model, lm(plain_model, splits), tiny_config(steps=12), CPU, log=silent)
+    curved = train(curved_model, lm(curved_model, splits), tiny_config(steps=12, eval_every=5),
+                   CPU, log=silent)
+    assert [step for step, _ in curved.val_curve] == [5, 10, 12]
+    assert curved.val_curve[-1][1] == curved.val_loss == plain.val_loss
+    assert curved.val_curve[0][1] > curved.val_curve[-1][1]  # validation falls as training goes
+    assert curved.loss_curve == plain.loss_curve  # evaluating leaves training untouched
+    assert plain.val_curve == [(12, plain.val_loss)]
+
+
 @pytest.mark.parametrize("autocast", ["none", "bf16"])
 def test_same_seed_gives_bitwise_identical_loss_curves(splits, autocast):
     silent = [].append

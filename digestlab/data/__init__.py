@@ -1,8 +1,9 @@
 """The deterministic training corpora and their byte-level tokens.
 
 rng: the splitmix64 stream every generator draws from; python_code: the generator of small
-Python modules (the corpus the experiments train on); tokens: tokens, splits and batches of
-any generator's documents.
+Python modules (the corpus most experiments train on); torch_source: real text with no
+download, the Python source of the pinned torch wheel (the CLA comparison's corpus); tokens:
+tokens, splits and batches of any corpus's documents.
 """
 
 from digestlab.data.python_code import build_corpus, build_splits

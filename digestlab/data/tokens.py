@@ -1,4 +1,4 @@
-"""Byte-level tokens and training batches made from any corpus of ASCII documents.
+"""Byte-level tokens and training batches made from any corpus of UTF-8 documents.
 
 A corpus is a list of documents; on disk and in memory each is followed by the separator byte.
 Splits are by document, never by window, so no validation text leaks into training.
@@ -13,7 +13,7 @@ import torch
 
 from digestlab.data.rng import SplitMix64
 
-DOCUMENT_SEPARATOR = 0  # byte written after every document; never occurs inside one (ASCII text)
+DOCUMENT_SEPARATOR = 0  # byte written after every document; never occurs inside one (text)
 VOCAB_SIZE = 256  # byte-level tokens
 
 
@@ -37,7 +37,7 @@ def corpus_sha256(docs: list[str]) -> str:
     """Return the sha256 of the documents as stored: each followed by the separator byte."""
     digest = hashlib.sha256()
     for doc in docs:
-        digest.update(doc.encode("ascii"))
+        digest.update(doc.encode("utf-8"))
         digest.update(bytes([DOCUMENT_SEPARATOR]))
     return digest.hexdigest()
 
@@ -56,7 +56,7 @@ def decode(tokens: list[int] | torch.Tensor) -> str:
 
 def tokens_from_documents(docs: list[str]) -> torch.Tensor:
     """Concatenate documents, each followed by the separator, into one uint8 token tensor."""
-    joined = bytes([DOCUMENT_SEPARATOR]).join(doc.encode("ascii") for doc in docs)
+    joined = bytes([DOCUMENT_SEPARATOR]).join(doc.encode("utf-8") for doc in docs)
     if docs:
         joined += bytes([DOCUMENT_SEPARATOR])
     return torch.frombuffer(bytearray(joined), dtype=torch.uint8)

@@ -36,8 +36,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension."""
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        """Normalise the last dimension, in x's dtype: under autocast a bf16 input (MLA's latent)
+        with an fp32 weight would miss the fused kernel."""
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
 class Rotary(nn.Module):
@@ -409,3 +410,27 @@ class GPT(nn.Module):
         picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
         response = response_targets_mask(prompt_lengths, lengths, ids.shape[1])  # (B, T-1)
         return (picked * response).sum(dim=-1)
+
+
+@torch.no_grad()
+def share_initial_weights(models: list[nn.Module]) -> list[int]:
+    """Common random numbers for designs compared on one seed: each model takes, for every
+    parameter whose name and shape an earlier model has, that model's initial values.
+
+    Models are visited in order, so the first to own a (name, shape) sets it for all later ones
+    (the MHA embeddings, MLPs and norms for every design; MQA's K/V for the CLA layers that
+    still compute K/V). Returns how many parameter elements each model took from earlier ones.
+    """
+    first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+    shared = []
+    for model in models:
+        n = 0
+        for name, p in model.named_parameters():
+            key = (name, tuple(p.shape))
+            if key in first:
+                p.copy_(first[key])
+                n += p.numel()
+            else:
+                first[key] = p.detach().clone()
+        shared.append(n)
+    return shared
