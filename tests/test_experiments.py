@@ -103,7 +103,7 @@ def test_wrong_types_name_the_nested_field():
     assert problems["train.learning_rate"].startswith("Input should be a valid number")
     assert problems["seeds"].startswith("List should have at least 1 item")
     assert param_problems(spec, "cpu", {"model": {"n_kv_heads": 3}}) == [
-        ("model", "n_heads (8) must be a multiple of n_kv_heads (3)")]
+        ("model", "n_heads (4) must be a multiple of n_kv_heads (3)")]
     assert param_problems(spec, "cpu", {"seq_len": 256}) == [
         ("", "seq_len 256 exceeds model.block_size 128")]
 
