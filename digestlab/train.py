@@ -4,10 +4,10 @@ What it trains on and what it minimises come in an `Objective` (a batch source a
 function); `digestlab/objectives.py` builds the usual ones: next-token prediction for
 pretraining and supervised fine-tuning, and DPO against a frozen reference. Everything else is
 here, once: AdamW with decay on matrices only, linear warmup then cosine decay to a floor,
-global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve, and
-honest throughput: items (tokens or samples) per second after warmup and MFU against the
-measured matmul peak. Progress goes to plain log lines (a progress bar too when stderr is a
-terminal), so Snakemake logs show it.
+global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve (and a
+validation curve every `eval_every` steps), and honest throughput: items (tokens or samples) per
+second after warmup and MFU against the measured matmul peak. Progress goes to plain log lines
+(a progress bar too when stderr is a terminal), so Snakemake logs show it.
 
 Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
 on its own share of the rows; logged losses are averaged over ranks. Where the loss is a mean

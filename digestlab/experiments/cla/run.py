@@ -255,29 +255,31 @@ def seeds_to_decide(gap: float, sd: float, most: int = 1000) -> int | None:
     return None
 
 
-# One colour per design, the same in both figures' order of designs.
-COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-           "tab:pink")
+# One colour per design, the same in every figure; one line style per seed.
+COLOURS = dict(zip(VARIANTS, ("tab:gray", "tab:purple", "tab:blue", "tab:green", "tab:orange",
+                              "tab:red", "tab:brown"), strict=True))
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def plot_curves(variants: dict, path) -> str:
     """Training loss (left) and validation loss (right) against tokens, every design and seed."""
     fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    for colour, (name, v) in zip(COLOURS, variants.items(), strict=False):
+    for name, v in variants.items():
         for i, curve in enumerate(v["curves"]):
             style = SEED_STYLES[i % len(SEED_STYLES)]
             label = name if i == 0 else None
             tokens, losses = zip(*curve["train"], strict=True)
-            left.plot(tokens, losses, style, color=colour, lw=1, label=label)
+            left.plot([t / 1e6 for t in tokens], losses, style, color=COLOURS[name], lw=1,
+                      label=label)
             tokens, losses = zip(*curve["val"], strict=True)
-            right.plot(tokens, losses, style, color=colour, lw=1, marker="o", ms=3, label=label)
+            right.plot([t / 1e6 for t in tokens], losses, style, color=COLOURS[name], lw=1,
+                       marker="o", ms=3, label=label)
     # The first steps fall from ln(256) = 5.5; the comparison lives after the first fifth.
     left.set_ylim(top=max(loss for v in variants.values() for c in v["curves"]
                           for _, loss in c["train"][len(c["train"]) // 5:]))
-    left.set(xlabel="training tokens", ylabel="training loss (nats per byte)",
-             title="training loss, every design and seed")
-    right.set(xlabel="training tokens", ylabel="validation loss (nats per byte)",
+    left.set(xlabel="training tokens (millions)", ylabel="training loss (nats per byte)",
+             title="training loss, every design and seed (line style: seed)")
+    right.set(xlabel="training tokens (millions)", ylabel="validation loss (nats per byte)",
               title="validation loss")
     left.legend(fontsize=8)
     return save_svg(fig, path)
@@ -293,7 +295,7 @@ def plot_front(variants: dict, path) -> str:
         v = variants[name]
         same_x = [n for n in by_kv if variants[n]["kv_bytes_per_token"] == v["kv_bytes_per_token"]]
         ours.errorbar(v["kv_bytes_per_token"], v["val_ppl_mean"], yerr=v["val_ppl_sd"] or 0.0,
-                      fmt="o", capsize=3)
+                      fmt="o", capsize=3, color=COLOURS[name])
         ours.annotate(name, (v["kv_bytes_per_token"], v["val_ppl_mean"]),
                       textcoords="offset points", xytext=(5, 4 - 11 * same_x.index(name)),
                       fontsize=8)
