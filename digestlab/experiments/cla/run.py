@@ -93,12 +93,14 @@ def compression_bits_per_byte(tokens: torch.Tensor) -> float:
 def window_losses(model: GPT, batches) -> torch.Tensor:
     """Mean next-token loss of every validation window, (n_windows,) in float64."""
     model.eval()
+    device = model.wte.weight.device
     out = []
     for x, y in batches:
+        x, y = x.to(device), y.to(device)
         logits, _ = model(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
         out.append(loss.view(y.shape).double().mean(dim=1))
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def _curve(points: list[tuple[int, float]], every: int, tokens_per_step: int) -> list[list]:
@@ -130,7 +132,7 @@ def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
         "params": model.num_params(), "kv_bytes": model.kv_bytes_per_token(),
         "train_curve": _curve(result.loss_curve, params.curve_every, tokens_per_step),
         "val_curve": [[step * tokens_per_step, loss] for step, loss in result.val_curve],
-        "window_losses": window_losses(model, objective.val_batches).cpu(),
+        "window_losses": window_losses(model, objective.val_batches),
     }
 
 
