@@ -162,6 +162,10 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     pages = {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
     assert "### Paired comparisons" in pages["en"] and "### 짝지은 비교" in pages["ko"]
     assert "loss_curves.svg" in pages["en"]
+    spread = metrics["metrics"]["design_spread"]
+    low, high = metrics["metrics"]["paired_sd_range"]
+    assert spread > 0 and 0 < low <= high
+    assert f"mean perplexities lie within {number(100 * spread)}% of each other" in pages["en"]
     paired = [c for c in metrics["claims"] if "95% band" in c["measured"]]
     assert len(paired) == 3
     for c in paired:

@@ -170,6 +170,8 @@ def run(params: Params, ctx: RunContext) -> Report:
         }
     windows = {(r["variant"], r["seed"]): r["window_losses"] for r in runs}
     claims = decide_claims(variants, evaluation_noise(windows, params.seeds))
+    means = [v["val_ppl_mean"] for v in variants.values()]
+    paired_sds = [c["measured"]["paired sd"] for c in claims if "paired sd" in c["measured"]]
     figures = [plot_front(variants, ctx.figures_dir / "ppl_vs_kv_bytes.svg"),
                plot_curves(variants, ctx.figures_dir / "loss_curves.svg")]
     tokens_per_step = params.batch_size * params.seq_len
@@ -183,6 +185,9 @@ def run(params: Params, ctx: RunContext) -> Report:
             "common_init": params.common_init,
             "train_tokens_per_run": params.train.steps * tokens_per_step,
             "eval_tokens": params.eval_batches * tokens_per_step,
+            # how far apart the designs' mean perplexities lie, beside the paired spread
+            "design_spread": max(means) / min(means) - 1,
+            "paired_sd_range": None if None in paired_sds else [min(paired_sds), max(paired_sds)],
             "variants": variants,
         },
         claims=claims,
