@@ -413,24 +413,19 @@ class GPT(nn.Module):
 
 
 @torch.no_grad()
-def share_initial_weights(models: list[nn.Module]) -> list[int]:
+def share_initial_weights(models: list[nn.Module]) -> None:
     """Common random numbers for designs compared on one seed: each model takes, for every
     parameter whose name and shape an earlier model has, that model's initial values.
 
     Models are visited in order, so the first to own a (name, shape) sets it for all later ones
     (the MHA embeddings, MLPs and norms for every design; MQA's K/V for the CLA layers that
-    still compute K/V). Returns how many parameter elements each model took from earlier ones.
+    still compute K/V).
     """
     first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
-    shared = []
     for model in models:
-        n = 0
         for name, p in model.named_parameters():
             key = (name, tuple(p.shape))
             if key in first:
                 p.copy_(first[key])
-                n += p.numel()
             else:
                 first[key] = p.detach().clone()
-        shared.append(n)
-    return shared

@@ -182,7 +182,6 @@ def run(params: Params, ctx: RunContext) -> Report:
             "corpus": {"name": params.corpus, "sha256": splits.sha256,
                        "train_tokens": len(splits.train), "val_tokens": len(splits.val),
                        "xz_bits_per_byte": compression_bits_per_byte(splits.val)},
-            "common_init": params.common_init,
             "train_tokens_per_run": params.train.steps * tokens_per_step,
             "eval_tokens": params.eval_batches * tokens_per_step,
             # how far apart the designs' mean perplexities lie, beside the paired spread
