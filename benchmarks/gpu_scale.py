@@ -34,6 +34,8 @@ def mfu_values(timing: Any) -> list[float]:
     if isinstance(timing, dict):
         found = [v for k, v in timing.items() if k == "mfu" and isinstance(v, float)]
         return found + [x for k, v in timing.items() if k != "mfu" for x in mfu_values(v)]
+    if isinstance(timing, list):
+        return [x for v in timing for x in mfu_values(v)]
     return []
 
 

@@ -53,6 +53,24 @@ def decide_below(samples: Sequence[float], bound: float) -> tuple[str, dict[str,
     return verdict, stats | {"low": low, "high": high}
 
 
+def decide_above(samples: Sequence[float], bound: float) -> tuple[str, dict[str, float | None]]:
+    """Verdict on "the per-seed values are above `bound` on average", and the statistics used."""
+    verdict, stats = decide_below([-x for x in samples], -bound)
+    flipped = {"mean": -stats["mean"], "sd": stats["sd"], "n": stats["n"],
+               "low": None if stats["high"] is None else -stats["high"],
+               "high": None if stats["low"] is None else -stats["low"]}
+    return verdict, flipped
+
+
+def seeds_to_decide(gap: float, sd: float, most: int = 1000) -> int | None:
+    """The fewest seeds whose one-sided 95% t-bound clears a mean `gap` from the bound at
+    paired spread `sd`, if the mean and spread held; None beyond `most`."""
+    for n in range(2, most + 1):
+        if t95(n - 1) * sd / math.sqrt(n) < abs(gap):
+            return n
+    return None
+
+
 def decide_equal(value: float, target: float, rel_tol: float = 1e-9) -> str:
     """Verdict on an exact, noise-free quantity such as a byte count."""
     return REPRODUCED if math.isclose(value, target, rel_tol=rel_tol) else NOT_REPRODUCED
@@ -64,11 +82,13 @@ def claim(
     measured: dict[str, Any],
     expected: str,
     verdict: str,
+    from_clock: bool = False,
 ) -> dict[str, Any]:
-    """One entry of metrics.json's `claims`."""
+    """One entry of metrics.json's `claims`. `from_clock` marks a claim decided from timings or
+    memory use, which differ from run to run (so its numbers, unlike the rest, do not repeat)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
     if set(text) != {"ko", "en"}:
         raise ValueError(f"claim {claim_id!r} needs its text in ko and en, got {sorted(text)}")
     return {"id": claim_id, "text": text, "measured": measured, "expected": expected,
-            "verdict": verdict}
+            "verdict": verdict, "from_clock": from_clock}

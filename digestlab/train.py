@@ -6,8 +6,8 @@ pretraining and supervised fine-tuning, and DPO against a frozen reference. Ever
 here, once: AdamW with decay on matrices only, linear warmup then cosine decay to a floor,
 global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve (and a
 validation curve every `eval_every` steps), and honest throughput: items (tokens or samples) per
-second after warmup and MFU against the measured matmul peak. Progress goes to plain log lines
-(a progress bar too when stderr is a terminal), so Snakemake logs show it.
+second after warmup, the median step time, and MFU against the measured matmul peak. Progress
+goes to plain log lines (a progress bar too when stderr is a terminal), so Snakemake logs show it.
 
 Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
 on its own share of the rows; logged losses are averaged over ranks. Where the loss is a mean
@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import math
 import multiprocessing
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,8 @@ class TrainResult:
     mfu_spec: float | None  # achieved FLOP/s over the GPU's spec-sheet bf16 peak; None on CPU
     peak_flops: float  # the measured peak of one device the MFU is relative to, FLOP/s
     wall_time_s: float  # the whole call, compile and evaluation included
+    # median seconds per step over the log windows after warmup (one window per log line)
+    step_time_s: float | None = None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), every step
     # (steps done, validation loss) every cfg.eval_every steps and at the end, when validating
     val_curve: list[tuple[int, float]] = field(default_factory=list)
@@ -270,12 +273,14 @@ def train(
     loss_curve: list[tuple[int, float]] = []
     val_curve: list[tuple[int, float]] = []
     eval_time = 0.0  # validation inside the timed window, taken out of the throughput
+    timed_windows: list[float] = []  # seconds per step of each log window after warmup
     progress = tqdm(total=cfg.steps, file=sys.stderr, leave=False, unit="step",
                     disable=rank != 0 or not sys.stderr.isatty())
     for step in range(cfg.steps):
         if step == timed_from:
             synchronize(device)
             timer_start = time.perf_counter()
+            window_start, window_step = timer_start, step
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -295,6 +300,8 @@ def train(
             now = time.perf_counter()
             window_items = (step + 1 - window_step) * objective.items_per_batch
             window_rate = window_items / (now - window_start)
+            if step >= timed_from:
+                timed_windows.append((now - window_start) / (step + 1 - window_step))
             window_start, window_step = now, step + 1
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
             if rank == 0:
@@ -340,6 +347,7 @@ def train(
         wall_time_s=time.perf_counter() - wall_start,
         loss_curve=loss_curve,
         val_curve=val_curve,
+        step_time_s=statistics.median(timed_windows) if timed_windows else None,
     )
     summary = f"done: train loss {result.final_train_loss:.4f}"
     if val_loss is not None:

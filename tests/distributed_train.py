@@ -10,13 +10,13 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
 
 from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.data import build_splits
 from digestlab.device import seed_everything
 from digestlab.nn import GPT
 from digestlab.objectives import language_model
+from digestlab.parallel import shard
 from digestlab.train import Objective
 
 
@@ -38,9 +38,7 @@ def main(out: str) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     model, objective, cfg = build()
-    for block in model.blocks:
-        fully_shard(block)
-    fully_shard(model)
+    shard(model)
     result = train(model, objective, cfg, torch.device("cpu"), log=lambda line: None)
     if dist.get_rank() == 0:
         with open(out, "w") as f:

@@ -14,7 +14,6 @@ from digestlab.experiments.cla.run import (
     decide_claims,
     evaluation_noise,
     initial_states,
-    seeds_to_decide,
     variant_config,
 )
 from digestlab.render import number, render_paper_pages
@@ -107,13 +106,6 @@ def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_dec
     low, high = claim["measured"]["95% band"]
     assert low < 1.0 < high
     assert claim["measured"]["seeds to decide"] > 3
-
-
-def test_seeds_to_decide_grows_as_the_gap_shrinks():
-    # t(0.95, 1) * 0.01 / sqrt(2) = 0.045 > 0.03 > t(0.95, 2) * 0.01 / sqrt(3) = 0.017
-    assert seeds_to_decide(0.03, 0.01) == 3
-    assert seeds_to_decide(0.005, 0.01) > seeds_to_decide(0.01, 0.01) > 3
-    assert seeds_to_decide(1e-6, 0.01) is None
 
 
 def test_evaluation_noise_is_the_standard_error_of_the_paired_window_differences():

@@ -5,8 +5,10 @@ from digestlab.claims import (
     NOT_REPRODUCED,
     REPRODUCED,
     claim,
+    decide_above,
     decide_below,
     decide_equal,
+    seeds_to_decide,
     summarize,
     t95,
 )
@@ -30,6 +32,21 @@ def test_spread_straddling_the_bound_is_inconclusive():
     # The mean is below the bound, but three seeds this far apart cannot say so.
     verdict, stats = decide_below([0.90, 1.02, 0.99], 1.0)
     assert stats["mean"] < 1.0 and verdict == INCONCLUSIVE
+
+
+def test_above_mirrors_below():
+    verdict, stats = decide_above([1.05, 1.06, 1.07], 1.0)
+    assert verdict == REPRODUCED and 1.0 < stats["low"] < stats["mean"] < stats["high"]
+    assert decide_above([0.95, 0.96, 0.97], 1.0)[0] == NOT_REPRODUCED
+    assert decide_above([1.10, 0.98, 1.01], 1.0)[0] == INCONCLUSIVE
+    assert decide_above([2.0], 1.0)[1]["low"] is None
+
+
+def test_seeds_to_decide_grows_as_the_gap_shrinks():
+    # t(0.95, 1) * 0.01 / sqrt(2) = 0.045 > 0.03 > t(0.95, 2) * 0.01 / sqrt(3) = 0.017
+    assert seeds_to_decide(0.03, 0.01) == 3
+    assert seeds_to_decide(0.005, 0.01) > seeds_to_decide(0.01, 0.01) > 3
+    assert seeds_to_decide(1e-6, 0.01) is None
 
 
 def test_single_seed_is_inconclusive():

@@ -60,3 +60,12 @@ def test_compiled_training_follows_eager_training():
         curves[compiled] = [loss for _, loss in result.loss_curve]
     assert curves[True] == pytest.approx(curves[False], abs=1e-4)
     assert curves[True][-1] < curves[True][0] - 0.3
+
+
+def test_memory_in_use_and_its_peak_see_a_large_allocation_on_the_cpu():
+    cpu = torch.device("cpu")
+    held = device.memory_in_use(cpu)
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, every page written
+    assert device.memory_in_use(cpu) > held + 60 * 2**20
+    assert device.peak_memory(cpu) >= device.memory_in_use(cpu)
+    del block

@@ -67,7 +67,7 @@ def test_metrics_json_follows_the_contract(tmp_path):
     assert metrics["provenance"]["bases"] == {}
     assert metrics["seeds"] == [0, 1, 2] and metrics["device"] == "cpu"
     (claim,) = metrics["claims"]
-    assert set(claim) == {"id", "text", "measured", "expected", "verdict"}
+    assert set(claim) == {"id", "text", "measured", "expected", "verdict", "from_clock"}
     assert claim["verdict"] == "reproduced"
     assert metrics["figures"] == ["means.svg"] and (tmp_path / "figures" / "means.svg").exists()
     assert {"digestlab", "git_commit", "python"} <= set(metrics["provenance"])

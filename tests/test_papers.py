@@ -17,7 +17,7 @@ TAGS = load_tags(ROOT / "config" / "tags.yaml")
 
 
 def known_experiment(name: str) -> bool:
-    return name == "cla"
+    return name in ("cla", "fsdp_compile")
 
 
 def problems(papers_dir) -> list[str]:

@@ -12,6 +12,7 @@ from digestlab.data import build_splits, get_batch
 from digestlab.device import seed_everything
 from digestlab.nn import GPT, GPTConfig
 from digestlab.objectives import language_model, next_token_loss
+from digestlab.parallel import launch
 from digestlab.train import (
     CPU_AUTOCAST_DEFAULT,
     Objective,
@@ -57,6 +58,9 @@ def test_loss_falls_well_below_its_start_on_the_corpus(splits):
     assert result.val_loss is not None and result.val_loss < first - 1.5
     assert result.items_seen == 40 * 8 * 32 and result.unit == "tok"
     assert result.items_per_s > 0 and 0 < result.mfu < 2
+    # the median step and the mean rate describe the same timed steps
+    per_step = 8 * 32 / result.items_per_s
+    assert 0.5 * per_step < result.step_time_s < 2 * per_step
     assert [step for step, _ in result.loss_curve] == list(range(40))
     assert sum(line.startswith("step") for line in lines) == 4  # every log_every steps
 
@@ -176,20 +180,13 @@ def test_fsdp_over_two_ranks_follows_the_single_process_loss_trajectory(tmp_path
     # The loop draws the same global batch on every rank and trains each on its half: the loss
     # curve must not depend on the world size (up to the order of floating-point sums).
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
     from distributed_train import build
 
     script = Path(__file__).with_name("distributed_train.py")
     out = tmp_path / "w2.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch([str(script), str(out)], nproc=2, timeout=300)
     sharded = json.loads(out.read_text())
 
     model, objective, cfg = build()

@@ -17,7 +17,14 @@ import math
 import torch
 from torch.nn import functional as F
 
-from digestlab.claims import INCONCLUSIVE, claim, decide_below, decide_equal, summarize, t95
+from digestlab.claims import (
+    INCONCLUSIVE,
+    claim,
+    decide_below,
+    decide_equal,
+    seeds_to_decide,
+    summarize,
+)
 from digestlab.configs import GPTConfig
 from digestlab.data import CorpusSplits, build_splits, torch_source
 from digestlab.device import device_name, pick_device, seed_everything
@@ -250,15 +257,6 @@ def decide_claims(variants: dict, eval_noise: dict[tuple[str, str], float] | Non
                                                           stats["sd"])
         claims.append(claim(claim_id, text, measured, expected, verdict))
     return claims
-
-
-def seeds_to_decide(gap: float, sd: float, most: int = 1000) -> int | None:
-    """The fewest seeds whose one-sided 95% t-bound clears a mean `gap` from the bound at
-    paired spread `sd`, if the mean and spread held; None beyond `most`."""
-    for n in range(2, most + 1):
-        if t95(n - 1) * sd / math.sqrt(n) < abs(gap):
-            return n
-    return None
 
 
 # One colour per design, the same in every figure; one line style per seed.

@@ -1,0 +1,134 @@
+"""FSDP2 and torch.compile (IBM and Meta's PyTorch teams, 2024): training throughput and MFU.
+
+The spec: params, the configurations they expand to, scales and budgets. `run.py` runs every
+configuration in processes of its own under `torchrun` (`worker.py`) and decides the claims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from digestlab.configs import GPTConfig, TrainConfig
+
+
+class Params(BaseModel):
+    """Everything the experiment takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: GPTConfig  # a Llama-style model: SwiGLU, RMSNorm, RoPE, untied embeddings
+    train: TrainConfig  # the loop's settings; compile and the seed are set per configuration
+    batch_size: int = Field(gt=0)  # sequences per step: the global batch at every world size
+    seq_len: int = Field(gt=0)  # tokens per sequence, at most model.block_size
+    n_documents: int = Field(gt=1)  # documents of the generated corpus
+    repeats: int = Field(ge=2)  # runs of each single-process configuration, seeds 0, 1, ...
+    checkpoint_fractions: list[float]  # fractions of blocks checkpointed; starts at 0
+    world_sizes: list[int]  # FSDP world sizes (on a GPU, those with enough devices run)
+    threads: int = Field(1, gt=0)  # CPU threads of each process
+    memory_steps: int = Field(3, gt=1)  # steps of a memory run (CPU), past the first optimizer step
+    compile_gain: float = Field(1.10, gt=0)  # the claimed least tokens/s ratio compiled / eager
+    agreement: float = Field(0.1, gt=0)  # same-seed loss gap / between-seed gap to agree
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        if self.seq_len > self.model.block_size:
+            raise ValueError(f"seq_len {self.seq_len} exceeds model.block_size "
+                             f"{self.model.block_size}")
+        fractions = self.checkpoint_fractions
+        if len(fractions) < 2 or fractions[0] != 0.0 or fractions != sorted(set(fractions)):
+            raise ValueError("checkpoint_fractions must rise from 0 through at least two values")
+        if fractions[-1] > 1.0:
+            raise ValueError(f"a checkpointed fraction cannot exceed 1, got {fractions[-1]}")
+        if 1 not in self.world_sizes or any(w < 1 for w in self.world_sizes):
+            raise ValueError("world_sizes must include 1 and hold only sizes >= 1")
+        if any(self.batch_size % w for w in self.world_sizes):
+            raise ValueError(f"batch_size {self.batch_size} must split evenly over every world "
+                             f"size {self.world_sizes}")
+        return self
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One configuration of the levers, as one run of the one training loop."""
+
+    name: str
+    seed: int = 0
+    compile: bool = False
+    checkpoint: float = 0.0  # fraction of blocks with activation checkpointing
+    fsdp: bool = False
+    world: int = 1  # processes (ranks); more than one only under FSDP
+    bf16_params: bool = False  # FSDP mixed precision: bf16 parameters, fp32 reduction
+    memory: bool = False  # a short run that measures peak memory only (see `setups`)
+
+
+def checkpoint_name(fraction: float) -> str:
+    """The configuration that checkpoints `fraction` of the blocks (none: eager)."""
+    return f"checkpoint {fraction:g}" if fraction else "eager"
+
+
+def setups(params: Params, gpu: bool, devices: int) -> list[Setup]:
+    """Every run, in the order they run. The single-process configurations (eager, compiled,
+    each checkpointed fraction) run `repeats` times, one seed per round, so each round is a
+    block of paired runs close in time; the FSDP runs, which the loss claims need once, follow.
+    FSDP world sizes beyond `devices` are left out (one GPU cannot hold two NCCL ranks).
+
+    A GPU counts allocated bytes exactly, so its runs measure their own peak memory. On the CPU
+    the peak resident set is what there is, and glibc's heap keeps freed memory: measured so,
+    checkpointing half and all of the blocks peaked alike. So on the CPU each checkpointed
+    fraction also gets short memory runs in which every large allocation is its own mapping,
+    returned when freed: there the peaks repeat to 0.2 MB, but steps run 40% slower, so those
+    runs time nothing."""
+    runs = []
+    for seed in range(params.repeats):
+        runs.append(Setup("eager", seed))
+        runs.append(Setup("compile", seed, compile=True))
+        runs += [Setup(checkpoint_name(f), seed, checkpoint=f)
+                 for f in params.checkpoint_fractions[1:]]
+        if not gpu:
+            runs += [Setup(checkpoint_name(f), seed, checkpoint=f, memory=True)
+                     for f in params.checkpoint_fractions]
+    worlds = [w for w in params.world_sizes if w <= devices]
+    runs += [Setup(f"FSDP x{w}", 0, fsdp=True, world=w) for w in worlds]
+    runs.append(Setup(f"FSDP x{max(worlds)} + compile", 0, compile=True, fsdp=True,
+                      world=max(worlds)))
+    if gpu:
+        runs.append(Setup("FSDP x1 + bf16 params", 0, fsdp=True, bf16_params=True))
+    return runs
+
+
+# Seconds each scale may take with `snakemake --cores 2` (cpu) or on one H100-class GPU (gpu);
+# benchmarks/experiment_budget.py checks them.
+BUDGET_S = {"smoke": 60, "cpu": 360, "gpu": 600}
+
+# Llama's MLP width: 8/3 d_model, rounded up to a multiple of 256.
+SCALES = {
+    "smoke": Params(
+        model=GPTConfig(block_size=64, n_layer=2, d_model=64, n_heads=2, n_kv_heads=2,
+                        head_dim=32, mlp_hidden=256, tie_embeddings=False),
+        train=TrainConfig(steps=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=2,
+                          log_every=1),
+        batch_size=4, seq_len=64, n_documents=40, repeats=2, memory_steps=2,
+        checkpoint_fractions=[0.0, 1.0], world_sizes=[1, 2],
+    ),
+    # Every process single-threaded: with two threads, step times of one configuration
+    # wandered by 8% between runs on the 2-core machine, with one by about 1%.
+    "cpu": Params(
+        model=GPTConfig(block_size=256, n_layer=4, d_model=256, n_heads=4, n_kv_heads=4,
+                        head_dim=64, mlp_hidden=768, tie_embeddings=False),
+        train=TrainConfig(steps=20, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
+                          log_every=1),
+        batch_size=4, seq_len=256, n_documents=200, repeats=3,
+        checkpoint_fractions=[0.0, 0.5, 1.0], world_sizes=[1, 2],
+    ),
+    # About 1.0B parameters (20 blocks of d_model 2048) on 16k tokens per step.
+    "gpu": Params(
+        model=GPTConfig(block_size=2048, n_layer=20, d_model=2048, n_heads=16, n_kv_heads=16,
+                        head_dim=128, mlp_hidden=5632, tie_embeddings=False),
+        train=TrainConfig(steps=20, learning_rate=3e-4, min_lr=3e-5, warmup_steps=5,
+                          log_every=2),
+        batch_size=8, seq_len=2048, n_documents=400, repeats=2,
+        checkpoint_fractions=[0.0, 0.5, 1.0], world_sizes=[1, 2],
+    ),
+}

@@ -1,0 +1,106 @@
+"""One configuration of the experiment, run by every rank that `torchrun` starts:
+
+    python -m digestlab.experiments.fsdp_compile.worker JOB OUT                 # one process
+    torchrun --standalone --nproc_per_node W -m digestlab.experiments.fsdp_compile.worker JOB OUT
+
+JOB is a JSON file with the params and the setup; rank 0 writes what the loop measured, and
+the peak memory over ranks, to OUT. Each configuration runs in processes of its own, so that
+peak memory is its own and nothing compiled or allocated by one run serves the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from digestlab.data import build_splits
+from digestlab.device import (
+    device_name,
+    memory_in_use,
+    peak_memory,
+    pick_device,
+    reset_peak_memory,
+    seed_everything,
+)
+from digestlab.experiments.fsdp_compile import Params, Setup
+from digestlab.io import write_json_atomic
+from digestlab.nn import GPT
+from digestlab.objectives import language_model
+from digestlab.parallel import checkpoint_blocks, shard
+from digestlab.train import process_group, train
+
+
+def run(params: Params, setup: Setup, device: torch.device) -> dict:
+    """Build the model with the setup's levers, train it with the one loop, and return the
+    loop's measurements with the training memory (peak above the built model, max over ranks)."""
+    splits = build_splits(params.n_documents, seed=0)
+    seed_everything(setup.seed)
+    model = GPT(params.model)
+    checkpointed = checkpoint_blocks(model, setup.checkpoint)
+    model.to(device)
+    if setup.fsdp:
+        shard(model, torch.bfloat16 if setup.bf16_params else None)
+    objective = language_model(model, splits.train, params.batch_size, params.seq_len)
+    # FSDP's mixed precision casts the parameters itself; autocast would only add casts.
+    cfg = dataclasses.replace(params.train, seed=setup.seed, compile=setup.compile,
+                              autocast="none" if setup.bf16_params else params.train.autocast)
+    if setup.memory:
+        cfg = dataclasses.replace(cfg, steps=params.memory_steps, warmup_steps=1)
+    rank, world = process_group()
+    log = print if rank == 0 else (lambda line: None)
+    log(f"{setup.name} (seed {setup.seed}) on {world} process(es), {device_name(device)}")
+    held = memory_in_use(device)
+    reset_peak_memory(device)
+    result = train(model, objective, cfg, device, log=log)
+    training_memory = torch.tensor(float(peak_memory(device) - held))
+    if world > 1:
+        training_memory = training_memory.to(device)
+        dist.all_reduce(training_memory, op=dist.ReduceOp.MAX)
+    return {
+        "setup": setup.__dict__,
+        "checkpointed_blocks": checkpointed,
+        "world": world,
+        "n_params": sum(p.numel() for p in model.parameters()),  # a DTensor counts in full
+        "tokens_per_s": result.items_per_s,
+        "step_time_s": result.step_time_s,
+        "mfu": result.mfu,
+        "mfu_spec": result.mfu_spec,
+        "peak_flops": result.peak_flops,
+        "training_memory_bytes": training_memory.item(),
+        "wall_time_s": result.wall_time_s,
+        "loss_curve": [loss for _, loss in result.loss_curve],
+    }
+
+
+def main(job_path: str, out_path: str) -> None:
+    with open(job_path) as f:
+        job = json.load(f)
+    params, setup = Params.model_validate(job["params"]), Setup(**job["setup"])
+    device = pick_device(job["device"])
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    distributed = "WORLD_SIZE" in os.environ or setup.fsdp
+    if "WORLD_SIZE" in os.environ:  # started by torchrun
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend)
+    elif setup.fsdp:  # FSDP in one process: a group of one, no rendezvous needed
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    if device.type == "cpu":
+        torch.set_num_threads(params.threads)
+    try:
+        measured = run(params, setup, device)
+        if process_group()[0] == 0:
+            write_json_atomic(out_path, measured)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
