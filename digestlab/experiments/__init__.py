@@ -122,7 +122,7 @@ def experiment_dir(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> P
 # The code a base model's training runs: a change here retrains every base model.
 TRAINING_SOURCES = (
     "experiments/__init__.py", "checkpoint.py", "configs.py", "device.py", "objectives.py",
-    "train.py", "nn/*.py", "data/*.py",
+    "parallel.py", "train.py", "nn/*.py", "data/*.py",
 )
 # The code every experiment's analysis stands on: a change here reruns every analysis (and
 # only that: deciding claims and drawing figures never retrain a base model).
