@@ -68,6 +68,8 @@ def params(**changes) -> dict:
     ({"batch_size": 3}, "split evenly"),
     ({"seq_len": 1000}, "block_size"),
     ({"repeats": 1}, "greater than or equal to 2"),
+    ({"memory_rounds": 3}, "memory_rounds"),
+    ({"checkpoint_rounds": 3}, "checkpoint_rounds"),
 ])
 def test_params_refuse_what_cannot_be_run(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -86,11 +88,15 @@ def test_rounds_pair_every_single_process_configuration_and_memory_runs_only_on_
     cpu = setups(p, gpu=False, devices=2)
     timed = [s for s in cpu if not s.memory and not s.fsdp]
     names = ["eager", "compile", "checkpoint 0.5", "checkpoint 1"]
-    assert [(s.name, s.seed) for s in timed] == [(n, r) for r in range(3) for n in names]
+    assert sorted((s.seed, s.name) for s in timed) == sorted(
+        (r, n) for r in range(p.repeats) for n in names[:4 if r < p.checkpoint_rounds else 2])
+    assert [s.name for s in timed[:6]] == ["eager", "compile", "checkpoint 0.5", "checkpoint 1",
+                                           "compile", "eager"]  # the pair's order alternates
     memory = [s for s in cpu if s.memory]
-    assert [(s.name, s.checkpoint) for s in memory[:3]] == [
-        ("eager", 0.0), ("checkpoint 0.5", 0.5), ("checkpoint 1", 1.0)]
-    assert len(memory) == 9 and not any(s.compile or s.fsdp for s in memory)
+    assert [(s.name, s.seed, s.checkpoint) for s in memory] == [
+        (name, r, f) for r in range(p.memory_rounds)
+        for name, f in (("eager", 0.0), ("checkpoint 0.5", 0.5), ("checkpoint 1", 1.0))]
+    assert not any(s.compile or s.fsdp for s in memory)
     assert [s.name for s in cpu if s.fsdp] == ["FSDP x1", "FSDP x2", "FSDP x2 + compile"]
 
     gpu = setups(p, gpu=True, devices=1)

@@ -23,11 +23,13 @@ class Params(BaseModel):
     batch_size: int = Field(gt=0)  # sequences per step: the global batch at every world size
     seq_len: int = Field(gt=0)  # tokens per sequence, at most model.block_size
     n_documents: int = Field(gt=1)  # documents of the generated corpus
-    repeats: int = Field(ge=2)  # runs of each single-process configuration, seeds 0, 1, ...
+    repeats: int = Field(ge=2)  # rounds of eager and compiled runs, seeds 0, 1, ...
+    checkpoint_rounds: int = Field(ge=2)  # the first rounds, which also run each checkpointing
     checkpoint_fractions: list[float]  # fractions of blocks checkpointed; starts at 0
     world_sizes: list[int]  # FSDP world sizes (on a GPU, those with enough devices run)
     threads: int = Field(1, gt=0)  # CPU threads of each process
     memory_steps: int = Field(3, gt=1)  # steps of a memory run (CPU), past the first optimizer step
+    memory_rounds: int = Field(2, ge=2)  # the first rounds, which also run memory runs (CPU)
     compile_gain: float = Field(1.10, gt=0)  # the claimed least tokens/s ratio compiled / eager
     agreement: float = Field(0.1, gt=0)  # same-seed loss gap / between-seed gap to agree
 
@@ -41,6 +43,9 @@ class Params(BaseModel):
             raise ValueError("checkpoint_fractions must rise from 0 through at least two values")
         if fractions[-1] > 1.0:
             raise ValueError(f"a checkpointed fraction cannot exceed 1, got {fractions[-1]}")
+        if not self.memory_rounds <= self.checkpoint_rounds <= self.repeats:
+            raise ValueError(f"need memory_rounds ({self.memory_rounds}) <= checkpoint_rounds "
+                             f"({self.checkpoint_rounds}) <= repeats ({self.repeats})")
         if 1 not in self.world_sizes or any(w < 1 for w in self.world_sizes):
             raise ValueError("world_sizes must include 1 and hold only sizes >= 1")
         if any(self.batch_size % w for w in self.world_sizes):
@@ -69,24 +74,26 @@ def checkpoint_name(fraction: float) -> str:
 
 
 def setups(params: Params, gpu: bool, devices: int) -> list[Setup]:
-    """Every run, in the order they run. The single-process configurations (eager, compiled,
-    each checkpointed fraction) run `repeats` times, one seed per round, so each round is a
-    block of paired runs close in time; the FSDP runs, which the loss claims need once, follow.
+    """Every run, in the order they run. The single-process configurations run in rounds, one
+    seed per round, so each round is a block of paired runs close in time: eager and compiled
+    in `repeats` rounds, each checkpointed fraction in the first `checkpoint_rounds` of them.
+    The FSDP runs, which the loss claims need once, follow.
     FSDP world sizes beyond `devices` are left out (one GPU cannot hold two NCCL ranks).
 
     A GPU counts allocated bytes exactly, so its runs measure their own peak memory. On the CPU
     the peak resident set is what there is, and glibc's heap keeps freed memory: measured so,
     checkpointing half and all of the blocks peaked alike. So on the CPU each checkpointed
-    fraction also gets short memory runs in which every large allocation is its own mapping,
-    returned when freed: there the peaks repeat to 0.2 MB, but steps run 40% slower, so those
-    runs time nothing."""
+    fraction also gets short memory runs, in the first `memory_rounds` rounds, in which every
+    large allocation is its own mapping, returned when freed: there the peaks repeat to 0.2 MB,
+    but steps run 40% slower, so those runs time nothing."""
     runs = []
     for seed in range(params.repeats):
-        runs.append(Setup("eager", seed))
-        runs.append(Setup("compile", seed, compile=True))
-        runs += [Setup(checkpoint_name(f), seed, checkpoint=f)
-                 for f in params.checkpoint_fractions[1:]]
-        if not gpu:
+        pair = [Setup("eager", seed), Setup("compile", seed, compile=True)]
+        runs += pair[::-1] if seed % 2 else pair  # which runs first alternates
+        if seed < params.checkpoint_rounds:
+            runs += [Setup(checkpoint_name(f), seed, checkpoint=f)
+                     for f in params.checkpoint_fractions[1:]]
+        if not gpu and seed < params.memory_rounds:
             runs += [Setup(checkpoint_name(f), seed, checkpoint=f, memory=True)
                      for f in params.checkpoint_fractions]
     worlds = [w for w in params.world_sizes if w <= devices]
@@ -109,17 +116,19 @@ SCALES = {
                         head_dim=32, mlp_hidden=256, tie_embeddings=False),
         train=TrainConfig(steps=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=2,
                           log_every=1),
-        batch_size=4, seq_len=64, n_documents=40, repeats=2, memory_steps=2,
+        batch_size=4, seq_len=64, n_documents=40, repeats=2, checkpoint_rounds=2, memory_steps=2,
         checkpoint_fractions=[0.0, 1.0], world_sizes=[1, 2],
     ),
     # Every process single-threaded: with two threads, step times of one configuration
-    # wandered by 8% between runs on the 2-core machine, with one by about 1%.
+    # wandered by 8% between runs on the 2-core machine. With one they still wander by 4-8%
+    # from run to run (paired compile/eager ratios by about 6%), while compiling gains a few
+    # percent here: six rounds bring the band's half-width to about 5%.
     "cpu": Params(
         model=GPTConfig(block_size=256, n_layer=4, d_model=256, n_heads=4, n_kv_heads=4,
                         head_dim=64, mlp_hidden=768, tie_embeddings=False),
         train=TrainConfig(steps=20, learning_rate=3e-3, min_lr=3e-4, warmup_steps=5,
                           log_every=1),
-        batch_size=4, seq_len=256, n_documents=200, repeats=3,
+        batch_size=4, seq_len=256, n_documents=200, repeats=6, checkpoint_rounds=3,
         checkpoint_fractions=[0.0, 0.5, 1.0], world_sizes=[1, 2],
     ),
     # About 1.0B parameters (20 blocks of d_model 2048) on 16k tokens per step.
@@ -128,7 +137,7 @@ SCALES = {
                         head_dim=128, mlp_hidden=5632, tie_embeddings=False),
         train=TrainConfig(steps=20, learning_rate=3e-4, min_lr=3e-5, warmup_steps=5,
                           log_every=2),
-        batch_size=8, seq_len=2048, n_documents=400, repeats=2,
+        batch_size=8, seq_len=2048, n_documents=400, repeats=2, checkpoint_rounds=2,
         checkpoint_fractions=[0.0, 0.5, 1.0], world_sizes=[1, 2],
     ),
 }

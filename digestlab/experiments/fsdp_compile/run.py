@@ -138,7 +138,7 @@ def decide_claims(params: Params, runs: dict[str, list[dict]], memory: dict[str,
 
     # 3. More checkpointing: less memory, fewer tokens/s, at each step up in the fraction.
     names = [checkpoint_name(f) for f in params.checkpoint_fractions]
-    tokens = {n: speeds(runs, n) for n in names}
+    tokens = {n: speeds(runs, n)[:params.checkpoint_rounds] for n in names}
     verdicts, measured = [], {
         "checkpointed fractions": params.checkpoint_fractions,
         "training memory (MB)": [summarize(memory[n])["mean"] / 1e6 for n in names],
@@ -231,9 +231,10 @@ def plot_checkpointing(params: Params, runs: dict[str, list[dict]],
     fig, (left, right) = new_figure(ncols=2, width=4.6, height=3.4)
     fractions = params.checkpoint_fractions
     names = [checkpoint_name(f) for f in fractions]
-    for seed in range(params.repeats):
+    for seed in range(len(memory[names[0]])):
         left.plot(fractions, [memory[n][seed] / 1e6 for n in names], "o-", color="tab:green",
                   lw=1, ms=4, alpha=0.7)
+    for seed in range(params.checkpoint_rounds):
         right.plot(fractions, [runs[n][seed]["tokens_per_s"] for n in names], "o-",
                    color="tab:blue", lw=1, ms=4, alpha=0.7)
     left.set(xlabel="fraction of blocks checkpointed", ylabel="training memory (MB)",
