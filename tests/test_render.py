@@ -105,6 +105,13 @@ def test_site_pages_list_the_digest_newest_first(tmp_path, paper_files):
     ko_results = (tmp_path / "notes" / "ko" / "results.md").read_text()
     assert "# 재현 결과" in ko_results and "평균이 작다" in ko_results
     assert "<!-- material/tags -->" in (tmp_path / "notes" / "en" / "tags.md").read_text()
+    for lang in ("ko", "en"):
+        # a card's lines are indented under its list item; one at the margin ends the grid
+        home = (tmp_path / "notes" / lang / "index.md").read_text()
+        cards = home[home.index('<div class="grid cards"'):home.index("</div>")]
+        lines = [line for line in cards.splitlines()[1:] if line.strip()]
+        assert all(line.startswith(("-   ", "    ")) for line in lines), lines
+        assert sum(line.startswith("    <span class=\"dl-verdict") for line in lines) == 1
 
 
 def test_every_ui_string_is_translated_into_korean():
