@@ -1,7 +1,8 @@
 """FSDP2 and torch.compile (IBM and Meta's PyTorch teams, 2024): training throughput and MFU.
 
 The spec: params, the configurations they expand to, scales and budgets. `run.py` runs every
-configuration in processes of its own under `torchrun` (`worker.py`) and decides the claims.
+configuration in processes of its own (`worker.py`, under `torchrun` when there are several)
+and decides the claims.
 """
 
 from __future__ import annotations

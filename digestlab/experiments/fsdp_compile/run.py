@@ -6,9 +6,8 @@ at each world size, FSDP2 with compile, and on a GPU FSDP's bf16 mixed precision
 the one training loop in processes of its own (under `torchrun` when there are several), on
 the same data and the same global batch. The single-process configurations run in rounds, one
 seed per round, so the speed and memory claims rest on paired per-round ratios of runs close in
-time. Loss
-trajectories of one seed are compared with the gap between two seeds, the scale on which a
-difference would matter.
+time. Loss trajectories of one seed are compared with the gap between two seeds, the scale on
+which a difference would matter.
 """
 
 from __future__ import annotations
@@ -163,7 +162,7 @@ def decide_claims(params: Params, runs: dict[str, list[dict]], memory: dict[str,
         combine(verdicts), from_clock=True))
 
     # 4. FSDP at world size 2 follows world size 1 at the same global batch.
-    sharded = {r["world"]: r for name, rs in runs.items() for r in rs
+    sharded = {r["world"]: r for rs in runs.values() for r in rs
                if r["setup"]["fsdp"] and not r["setup"]["compile"]
                and not r["setup"]["bf16_params"]}
     text = {"ko": "같은 전역 배치에서 FSDP 2개 프로세스의 손실 곡선이 1개 프로세스와 일치한다",
