@@ -1,4 +1,4 @@
-"""One configuration of the experiment, run by every rank that `torchrun` starts:
+"""One configuration of the experiment, run in each of its processes:
 
     python -m digestlab.experiments.fsdp_compile.worker JOB OUT                 # one process
     torchrun --standalone --nproc_per_node W -m digestlab.experiments.fsdp_compile.worker JOB OUT
