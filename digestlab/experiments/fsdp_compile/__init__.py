@@ -124,13 +124,13 @@ SCALES = {
     # wandered by 8% between runs on the 2-core machine. With one they still wander by 4-8%
     # from run to run, now and then by 20% (paired compile/eager ratios by 3-9%), while
     # compiling gains about 5% here. The wandering is per run, not per step, so rounds of
-    # short runs buy more than long runs: eight rounds of 16 steps.
+    # short runs buy more than long runs: seven rounds of 16 steps.
     "cpu": Params(
         model=GPTConfig(block_size=256, n_layer=4, d_model=256, n_heads=4, n_kv_heads=4,
                         head_dim=64, mlp_hidden=768, tie_embeddings=False),
         train=TrainConfig(steps=16, learning_rate=3e-3, min_lr=3e-4, warmup_steps=4,
                           log_every=1),
-        batch_size=4, seq_len=256, n_documents=200, repeats=8, checkpoint_rounds=3,
+        batch_size=4, seq_len=256, n_documents=200, repeats=7, checkpoint_rounds=3,
         checkpoint_fractions=[0.0, 0.5, 1.0], world_sizes=[1, 2],
     ),
     # About 1.0B parameters (20 blocks of d_model 2048) on 16k tokens per step.
