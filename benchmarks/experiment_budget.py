@@ -61,10 +61,11 @@ def main() -> int:
     for claim in metrics["claims"]:
         m = claim["measured"]
         paired = ""
-        if m.get("paired sd") is not None:
+        if m.get("paired sd") is not None and m.get("95% band"):
             low, high = m["95% band"]
-            paired = (f"  mean ratio {m['mean ratio']:.4f}, paired sd {m['paired sd']:.2%}, "
-                      f"95% band {low:.4f}-{high:.4f}")
+            mean = (f"mean ratio {m['mean ratio']:.4f}" if "mean ratio" in m
+                    else f"mean difference {m['mean difference']:.4f}")
+            paired = f"  {mean}, paired sd {m['paired sd']:.4f}, 95% band {low:.4f}-{high:.4f}"
         print(f"  {claim['verdict']:>15}  {claim['id']}{paired}")
     within = wall <= budget
     print(f"wall time {wall:,.1f} s, budget {budget:,} s: {'within' if within else 'OVER'} budget")

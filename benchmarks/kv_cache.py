@@ -6,9 +6,9 @@ and print milliseconds per token along the stream.
 
 Two caches: the full one (every token kept: attention reads all S cached slots, so the time per
 token may grow with S, but appending must not), and a bounded one that keeps the first 4 tokens
-and the most recent ones (StreamingLLM's policy, through KVCache.keep), whose time per token must
-stay flat, so that streaming n tokens costs time linear in n. The cache's storage grows by
-doubling; the number of reallocations is printed too.
+and the most recent ones (StreamingLLM's policy: `recent_slots`, then `evict`), whose time per
+token must stay flat, so that streaming n tokens costs time linear in n. The cache's storage
+grows by doubling; the number of reallocations is printed too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from digestlab.configs import GPTConfig
 from digestlab.device import seed_everything
 from digestlab.nn import GPT, KVCache
+from digestlab.nn.cache import evict, recent_slots
 
 
 def stream(model: GPT, tokens: torch.Tensor, window: int | None, segment: int
@@ -32,10 +33,8 @@ def stream(model: GPT, tokens: torch.Tensor, window: int | None, segment: int
     with torch.no_grad():
         for t in range(len(tokens)):
             if window is not None and len(cache) == sinks + window:
-                # keep the sinks and the most recent window - 1 slots; positions stay contiguous
-                kept = torch.cat([torch.arange(sinks), torch.arange(len(cache) - window + 1,
-                                                                    len(cache))])
-                cache.keep(kept, positions=torch.arange(len(kept)))
+                # keep the sinks and the most recent window - 1 slots, renumbered in the cache
+                evict(cache, recent_slots(cache, sinks + window - 1, sinks))
             model(tokens[t : t + 1][None], cache=cache)
             storages.add(cache.layers[0][0].untyped_storage().data_ptr())
             if (t + 1) % segment == 0:

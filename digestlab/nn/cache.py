@@ -2,7 +2,8 @@
 
 Keys are stored before RoPE, next to the position id of each slot; the model rotates them at
 the slots' current positions when it attends. So a policy may drop slots and re-assign the
-positions of the rest (StreamingLLM, SirLLM) without recomputing anything.
+positions of the rest (StreamingLLM, SirLLM) without recomputing anything. Each slot also
+holds a score a policy may rank by (SirLLM's token entropy), kept aligned through evictions.
 
 Storage is preallocated and grows geometrically: appending a token writes into a buffer
 instead of concatenating, so streaming n tokens copies O(n) bytes in all, not O(n^2). Writing in
@@ -44,6 +45,7 @@ class KVCache:
         self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * config.n_kv_layers
         self._positions = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
         self._valid = torch.ones(batch_size, 0, dtype=torch.bool, device=self.device)
+        self._scores = torch.zeros(batch_size, 0, dtype=torch.float32, device=self.device)
         self.length = 0
         self._appending_from = 0  # first slot of the tokens of the forward in progress
         self.has_padding = False  # whether any slot in use is invalid
@@ -66,6 +68,11 @@ class KVCache:
     def valid(self) -> torch.Tensor:
         """Whether each slot in use holds a real token, (B, S)."""
         return self._valid[:, : self.length]
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """Each slot's score, (B, S) float32, 0 until set; a view that may be written."""
+        return self._scores[:, : self.length]
 
     @property
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
@@ -92,6 +99,7 @@ class KVCache:
 
         self._positions = grown(self._positions)
         self._valid = grown(self._valid, True)
+        self._scores = grown(self._scores)
         self._buffers = [
             None if entry is None else (grown(entry[0]), grown(entry[1]))
             for entry in self._buffers
@@ -115,6 +123,7 @@ class KVCache:
         self._reserve(self.length + T)
         self._appending_from = self.length
         self._positions[:, self.length : self.length + T] = positions
+        self._scores[:, self.length : self.length + T] = 0.0
         if valid is not None:
             valid = valid.to(device=self.device, dtype=torch.bool).expand(self.batch_size, T)
             self._valid[:, self.length : self.length + T] = valid
@@ -166,6 +175,7 @@ class KVCache:
         kept_positions = gathered(self._positions) if positions is None else (
             positions.to(device=self.device, dtype=torch.long).expand(B, K))
         self._valid[:, :K] = gathered(self._valid)
+        self._scores[:, :K] = gathered(self._scores)
         self._positions[:, :K] = kept_positions
         self.length = K
         self.has_padding = not bool(self.valid.all())
@@ -178,3 +188,55 @@ class KVCache:
     def nbytes(self) -> int:
         """Bytes of cached K/V (or latent) in the slots in use; position ids are not counted."""
         return sum(t.numel() * t.element_size() for entry in self.layers if entry for t in entry)
+
+
+# --- eviction policies -----------------------------------------------------------------------
+# Each returns the slots to keep, (B, keep) in ascending order, for `evict` to hand to keep().
+# `sinks` is the number of first slots always kept (StreamingLLM's attention sinks).
+
+
+def recent_slots(cache: KVCache, keep: int, sinks: int = 0) -> torch.Tensor:
+    """The first `sinks` slots and the latest keep - sinks: StreamingLLM, or with no sinks a
+    plain window."""
+    S = len(cache)
+    if keep >= S:
+        return torch.arange(S, device=cache.device).expand(cache.batch_size, S)
+    sinks = min(sinks, keep)
+    slots = torch.cat([torch.arange(sinks), torch.arange(S - (keep - sinks), S)])
+    return slots.to(cache.device).expand(cache.batch_size, keep)
+
+
+def top_score_slots(cache: KVCache, keep: int, sinks: int = 0) -> torch.Tensor:
+    """The first `sinks` slots and the keep - sinks others of highest score, each row by its
+    own scores: SirLLM when the scores are token entropies. Ties go to the earlier slot."""
+    S = len(cache)
+    if keep >= S:
+        return recent_slots(cache, keep, sinks)
+    sinks = min(sinks, keep)
+    scores = cache.scores[:, sinks:]  # (B, S - sinks)
+    # a stable descending sort, so equal scores keep the earlier slot, on every backend
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    chosen = order[:, : keep - sinks].sort(dim=1).values + sinks  # (B, keep - sinks)
+    first = torch.arange(sinks, device=cache.device).expand(cache.batch_size, sinks)
+    return torch.cat([first, chosen], dim=1)
+
+
+def random_slots(cache: KVCache, keep: int, sinks: int, generator: torch.Generator
+                 ) -> torch.Tensor:
+    """The first `sinks` slots and keep - sinks others drawn uniformly for each row: the
+    control that keeps as many slots as the others, chosen by nothing."""
+    S = len(cache)
+    if keep >= S:
+        return recent_slots(cache, keep, sinks)
+    sinks = min(sinks, keep)
+    draws = torch.rand(cache.batch_size, S - sinks, generator=generator)
+    chosen = draws.argsort(dim=1)[:, : keep - sinks].sort(dim=1).values.to(cache.device)
+    first = torch.arange(sinks, device=cache.device).expand(cache.batch_size, sinks)
+    return torch.cat([first, chosen + sinks], dim=1)
+
+
+def evict(cache: KVCache, slots: torch.Tensor) -> None:
+    """Keep `slots` ((B, K), ascending) and number them 0..K-1, as StreamingLLM and SirLLM do:
+    positions count places in the cache, not in the stream, so they never pass the longest
+    context the model was trained on."""
+    cache.keep(slots, positions=torch.arange(slots.shape[1], device=cache.device))

@@ -123,6 +123,17 @@ class CausalSelfAttention(nn.Module):
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, S, hs)
         return apply_rotary(k, *rope_k), v
 
+    def queries(self, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
+                ) -> torch.Tensor:
+        """Project x (B, T, d_model) to rotated queries (B, nh, T, hs + dr)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
+        q = q.transpose(1, 2)  # (B, nh, T, hs + dr)
+        if self.latent:
+            q_nope, q_rope = q.split([self.head_dim, self.rope_dim], dim=-1)
+            return torch.cat([q_nope, apply_rotary(q_rope, *rope_q)], dim=-1)
+        return apply_rotary(q, *rope_q)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -139,13 +150,7 @@ class CausalSelfAttention(nn.Module):
         elif kv is None:
             raise ValueError("a KV-sharing layer needs the K/V of the layer that produces them")
         k, v = kv
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
-        q = q.transpose(1, 2)  # (B, nh, T, hs + dr)
-        if self.latent:
-            q_nope, q_rope = q.split([self.head_dim, self.rope_dim], dim=-1)
-            q = torch.cat([q_nope, apply_rotary(q_rope, *rope_q)], dim=-1)  # (B, nh, T, hs + dr)
-        else:
-            q = apply_rotary(q, *rope_q)
+        q = self.queries(x, rope_q)  # (B, nh, T, hs + dr)
         # without a mask the plain causal one applies (it aligns queries to the first slot, which
         # is right when nothing is cached); `mask` aligns the new queries after cached slots
         y = F.scaled_dot_product_attention(
@@ -363,6 +368,30 @@ class GPT(nn.Module):
             yield
         finally:
             handle.remove()
+
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        """The causal attention probabilities of every layer and head on idx (B, T), without a
+        cache: (n_layer, B, n_heads, T, T), row t the weights query t gives keys 0..t."""
+        maps = []
+
+        def record(attn: CausalSelfAttention, args: tuple, output: tuple) -> None:
+            x, rope_q = args[0], args[1]
+            k = output[1][0]  # (B, n_kv, T, qk), rotated
+            q = attn.queries(x, rope_q)  # (B, nh, T, qk)
+            k = k.repeat_interleave(attn.n_heads // k.shape[1], dim=1)  # (B, nh, T, qk)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
+            T = idx.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            maps.append(scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1))
+
+        handles = [block.attn.register_forward_hook(record) for block in self.blocks]
+        try:
+            self(idx)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.stack(maps)
 
     @torch.no_grad()
     def generate(

@@ -1,0 +1,255 @@
+"""SirLLM against StreamingLLM: the dialogues, the cache policies, the streaming reader, how the
+claims are decided, and a whole smoke-scale run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from digestlab.configs import GPTConfig
+from digestlab.data import dialogue
+from digestlab.data.rng import SplitMix64
+from digestlab.experiments import reproduce
+from digestlab.experiments.sirllm import SCALES
+from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
+from digestlab.nn import GPT
+from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
+
+# --- dialogues -------------------------------------------------------------------------------
+
+
+def test_dialogues_are_the_same_for_the_same_seed_and_differ_between_seeds():
+    mix = dialogue.Mixture()
+    assert dialogue.dialogue(0, 5, mix) == dialogue.dialogue(0, 5, mix)
+    assert dialogue.dialogue(0, 5, mix) != dialogue.dialogue(1, 5, mix)
+    corpus = dialogue.DialogueCorpus.build(50, seed=0, mix=mix)
+    assert corpus.sha256 == dialogue.DialogueCorpus.build(50, seed=0, mix=mix).sha256
+
+
+def test_words_round_trip_and_unknown_words_are_refused():
+    text = "user : please remember to buy figs ."
+    assert dialogue.decode(dialogue.encode(text)) == text
+    with pytest.raises(ValueError, match="'durian'"):
+        dialogue.encode("buy durian")
+
+
+def test_grocery_offers_the_item_and_three_items_the_chat_never_mentioned():
+    for i in range(20):
+        g = dialogue.grocery(SplitMix64(i), n_exchanges=12, mention_percent=50)
+        request = [t for t in g.turns if g.item in t]
+        assert len(request) == 1 and "buy" in dialogue.decode(request[0])
+        assert g.item in g.options and len(set(g.options)) == 4
+        assert not set(g.options) & set(g.mentioned)
+        assert dialogue.decode(g.turns[-1]) == "bot : you asked me to buy"
+
+
+def test_rock_paper_scissors_bot_counters_the_most_frequent_move():
+    assert dialogue.counter_of_favourite([]) == "rock"
+    assert dialogue.counter_of_favourite(["paper", "rock", "rock"]) == "paper"
+    assert dialogue.counter_of_favourite(["scissors", "paper"]) == "rock"  # tie: earliest
+    assert dialogue.outcome("paper", "rock") == 1
+    assert dialogue.outcome("rock", "paper") == -1
+    assert dialogue.outcome("rock", "rock") == 0
+    moves = dialogue.opponent_moves(SplitMix64(3), 2000, favourite_percent=70)
+    assert max(moves.count(m) for m in dialogue.SLOTS["move"]) / 2000 == pytest.approx(0.7,
+                                                                                       abs=0.03)
+
+
+def test_training_rows_open_with_bos_and_shift_by_one():
+    corpus = dialogue.DialogueCorpus.build(20, seed=0, mix=dialogue.Mixture())
+    x, y = corpus.rows(corpus.starts[:3], seq_len=32)
+    assert x.shape == y.shape == (3, 32)
+    assert (x[:, 0] == dialogue.BOS).all()
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert torch.equal(x[0, 1:], corpus.tokens[:31])
+
+
+# --- cache policies --------------------------------------------------------------------------
+
+
+def filled_cache(length: int, batch: int = 2, scores: torch.Tensor | None = None):
+    config = GPTConfig(block_size=64, n_layer=1, d_model=16, n_heads=2, n_kv_heads=2,
+                       head_dim=8)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    cache = model.new_cache(batch)
+    with torch.no_grad():
+        model(torch.randint(0, 256, (batch, length)), cache=cache)
+    if scores is not None:
+        cache.scores[:] = scores
+    return model, cache
+
+
+def test_recent_slots_keep_the_sinks_and_the_latest():
+    _, cache = filled_cache(10)
+    assert recent_slots(cache, 4)[0].tolist() == [6, 7, 8, 9]
+    assert recent_slots(cache, 5, sinks=2)[1].tolist() == [0, 1, 7, 8, 9]
+    assert recent_slots(cache, 20, sinks=2)[0].tolist() == list(range(10))
+
+
+def test_top_score_slots_keep_the_sinks_and_the_highest_scores_in_order():
+    scores = torch.tensor([[9.0, 0, 5, 1, 5, 3, 0, 2], [0, 0, 0, 0, 0, 0, 0, 7]])
+    _, cache = filled_cache(8, scores=scores)
+    kept = top_score_slots(cache, 4, sinks=1)
+    assert kept[0].tolist() == [0, 2, 4, 5]
+    assert kept[1].tolist() == [0, 1, 2, 7]  # ties go to the earlier slot
+
+
+def test_random_slots_keep_the_sinks_and_a_sorted_draw():
+    _, cache = filled_cache(12)
+    kept = random_slots(cache, 6, sinks=2, generator=torch.Generator().manual_seed(0))
+    for row in kept.tolist():
+        assert row[:2] == [0, 1] and row == sorted(row) and len(set(row)) == 6
+
+
+def test_evict_renumbers_positions_and_keeps_scores_aligned():
+    scores = torch.arange(10.0).expand(2, 10)
+    _, cache = filled_cache(10, scores=scores)
+    evict(cache, torch.tensor([[0, 3, 7], [1, 2, 9]]))
+    assert len(cache) == 3
+    assert cache.positions.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert cache.scores.tolist() == [[0.0, 3.0, 7.0], [1.0, 2.0, 9.0]]
+
+
+def test_a_one_layer_model_after_eviction_equals_recomputing_the_kept_tokens():
+    # In one layer a token's K/V depend on the token alone, so the renumbered cache must give
+    # exactly what a fresh forward over the kept tokens gives.
+    config = GPTConfig(block_size=64, n_layer=1, d_model=32, n_heads=4, n_kv_heads=2,
+                       head_dim=8)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    tokens = torch.randint(0, 256, (1, 20))
+    cache = model.new_cache(1)
+    with torch.no_grad():
+        model(tokens[:, :19], cache=cache)
+        kept = torch.tensor([[0, 1, 5, 11, 17, 18]])
+        evict(cache, kept)
+        streamed, _ = model(tokens[:, 19:], cache=cache)
+        fresh, _ = model(torch.cat([tokens[:, kept[0]], tokens[:, 19:]], dim=1))
+    torch.testing.assert_close(streamed[:, -1], fresh[:, -1])
+
+
+def test_attention_weights_are_causal_distributions():
+    config = GPTConfig(block_size=32, n_layer=2, d_model=32, n_heads=4, n_kv_heads=2,
+                       head_dim=8)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    weights = model.attention_weights(torch.randint(0, 256, (2, 12)))
+    assert weights.shape == (2, 2, 4, 12, 12)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 4, 12))
+    assert (weights.triu(1) == 0).all()
+    for block in model.blocks:  # queries of zero: every key weighs the same
+        torch.nn.init.zeros_(block.attn.q_proj.weight)
+    uniform = model.attention_weights(torch.randint(0, 256, (1, 5)))
+    torch.testing.assert_close(uniform[0, 0, 0, 4], torch.full((5,), 0.2))
+
+
+# --- the streaming reader --------------------------------------------------------------------
+
+
+def test_streamed_surprisal_is_the_teacher_forced_one_when_nothing_is_evicted():
+    config = GPTConfig(block_size=128, n_layer=2, d_model=32, n_heads=2, n_kv_heads=2,
+                       head_dim=16)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    tokens = torch.randint(0, 256, (30,))
+    rows = [Policy("SirLLM", "top_score", 4), Policy("ref", "top_score", 4,
+                                                     reference_scoring=True)]
+    streamer = Streamer(model, rows, budget=100, generator=torch.Generator())
+    for turn in tokens.split(7):
+        streamer.read(turn)
+    with torch.no_grad():
+        logprobs = F.log_softmax(model(tokens[None])[0][0], dim=-1)  # (30, vocab)
+    own = -logprobs.gather(1, tokens[:, None]).squeeze(1)  # scored at a token's own position
+    paper = torch.cat([torch.zeros(1), -logprobs[:-1].gather(1, tokens[1:, None]).squeeze(1)])
+    torch.testing.assert_close(streamer.cache.scores[0], paper, atol=1e-4, rtol=1e-4)
+    # the authors' variant: token i gets the score of token i - 1 at its own position, and
+    # each turn's first token the turn's largest
+    reference = streamer.cache.scores[1]
+    torch.testing.assert_close(reference[8:14], own[7:13], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reference[7], own[7:14].max(), atol=1e-4, rtol=1e-4)
+
+
+def test_every_row_keeps_to_the_budget_under_its_own_policy():
+    config = GPTConfig(block_size=128, n_layer=2, d_model=32, n_heads=2, n_kv_heads=2,
+                       head_dim=16)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    rows = [Policy("window", "recent"), Policy("StreamingLLM", "recent", 4),
+            Policy("SirLLM", "top_score", 4, 0.9), Policy("random", "random", 4)]
+    streamer = Streamer(model, rows, budget=24, generator=torch.Generator().manual_seed(0))
+    for turn in torch.randint(0, 256, (100,)).split(6):
+        streamer.read(turn)
+        assert len(streamer.cache) <= 24
+    # the last turn has 4 tokens: 20 slots were kept for it, and the cache is full again
+    origin = streamer.origin
+    assert origin[0].tolist() == list(range(76, 100))
+    assert origin[1].tolist() == [0, 1, 2, 3, *range(80, 100)]
+    assert origin[2, :4].tolist() == [0, 1, 2, 3] and origin[3, :4].tolist() == [0, 1, 2, 3]
+
+
+# --- claims and the whole run ----------------------------------------------------------------
+
+
+def outcomes(sir: list[int], streaming: list[int], wins: tuple[list, list],
+             ppl: dict[str, list[float]], ceiling: float = 0.95, sink: float = 0.2
+             ) -> list[dict]:
+    params = SCALES["smoke"]
+    grocery = {"correct_at_budget": {"SirLLM": sir, "StreamingLLM": streaming},
+               "by_budget": {str(params.budget): {
+                   "SirLLM": {"accuracy": sum(sir) / len(sir), "retained": 1.0},
+                   "StreamingLLM": {"accuracy": sum(streaming) / len(sir), "retained": 0.0}}},
+               "item_distance_mean": 900.0, "in_context_accuracy": ceiling,
+               "in_context_dialogues": 200}
+    rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1]},
+           "win": {"SirLLM": 0.5, "StreamingLLM": 0.5}, "oracle_win": 0.6}
+    perplexity = {"per_stream": ppl, "tokens": 4096, "window": 64}
+    sinks = {"top_head_per_layer": [0.01, sink], "uniform": 0.02}
+    return decide_claims(params, grocery, rps, perplexity, sinks)
+
+
+def test_claims_follow_the_paired_differences():
+    n = 40
+    ppl_holds = {"recompute": [2.0, 2.1, 2.0, 1.9], "StreamingLLM": [2.02, 2.1, 2.03, 1.92],
+                 "window": [3.0, 3.2, 2.9, 3.1]}
+    claims = outcomes([1] * n, [0, 1] * (n // 2), ([0.6, 0.62, 0.58, 0.61], [0.4, 0.41,
+                                                                             0.39, 0.42]),
+                      ppl_holds)
+    assert [c["verdict"] for c in claims] == ["reproduced"] * 3
+    no_sinks_needed = ppl_holds | {"window": ppl_holds["StreamingLLM"]}
+    claims = outcomes([0, 1] * (n // 2), [0, 1] * (n // 2), ([0.4, 0.41, 0.39, 0.42],
+                                                             [0.6, 0.62, 0.58, 0.61]),
+                      no_sinks_needed)
+    assert [c["verdict"] for c in claims] == ["not_reproduced"] * 3
+    assert claims[0]["measured"]["mean difference"] == 0.0
+
+
+def test_claims_whose_premise_the_model_lacks_are_not_judged():
+    # recall with nothing evicted near chance; no head above twice uniform on the first token
+    claims = outcomes([1, 0] * 20, [0] * 40, ([0.5] * 4, [0.5] * 4),
+                      {"recompute": [2.0] * 2, "StreamingLLM": [2.0] * 2, "window": [3.0] * 2},
+                      ceiling=0.27, sink=0.03)
+    assert claims[0]["verdict"] == claims[2]["verdict"] == "inconclusive"
+    assert claims[0]["measured"]["testable"] is claims[2]["measured"]["testable"] is False
+
+
+def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        reproduce("sirllm", "smoke", {}, out / "metrics.json", out / "figures", threads=1,
+                  log=lambda _: None)
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    metrics = runs[0]
+    assert [c["id"] for c in metrics["claims"]] == [
+        "sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity"]
+    assert metrics["figures"] == ["grocery_recall.svg", "rps_win_rate.svg",
+                                  "streaming_perplexity.svg"]
+    assert all((tmp_path / "a" / "figures" / f).exists() for f in metrics["figures"])
+    assert set(metrics["provenance"]["bases"]) == {"lm"}
+    for m in runs:
+        del m["timing"], m["provenance"]
+    assert runs[0] == runs[1]
