@@ -92,10 +92,13 @@ class Streamer:
 
     def __init__(self, model: GPT, rows: list[Policy], budget: int, generator: torch.Generator):
         self.model, self.rows, self.budget, self.generator = model, rows, budget, generator
+        self.device = model.wte.weight.device
         self.cache: KVCache = model.new_cache(len(rows))
-        self.decay = torch.tensor([[p.decay] for p in rows])  # (B, 1)
-        self.reference = torch.tensor([[p.reference_scoring] for p in rows])  # (B, 1)
-        self.origin = torch.zeros(len(rows), 0, dtype=torch.long)  # stream offset of each slot
+        self.decay = torch.tensor([[p.decay] for p in rows], device=self.device)  # (B, 1)
+        self.reference = torch.tensor([[p.reference_scoring] for p in rows],
+                                      device=self.device)  # (B, 1)
+        # the stream offset of each slot's token, (B, S)
+        self.origin = torch.zeros(len(rows), 0, dtype=torch.long, device=self.device)
         self.read_tokens = 0
         self.last_logprobs: torch.Tensor | None = None  # (B, vocab) for the next token
 
@@ -117,7 +120,7 @@ class Streamer:
         """Cut the cache down so the turn fits in the budget, decay the stored scores, read the
         turn ((T,) for every row or (B, T)) and return its log-probabilities (B, T, vocab)."""
         B = len(self.rows)
-        tokens = tokens.expand(B, tokens.shape[-1])  # (B, T)
+        tokens = tokens.to(self.device).expand(B, tokens.shape[-1])  # (B, T)
         T = tokens.shape[1]
         if len(self.cache) + T > self.budget:
             slots = self._slots(self.budget - T)
@@ -128,8 +131,8 @@ class Streamer:
         logits, _ = self.model(tokens, cache=self.cache)
         logprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
         self.cache.scores[:, -T:] = self._surprisal(tokens, logprobs)
-        self.origin = torch.cat([self.origin, self.read_tokens + torch.arange(T).expand(B, T)],
-                                dim=1)
+        new = self.read_tokens + torch.arange(T, device=self.device).expand(B, T)
+        self.origin = torch.cat([self.origin, new], dim=1)
         self.read_tokens += T
         self.last_logprobs = logprobs[:, -1]
         return logprobs
@@ -180,10 +183,11 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
             item_offset = streamer.read_tokens + turn.index(stream.item)
         streamer.read(torch.tensor(turn))
     options = torch.tensor(stream.options)
-    picked = options[streamer.last_logprobs[:, options].argmax(dim=1)]  # (B,)
+    picked = options[streamer.last_logprobs.cpu()[:, options].argmax(dim=1)]  # (B,)
+    origin = streamer.origin.cpu()
     return {
         "correct": {p.name: bool(picked[i] == stream.item) for i, p in enumerate(rows)},
-        "retained": {p.name: bool((streamer.origin[i] == item_offset).any())
+        "retained": {p.name: bool((origin[i] == item_offset).any())
                      for i, p in enumerate(rows)},
         "tokens": streamer.read_tokens,
         "distance": streamer.read_tokens - item_offset,
@@ -198,7 +202,8 @@ def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> fl
         stream = grocery_stream(params, 10_000 + index, exchanges)
         tokens = torch.tensor([BOS] + [t for turn in stream.turns for t in turn])
         with torch.no_grad():
-            logits, _ = model(tokens[None])
+            logits, _ = model(tokens[None].to(model.wte.weight.device))
+        logits = logits.cpu()
         options = torch.tensor(stream.options)
         correct += int(options[logits[0, -1, options].argmax()] == stream.item)
     return correct / n
@@ -216,7 +221,7 @@ def _rps_job(job: tuple[Path, Params, int]) -> dict:
     outcomes = torch.zeros(len(rows), params.rps_rounds, dtype=torch.long)
     move_ids = torch.tensor(MOVE_IDS)
     for r, move in enumerate(moves):
-        logprobs = streamer.read(torch.tensor(dialogue.user_move_turn(move)))
+        logprobs = streamer.read(torch.tensor(dialogue.user_move_turn(move))).cpu()
         guess = logprobs[:, 1, move_ids].argmax(dim=1)  # after "user :", before the move
         bots = [BEATS[SLOTS["move"][g]] for g in guess.tolist()]
         streamer.read(torch.tensor([dialogue.bot_move_turn(b, move) for b in bots]))
@@ -252,12 +257,12 @@ def _perplexity_job(job: tuple[Path, Params, list[int]]) -> dict[str, torch.Tens
     n, L = tokens.shape[0], params.ppl_window
     kinds = [Policy("window", "recent"), Policy("StreamingLLM", "recent", params.sinks)]
     streamer = Streamer(model, [k for k in kinds for _ in range(n)], L, torch.Generator())
-    rows = tokens.repeat(len(kinds), 1)  # (kinds * n, N), kind-major like the policies
+    rows = tokens.repeat(len(kinds), 1).to(streamer.device)  # (kinds * n, N), kind-major
     nll = []
     for t in range(tokens.shape[1] - 1):
         logprobs = streamer.read(rows[:, t : t + 1])[:, -1]  # (B, vocab), predicting t + 1
         nll.append(-logprobs.gather(1, rows[:, t + 1 : t + 2]).squeeze(1))
-    nll = torch.stack(nll, dim=1).view(len(kinds), n, -1)  # (kinds, n, N - 1): token t + 1
+    nll = torch.stack(nll, dim=1).cpu().view(len(kinds), n, -1)  # (kinds, n, N - 1): t + 1
     scored = scored_positions(params)
     out = {k.name: nll[i][:, scored - 1] for i, k in enumerate(kinds)}
     # Recomputation: each scored token predicted by a fresh forward over <bos> and the L - 1
@@ -266,10 +271,10 @@ def _perplexity_job(job: tuple[Path, Params, list[int]]) -> dict[str, torch.Tens
         contexts = torch.stack([tokens[:, t - width : t] for t in scored.tolist()], dim=1)
         if width < L:
             contexts = torch.cat([torch.full((*contexts.shape[:2], 1), BOS), contexts], dim=2)
-        flat = contexts.flatten(0, 1)  # (n * n_scored, L)
+        flat = contexts.flatten(0, 1).to(streamer.device)  # (n * n_scored, L)
         with torch.no_grad():
             logprobs = torch.cat([F.log_softmax(model(chunk)[0][:, -1].float(), dim=-1)
-                                  for chunk in flat.split(256)])  # (n * n_scored, vocab)
+                                  for chunk in flat.split(256)]).cpu()  # (n * n_scored, vocab)
         targets = tokens[:, scored].flatten()
         out[name] = -logprobs.gather(1, targets[:, None]).view(n, len(scored))
     return out
@@ -534,11 +539,14 @@ def plot_grocery(params: Params, grocery: dict, path) -> str:
         if name in grocery["by_budget"][str(budgets[0])]:
             left.plot(budgets, [grocery["by_budget"][str(b)][name]["accuracy"] for b in budgets],
                       "o-", color=colour, label=name)
+            left.plot(budgets, [grocery["by_budget"][str(b)][name]["retained"] for b in budgets],
+                      "s--", color=colour, ms=3, lw=1)
     for ax in (left, right):
         ax.axhline(0.25, color="gray", ls=":", lw=1)
         ax.axhline(grocery["in_context_accuracy"], color="black", ls="--", lw=1)
         ax.set_ylim(0, 1.02)
-    left.set(xlabel="cache budget (tokens)", ylabel="recall accuracy (4 choices)",
+    left.set(xlabel="cache budget (tokens)",
+             ylabel="recall accuracy (4 choices); dashed: item still cached",
              title=f"grocery, item ~{grocery['item_distance_mean']:.0f} tokens back")
     left.set_xticks(budgets)
     left.legend(fontsize=7)
@@ -582,11 +590,15 @@ def plot_perplexity(params: Params, perplexity: dict, sinks: dict, path) -> str:
              title=f"cache of {perplexity['window']} tokens (perplexity in brackets)")
     left.legend(fontsize=7)
     layers = range(len(sinks["per_layer"]))
-    right.bar([i - 0.2 for i in layers], sinks["per_layer"], width=0.4, label="mean head")
-    right.bar([i + 0.2 for i in layers], sinks["top_head_per_layer"], width=0.4,
-              label="top head")
-    right.axhline(sinks["uniform"], color="gray", ls=":", lw=1, label="uniform attention")
-    right.set(xlabel="layer", ylabel="attention on the first token", ylim=(0, 1),
+    uniform = sinks["uniform"]
+    right.bar([i - 0.2 for i in layers], [a / uniform for a in sinks["per_layer"]], width=0.4,
+              label="mean head")
+    right.bar([i + 0.2 for i in layers], [a / uniform for a in sinks["top_head_per_layer"]],
+              width=0.4, label="top head")
+    right.axhline(1.0, color="gray", ls=":", lw=1, label="uniform attention")
+    right.axhline(SINK_RATIO, color="black", ls="--", lw=1, label="a sink, by our bar")
+    right.set(xlabel="layer", ylabel="attention on the first token / uniform's",
+              ylim=(0, max(SINK_RATIO + 1, *(a / uniform for a in sinks["top_head_per_layer"]))),
               title="attention sinks")
     right.set_xticks(list(layers))
     right.legend(fontsize=7)
