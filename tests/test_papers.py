@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, entry, write_entry
 
+from digestlab.experiments import experiment_exists
 from digestlab.papers import (
     Paper,
     PaperError,
@@ -17,7 +18,7 @@ TAGS = load_tags(ROOT / "config" / "tags.yaml")
 
 
 def known_experiment(name: str) -> bool:
-    return name in ("cla", "fsdp_compile")
+    return experiment_exists(name)
 
 
 def problems(papers_dir) -> list[str]:

@@ -220,17 +220,31 @@ def _rps_job(job: tuple[Path, Params, int]) -> dict:
         streamer.read(torch.tensor(([BOS] if i == 0 else []) + turn))
     outcomes = torch.zeros(len(rows), params.rps_rounds, dtype=torch.long)
     move_ids = torch.tensor(MOVE_IDS)
+    favourite = max(SLOTS["move"], key=moves.count)
+    # which stream offsets hold the opponent's moves, and whether each was its favourite
+    move_at = torch.zeros(0, dtype=torch.long)
+    move_is_favourite = torch.zeros(0, dtype=torch.bool)
+    held = torch.zeros(len(rows))  # opponent's moves in the cache, summed over scored rounds
+    held_favourite = torch.zeros(len(rows))
     for r, move in enumerate(moves):
+        move_at = torch.cat([move_at, torch.tensor([streamer.read_tokens + 2])])
+        move_is_favourite = torch.cat([move_is_favourite, torch.tensor([move == favourite])])
         logprobs = streamer.read(torch.tensor(dialogue.user_move_turn(move))).cpu()
         guess = logprobs[:, 1, move_ids].argmax(dim=1)  # after "user :", before the move
         bots = [BEATS[SLOTS["move"][g]] for g in guess.tolist()]
+        if r >= params.rps_scored_from:  # what the cache held when the guess was made
+            cached = (streamer.origin.cpu()[:, :, None] == move_at[:-1]).any(dim=1)  # (B, r)
+            held += cached.sum(dim=1)
+            held_favourite += (cached & move_is_favourite[:-1]).sum(dim=1)
         streamer.read(torch.tensor([dialogue.bot_move_turn(b, move) for b in bots]))
         outcomes[:, r] = torch.tensor([dialogue.outcome(b, move) for b in bots])
     scored = outcomes[:, params.rps_scored_from:]
     oracle = [dialogue.outcome(dialogue.counter_of_favourite(moves[:r]), moves[r])
               for r in range(params.rps_scored_from, params.rps_rounds)]
-    favourite = max(SLOTS["move"], key=moves.count)
     return {
+        "moves_held": {p.name: held[i].item() / len(oracle) for i, p in enumerate(rows)},
+        "favourite_share_held": {p.name: held_favourite[i].item() / max(held[i].item(), 1)
+                                 for i, p in enumerate(rows)},
         "win": {p.name: (scored[i] == 1).float().mean().item() for i, p in enumerate(rows)},
         "lose": {p.name: (scored[i] == -1).float().mean().item() for i, p in enumerate(rows)},
         "oracle_win": sum(o == 1 for o in oracle) / len(oracle),
@@ -402,6 +416,13 @@ def rps_metrics(results: list[dict]) -> dict:
         "lose": {name: summarize([r["lose"][name] for r in results])["mean"] for name in names},
         "oracle_win": summarize([r["oracle_win"] for r in results])["mean"],
         "favourite_share": summarize([r["favourite_share"] for r in results])["mean"],
+        # what each policy's cache held when it guessed: how many of the opponent's moves,
+        # and which share of them its favourite
+        "moves_held": {name: summarize([r["moves_held"][name] for r in results])["mean"]
+                       for name in names},
+        "favourite_share_held": {
+            name: summarize([r["favourite_share_held"][name] for r in results])["mean"]
+            for name in names},
     }
 
 
