@@ -339,8 +339,8 @@ def run(params: Params, ctx: RunContext) -> Report:
     jobs = [("grocery", (checkpoint, params, i, b, b == params.budget))
             for b in params.budgets for i in range(params.grocery_streams)]
     jobs += [("rps", (checkpoint, params, i)) for i in range(params.rps_streams)]
-    groups = [list(range(params.ppl_streams))[w::workers] for w in range(workers)]
-    jobs += [("ppl", (checkpoint, params, g)) for g in groups if g]
+    # one perplexity stream per job, so no number depends on how many workers there are
+    jobs += [("ppl", (checkpoint, params, [i])) for i in range(params.ppl_streams)]
     ctx.log(f"{len(jobs)} streaming jobs on {workers} worker(s)")
     done = map_runs(_job, jobs, workers, device)
     results = {kind: [r for k, r in done if k == kind] for kind in ("grocery", "rps", "ppl")}
@@ -429,11 +429,7 @@ def rps_metrics(results: list[dict]) -> dict:
 def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -> dict:
     """Perplexity of each way of reading, per stream and overall, and mean NLL along the
     stream in bins, from the scored positions."""
-    order = [i for w in range(len(results)) for i in list(range(params.ppl_streams))[w::len(
-        results)]]
     nll = {name: torch.cat([r[name] for r in results]) for name in results[0]}  # (streams, n)
-    restore = torch.tensor(order).argsort()  # back to stream order
-    nll = {name: v[restore] for name, v in nll.items()}
     positions = scored_positions(params)
     bins = torch.div(positions, 256, rounding_mode="floor")
     return {
