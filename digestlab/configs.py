@@ -125,3 +125,22 @@ class TrainConfig:
             )
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("grad_clip and weight_decay must be >= 0")
+
+
+@dataclass(config=_STRICT_FIELDS)
+class SAEConfig:
+    """A sparse autoencoder over d_in-wide activations (digestlab/nn/sae.py)."""
+
+    d_in: int = 64  # width of the activations it reads, e.g. the model's d_model
+    width: int = 512  # dictionary features
+    kind: Literal["relu", "topk"] = "relu"  # relu: Anthropic's 2024 recipe; topk: Gao et al.
+    l1_coeff: float = 1.0  # relu: weight of the sparsity penalty sum_i f_i * |d_i|
+    k: int = 16  # topk: features kept active per input
+
+    def __post_init__(self) -> None:
+        if self.d_in < 1 or self.width < 1:
+            raise ValueError("d_in and width must be >= 1")
+        if self.l1_coeff < 0:
+            raise ValueError(f"l1_coeff must be >= 0, got {self.l1_coeff}")
+        if self.kind == "topk" and not 1 <= self.k <= self.width:
+            raise ValueError(f"k must be in [1, width], got {self.k}")
