@@ -71,6 +71,23 @@ def seeds_to_decide(gap: float, sd: float, most: int = 1000) -> int | None:
     return None
 
 
+def band(stats: dict[str, float | None], to_value=lambda x: x) -> list[float] | None:
+    """The [low, high] t-band of a decide_* verdict's statistics (through `to_value`), or None
+    when one sample gave no band."""
+    if stats["low"] is None:
+        return None
+    return [to_value(stats["low"]), to_value(stats["high"])]
+
+
+def samples_to_decide(verdict: str, stats: dict[str, float | None], bound: float,
+                      samples: str = "seeds") -> dict[str, int | None]:
+    """For an inconclusive verdict with a spread, {"<samples> to decide": n}, the samples that
+    would decide it if the mean and spread held (see seeds_to_decide); else {}."""
+    if verdict != INCONCLUSIVE or not stats["sd"]:
+        return {}
+    return {f"{samples} to decide": seeds_to_decide(stats["mean"] - bound, stats["sd"])}
+
+
 def decide_equal(value: float, target: float, rel_tol: float = 1e-9) -> str:
     """Verdict on an exact, noise-free quantity such as a byte count."""
     return REPRODUCED if math.isclose(value, target, rel_tol=rel_tol) else NOT_REPRODUCED

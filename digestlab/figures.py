@@ -26,13 +26,15 @@ STYLE = {
 }
 
 
-def new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.0):
-    """A figure with `ncols` axes side by side in the site's style."""
+def new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.0, nrows: int = 1):
+    """A figure with `ncols` axes side by side (in `nrows` rows) in the site's style; the axes
+    come row by row."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
-            1, ncols, figsize=(width * ncols, height), squeeze=False, layout="constrained"
+            nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+            layout="constrained"
         )
-    return fig, list(axes[0])
+    return fig, list(axes.flat)
 
 
 def log_x(ax, ticks=None) -> None:

@@ -34,9 +34,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from digestlab import package_files
+from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -84,6 +85,25 @@ class TrainedBase:
     model: GPT
     result: TrainResult
     data_sha256: str
+
+
+class LanguageModelParams(BaseModel):
+    """What every base language model takes: the model, its training, and its windows. An
+    experiment subclasses it with the fields of its own data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: GPTConfig
+    train: TrainConfig
+    batch_size: int = Field(gt=0)
+    seq_len: int = Field(gt=0)  # tokens per training window
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> LanguageModelParams:
+        if self.seq_len > self.model.block_size:
+            raise ValueError(f"seq_len {self.seq_len} exceeds model.block_size "
+                             f"{self.model.block_size}")
+        return self
 
 
 def _module_name(name: str, packages: tuple[str, ...]) -> str | None:

@@ -10,30 +10,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from digestlab.configs import GPTConfig, TrainConfig
+from digestlab.experiments import LanguageModelParams
 
 BASES = ("lm",)
 
 
-class LanguageModel(BaseModel):
+class LanguageModel(LanguageModelParams):
     """The dialogue model: trained once, then shared by every policy and task. Its words
-    take the first ids of the model's 256-token vocabulary (see digestlab/data/dialogue.py)."""
+    take the first ids of the model's 256-token vocabulary (see digestlab/data/dialogue.py).
+    Its training context, seq_len, is far shorter than the streams it reads."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: GPTConfig
-    train: TrainConfig
-    batch_size: int = Field(gt=0)
-    seq_len: int = Field(gt=0)  # training context: dialogues are streamed far past it
     n_dialogues: int = Field(gt=1)  # training dialogues generated
     eval_batches: int = Field(8, gt=0)  # validation batches of batch_size rows
     mention_percent: int = Field(25, ge=0, le=100)  # chat turns that mention an item
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LanguageModel:
-        if self.seq_len > self.model.block_size:
-            raise ValueError(f"seq_len {self.seq_len} exceeds model.block_size "
-                             f"{self.model.block_size}")
-        return self
 
 
 class Params(BaseModel):

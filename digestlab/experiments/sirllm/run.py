@@ -35,10 +35,11 @@ from digestlab.claims import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
+    band,
     claim,
     decide_above,
     decide_below,
-    seeds_to_decide,
+    samples_to_decide,
     summarize,
 )
 from digestlab.data import dialogue
@@ -444,17 +445,6 @@ def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -
     }
 
 
-def _band(stats: dict, to_value=lambda x: x) -> list[float] | None:
-    return None if stats["low"] is None else [to_value(stats["low"]), to_value(stats["high"])]
-
-
-def _undecided(verdict: str, stats: dict, bound: float) -> dict:
-    """How many samples would decide a claim the samples at hand left undecided."""
-    if verdict != INCONCLUSIVE or not stats["sd"]:
-        return {}
-    return {"samples to decide": seeds_to_decide(stats["mean"] - bound, stats["sd"])}
-
-
 def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, sinks: dict
                   ) -> list[dict]:
     """The three claims, each from paired differences over the streams. A claim whose premise
@@ -480,11 +470,11 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
                "item far better than StreamingLLM once it has left the recent window"},
         {"SirLLM accuracy": at["SirLLM"]["accuracy"],
          "StreamingLLM accuracy": at["StreamingLLM"]["accuracy"],
-         "mean difference": stats["mean"], "95% band": _band(stats), "paired sd": stats["sd"],
+         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
          "streams": stats["n"], "item distance (tokens)": grocery["item_distance_mean"],
          "SirLLM kept the item": at["SirLLM"]["retained"], "decay": params.grocery_decay,
          "accuracy with nothing evicted": ceiling, "bound": GROCERY_MARGIN}
-        | (_undecided(verdict, stats, GROCERY_MARGIN) if testable
+        | (samples_to_decide(verdict, stats, GROCERY_MARGIN, "samples") if testable
            else {"testable": False}),
         f"accuracy(SirLLM) - accuracy(StreamingLLM) > {GROCERY_MARGIN:.2f}",
         verdict,
@@ -498,9 +488,10 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
                "StreamingLLM"},
         {"SirLLM win rate": rps["win"]["SirLLM"],
          "StreamingLLM win rate": rps["win"]["StreamingLLM"],
-         "mean difference": stats["mean"], "95% band": _band(stats), "paired sd": stats["sd"],
+         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
          "games": stats["n"], "perfect-memory win rate": rps["oracle_win"],
-         "decay": params.rps_decay, "bound": 0.0} | _undecided(verdict, stats, 0.0),
+         "decay": params.rps_decay, "bound": 0.0}
+        | samples_to_decide(verdict, stats, 0.0, "samples"),
         "win(SirLLM) - win(StreamingLLM) > 0",
         verdict,
     ))
@@ -526,9 +517,9 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
          "en": "StreamingLLM's sink tokens keep streaming perplexity near the recompute "
                "baseline, while a window alone degrades"},
         {"StreamingLLM / recompute": math.exp(near_stats["mean"]),
-         "95% band (StreamingLLM)": _band(near_stats, math.exp),
+         "95% band (StreamingLLM)": band(near_stats, math.exp),
          "window / recompute": math.exp(worse_stats["mean"]),
-         "95% band (window)": _band(worse_stats, math.exp),
+         "95% band (window)": band(worse_stats, math.exp),
          "paired sd": max(near_stats["sd"] or 0.0, worse_stats["sd"] or 0.0),
          "streams": near_stats["n"], "tokens per stream": perplexity["tokens"],
          "cache": perplexity["window"], "bound": PPL_NEAR,

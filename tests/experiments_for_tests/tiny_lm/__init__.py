@@ -4,17 +4,12 @@ own (base_lm.py), then evaluated by the analysis (run.py) against the uniform by
 from pydantic import BaseModel, ConfigDict, Field
 
 from digestlab.configs import GPTConfig, TrainConfig
+from digestlab.experiments import LanguageModelParams
 
 
-class LanguageModel(BaseModel):
-    """The base model's params: what it is and how it is trained."""
+class LanguageModel(LanguageModelParams):
+    """The base model's params: what it is, how it is trained, and on how many documents."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: GPTConfig
-    train: TrainConfig
-    batch_size: int = Field(gt=0)
-    seq_len: int = Field(gt=0)
     n_documents: int = Field(gt=1)
 
 
