@@ -54,7 +54,7 @@ def test_analysis_and_base_model_sources_are_apart():
 
 def test_specs_import_without_torch():
     code = ("import sys; from digestlab.experiments import load_spec; "
-            "[load_spec(n) for n in ('cla', 'fsdp_compile', 'sirllm')]; "
+            "[load_spec(n) for n in ('cla', 'fsdp_compile', 'monosemanticity', 'sirllm')]; "
             "import digestlab.workflow; assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,855 @@
+"""Scaling Monosemanticity in miniature: SAE features of a model of Python sessions, the
+feature that detects bugs, and what clamping it does.
+
+One program model (`base_lm.py`) reads short sessions (`>>> x = 7` ... `>>> print(x // y)`)
+and predicts the output line: the printed value, or the name of the error the program raises.
+"The model predicts an error" means its next byte after the print line is an uppercase letter
+(every error name starts with one, no clean output does); P(error) is their total probability.
+
+1. Sparse autoencoders (`digestlab/nn/sae.py`) train on the residual stream after block
+   `layer`, at every byte of programs the model never trained on: the ReLU recipe over a
+   sweep of lambda, and the TopK recipe, several seeds each. The sweep's lambda whose L0 is
+   nearest TopK's k is the one analysed, so the two recipes meet at equal sparsity.
+2. Each SAE is judged by explained variance, L0, dead and dense features, and by the
+   cross-entropy of the model with the SAE's reconstruction spliced in, against replacing the
+   stream by its mean (mean-ablation) or by zeros.
+3. On held-out pairs (a buggy program and its clean twin, one line apart), every feature's
+   activation at the last byte before the output is scored by AUROC for "any bug" and for each
+   error type, beside the model's own P(error).
+4. Steering: the best "any bug" feature is clamped at every position, to +m times its largest
+   activation on clean programs (on clean programs) and to -m times that (on buggy ones), with
+   the SAE's error term kept, so that only that feature changes: h' = h + (c - f_i(h)) d_i.
+   Random live features clamped to change the stream by the same mean norm are the controls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+import torch
+from torch.nn import functional as F
+
+from digestlab.checkpoint import load_checkpoint
+from digestlab.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    band,
+    claim,
+    decide_above,
+    decide_below,
+    samples_to_decide,
+    summarize,
+)
+from digestlab.configs import SAEConfig
+from digestlab.data import DOCUMENT_SEPARATOR
+from digestlab.data import programs as program_data
+from digestlab.data.programs import ERROR_FIRST_BYTES, ERROR_TYPES, Program
+from digestlab.device import device_name, pick_device
+from digestlab.experiments import Report, RunContext
+from digestlab.experiments.monosemanticity import Params
+from digestlab.experiments.monosemanticity.base_lm import corpus
+from digestlab.figures import log_x, new_figure, save_svg
+from digestlab.nn import GPT
+from digestlab.nn.sae import SparseAutoencoder, evaluate_sae
+from digestlab.nn.sae import objective as sae_objective
+from digestlab.train import map_runs
+from digestlab.train import train as train_loop
+
+EV_BAR = 0.65  # claim 1: the paper's bar on explained variance
+L0_SHARE = 0.05  # claim 1: "far below the width" means at most this share of features active
+RECOVERED_BAR = 0.90  # claim 2: loss recovered against mean-ablation
+AUROC_BAR = 0.90  # claim 3: a feature per error type at least this good
+CLEAN_BASE_BELOW, CLAMPED_ABOVE = 0.10, 0.50  # claim 4
+HALVED = 0.5  # claim 5
+CONTROL_SHARE = 1 / 3  # claim 6
+# Premises: claim 5 needs a model that predicts the errors of buggy programs at least this
+# often; claim 6 needs a feature that moves the error predictions by at least this much.
+BUGGY_BASE_AT_LEAST = 0.2
+EFFECT_AT_LEAST = 0.1
+ANY = "any bug"
+MAX_OUTPUT = 18  # bytes read back per output line: the longest error name and its newline
+NEWLINE = ord("\n")
+CHUNK = 256  # programs per forward pass
+
+# What the forked workers read; set by `run` before map_runs (a fork shares them for free).
+_SHARED: dict[str, object] = {}
+
+
+# --- programs as tensors -------------------------------------------------------------------------
+
+def _bytes(program: Program, with_output: bool) -> list[int]:
+    # Every program reads as the start of a document: after the separator, as in training.
+    text = program.text() if with_output else program.prompt()
+    return [DOCUMENT_SEPARATOR, *text.encode("utf-8")]
+
+
+def right_padded(items: Sequence[Program], with_output: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (N, T) right-padded with the separator, lengths (N,)) of the programs' bytes."""
+    rows = [_bytes(p, with_output) for p in items]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [DOCUMENT_SEPARATOR] * (width - len(r)) for r in rows])
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+@torch.no_grad()
+def residual(model: GPT, ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """The residual stream after block `layer`, (N, T, d), of right-padded ids."""
+    seen: list[torch.Tensor] = []
+    with model.residual_hook(layer, lambda h: seen.append(h.float())):
+        model(ids.to(model.wte.weight.device))
+    return seen[0]
+
+
+def program_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, width) mask of each row's program bytes (the leading separator and padding off)."""
+    at = torch.arange(width)
+    return (at >= 1) & (at < lengths[:, None])
+
+
+@torch.no_grad()
+def activations(model: GPT, items: Sequence[Program], layer: int) -> torch.Tensor:
+    """Residual-stream vectors (M, d) at every byte of the programs, outputs included."""
+    out = []
+    for start in range(0, len(items), CHUNK):
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output=True)
+        h = residual(model, ids, layer)
+        out.append(h[program_positions(lengths, ids.shape[1]).to(h.device)].cpu())
+    return torch.cat(out)
+
+
+# --- reading the output line ---------------------------------------------------------------------
+
+def clamp_hook(sae: SparseAutoencoder, feature: int, value: float
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Set feature `feature` to `value` at every position and keep the SAE's error term:
+    h' = h + (value - f(h)) d, d the feature's decoder row in the stream's units."""
+    direction = sae.decoder()[feature].detach() / sae.input_scale
+
+    def hook(h: torch.Tensor) -> torch.Tensor:
+        f = sae.encode(h)[..., feature]  # (B, T)
+        return h + (value - f)[..., None] * direction.to(h.dtype)
+
+    return hook
+
+
+@torch.no_grad()
+def read_outputs(model: GPT, items: Sequence[Program], layer: int = 0,
+                 hook: Callable | None = None, max_bytes: int = MAX_OUTPUT) -> dict:
+    """For each program: the model's P(error) at the output's first byte, its greedy output
+    line (at most `max_bytes`) and whether that line is an error's name. Prompts are
+    left-padded and read with the KV cache, with `hook` on block `layer`."""
+    device = model.wte.weight.device
+    error_ids = torch.tensor(ERROR_FIRST_BYTES, device=device)
+    p_error, lines = [], []
+    steering = model.residual_hook(layer, hook) if hook else contextlib.nullcontext()
+    with steering:
+        for start in range(0, len(items), CHUNK):
+            rows = [_bytes(p, with_output=False) for p in items[start : start + CHUNK]]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[DOCUMENT_SEPARATOR] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+            cache = model.new_cache(len(rows))
+            logits, _ = model(ids.to(device), cache=cache, attention_mask=mask.to(device))
+            probs = logits[:, -1].float().softmax(-1)
+            p_error.append(probs[:, error_ids].sum(-1).cpu())
+            read = [logits[:, -1].argmax(-1, keepdim=True)]
+            ended = read[-1] == NEWLINE
+            for _ in range(max_bytes - 1):
+                if bool(ended.all()):
+                    break
+                logits, _ = model(read[-1], cache=cache)
+                read.append(logits[:, -1].argmax(-1, keepdim=True))
+                ended |= read[-1] == NEWLINE
+            for row in torch.cat(read, dim=1).tolist():
+                text = bytes(row).decode("utf-8", errors="replace")
+                lines.append(text.split("\n", 1)[0])
+    # An error predicted is an error's name written: text that merely starts with a capital
+    # (what a model pushed off its distribution writes) is no error message.
+    named = torch.tensor([line in ERROR_TYPES for line in lines])
+    return {"p_error": torch.cat(p_error), "predicts_error": named, "lines": lines}
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of each column of scores (N, F) for the boolean labels (N,):
+    the chance that a positive outscores a negative, ties counting one half."""
+    ranks = torch.from_numpy(scipy.stats.rankdata(scores.double().numpy(), axis=0))
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positives and negatives")
+    return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson's 95% interval for a rate of successes out of n."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def rate(flags: torch.Tensor) -> dict:
+    """A rate with its sample size and Wilson interval."""
+    k, n = int(flags.sum()), len(flags)
+    return {"rate": k / n, "n": n, "interval": wilson(k, n)}
+
+
+# --- the data of one run -------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class HeldOut:
+    """The held-out evaluation programs: per error type, buggy programs and their twins."""
+
+    buggy: list[Program]
+    clean: list[Program]  # clean[i] is buggy[i]'s twin
+
+    @property
+    def all(self) -> list[Program]:
+        return self.clean + self.buggy
+
+    def labels(self) -> dict[str, torch.Tensor]:
+        """Boolean labels over `all` for "any bug" and for each error type against clean."""
+        n = len(self.clean)
+        kinds = [None] * n + [p.error for p in self.buggy]
+        out = {ANY: torch.tensor([k is not None for k in kinds])}
+        for error in ERROR_TYPES:
+            out[error] = torch.tensor([k == error for k in kinds])
+        return out
+
+    def of_type(self, error: str | None) -> torch.Tensor:
+        """Rows of `all` to score for one error type: its buggy programs and every clean one."""
+        n = len(self.clean)
+        keep = [True] * n + [error is None or p.error == error for p in self.buggy]
+        return torch.tensor(keep)
+
+
+def held_out(params: Params) -> HeldOut:
+    buggy, clean = [], []
+    for t, error in enumerate(ERROR_TYPES):
+        for i in range(params.eval_pairs):
+            twin, bug = program_data.pair(params.eval_seed, t * 1_000_000 + i, error)
+            clean.append(twin)
+            buggy.append(bug)
+    return HeldOut(buggy, clean)
+
+
+def steering_sets(params: Params, data: HeldOut) -> tuple[list[Program], list[Program]]:
+    """(clean, buggy) programs the steering runs read: the first of each type, interleaved."""
+    n = len(ERROR_TYPES)
+    per_type = max(1, params.steer_programs // n)
+    picks = [t * params.eval_pairs + i for i in range(per_type) for t in range(n)]
+    return [data.clean[i] for i in picks], [data.buggy[i] for i in picks]
+
+
+def model_quality(model: GPT, data: HeldOut) -> dict:
+    """How well the model itself predicts outputs and errors on the held-out programs."""
+    read = read_outputs(model, data.all)
+    labels = data.labels()
+    truth = [p.output for p in data.all]
+    exact = torch.tensor([a == b for a, b in zip(read["lines"], truth, strict=True)])
+    is_buggy = labels[ANY]
+    predicted = read["predicts_error"]
+    out = {
+        "output_accuracy": {"clean": exact[~is_buggy].float().mean().item(),
+                            "buggy": exact[is_buggy].float().mean().item()},
+        "error_accuracy": (predicted == is_buggy).float().mean().item(),
+        "always_clean_accuracy": (~is_buggy).float().mean().item(),
+        "clean_predicted_error": predicted[~is_buggy].float().mean().item(),
+        "auroc": {}, "per_type": {},
+    }
+    for name, label in labels.items():
+        rows = data.of_type(None if name == ANY else name)
+        out["auroc"][name] = auroc(read["p_error"][rows, None], label[rows])[0].item()
+    for error in ERROR_TYPES:
+        mine = labels[error]
+        out["per_type"][error] = {
+            "predicted_error": predicted[mine].float().mean().item(),
+            "exact": exact[mine].float().mean().item(),
+            "programs": int(mine.sum()),
+        }
+    return out
+
+
+# --- SAEs ----------------------------------------------------------------------------------------
+
+def sae_config(params: Params, kind: str, l1_coeff: float) -> SAEConfig:
+    return SAEConfig(d_in=params.lm.model.d_model, width=params.width, kind=kind,
+                     l1_coeff=l1_coeff, k=params.k)
+
+
+def _train_sae(job: tuple[Params, str, float, int]) -> dict:
+    """Train one SAE on the shared activations; return its weights and training numbers."""
+    params, kind, l1_coeff, seed = job
+    acts = _SHARED["train_acts"]
+    sae = SparseAutoencoder(sae_config(params, kind, l1_coeff),
+                            torch.Generator().manual_seed(seed))
+    sae.fit_to(acts)
+    cfg = dataclasses.replace(params.sae_train, seed=seed)
+    result = train_loop(sae, sae_objective(sae, acts, params.sae_batch_size), cfg,
+                        _SHARED["device"], log=lambda line: None)
+    return {"kind": kind, "l1_coeff": l1_coeff, "seed": seed,
+            "state": {k: v.detach().cpu() for k, v in sae.state_dict().items()},
+            "samples_per_s": result.items_per_s, "mfu": result.mfu,
+            "final_loss": result.final_train_loss}
+
+
+def reconstruction(params: Params, sae: SparseAutoencoder) -> dict:
+    """How well an SAE stands in for the stream: `evaluate_sae` on the held-out activations,
+    the model's cross-entropy with the reconstruction spliced in, what that adds, and the share
+    of the loss each ablation loses that the reconstruction keeps ("recovered")."""
+    losses = _SHARED["losses"]
+    spliced = spliced_losses(_SHARED["model"], _SHARED["held_out"].all, params.layer,
+                             {"sae": lambda h: sae(h)[0]})["sae"]
+    recovered = {ablation: (losses[ablation] - spliced) / (losses[ablation] - losses["model"])
+                 for ablation in ("mean-ablation", "zero-ablation")}
+    return evaluate_sae(sae, _SHARED["val_acts"]) | {
+        "ce_spliced": spliced, "added_ce": spliced - losses["model"], "recovered": recovered}
+
+
+def choose_l1(params: Params, sweep: list[dict]) -> int:
+    """The index of the sweep's lambda to analyse: of the SAEs whose L0 stays below L0_SHARE
+    of the width, the one that keeps the most loss against mean-ablation (the sparsest, when
+    none does). Seeds other than the sweep's then decide the claims on it."""
+    sparse = [i for i, q in enumerate(sweep) if q["l0"] < L0_SHARE * params.width]
+    if not sparse:
+        return min(range(len(sweep)), key=lambda i: sweep[i]["l0"])
+    return max(sparse, key=lambda i: sweep[i]["recovered"]["mean-ablation"])
+
+
+def load_sae(params: Params, trained: dict) -> SparseAutoencoder:
+    sae = SparseAutoencoder(sae_config(params, trained["kind"], trained["l1_coeff"]))
+    sae.load_state_dict(trained["state"])
+    return sae.to(_SHARED["device"]).eval()
+
+
+@torch.no_grad()
+def spliced_losses(model: GPT, items: Sequence[Program], layer: int,
+                   replacements: dict[str, Callable | None]) -> dict[str, float]:
+    """Mean next-byte cross-entropy over the programs' bytes with the residual stream after
+    `layer` replaced by each function (None: the model as it is)."""
+    totals = dict.fromkeys(replacements, 0.0)
+    count = 0
+    for start in range(0, len(items), CHUNK):
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output=True)
+        targets = ids[:, 1:].clone()
+        targets[~program_positions(lengths, ids.shape[1])[:, 1:]] = -1
+        count += int((targets >= 0).sum())
+        ids, targets = ids.to(model.wte.weight.device), targets.to(model.wte.weight.device)
+        for name, fn in replacements.items():
+            steering = model.residual_hook(layer, fn) if fn else contextlib.nullcontext()
+            with steering:
+                logits, _ = model(ids[:, :-1])
+            totals[name] += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                            ignore_index=-1, reduction="sum").item()
+    return {name: total / count for name, total in totals.items()}
+
+
+@torch.no_grad()
+def output_features(model: GPT, sae: SparseAutoencoder, items: Sequence[Program], layer: int
+                    ) -> torch.Tensor:
+    """Feature activations (N, width) at each program's last byte before its output."""
+    out = []
+    for start in range(0, len(items), CHUNK):
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output=False)
+        h = residual(model, ids, layer)
+        out.append(sae.encode(h[torch.arange(len(ids)), lengths - 1]).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def feature_values(model: GPT, sae: SparseAutoencoder, items: Sequence[Program], layer: int,
+                   features: list[int]) -> torch.Tensor:
+    """Activations (M, len(features)) of some features at every prompt byte of the programs."""
+    out = []
+    for start in range(0, len(items), CHUNK):
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output=False)
+        h = residual(model, ids, layer)
+        h = h[program_positions(lengths, ids.shape[1]).to(h.device)]
+        out.append(sae.encode(h)[:, features].cpu())
+    return torch.cat(out)
+
+
+def matched_clamp(values: torch.Tensor, target: float, positive: bool) -> float:
+    """The clamp c on the positive (or negative) side for which the mean of |c - values| is
+    `target`: what moves the stream by the same mean norm as the feature under test."""
+    # mean |c - values| is convex in c, least at the median and growing away from it: bisect
+    # on the distance from the median towards the chosen side
+    sign = 1.0 if positive else -1.0
+    start = values.median().item()
+    lo, hi = 0.0, target + values.abs().max().item() + 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (start + sign * mid - values).abs().mean().item() < target:
+            lo = mid
+        else:
+            hi = mid
+    return start + sign * (lo + hi) / 2
+
+
+def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
+          alive: torch.Tensor, n_controls: int, seed: int) -> dict:
+    """Clamp `feature` up on the clean steering programs and down on the buggy ones, and do
+    the same with `n_controls` random live features matched by the mean change they make to
+    the stream. What the model reads there unclamped comes from `_SHARED["unclamped"]`."""
+    clean, buggy = _SHARED["steering_sets"]
+    layer = params.layer
+    on_clean = feature_values(model, sae, clean, layer, [feature])[:, 0]
+    reference = on_clean.max().item()
+    if reference <= 0:  # never active on clean programs: take its largest activation anywhere
+        reference = feature_values(model, sae, buggy, layer, [feature])[:, 0].max().item()
+    reference = max(reference, 1e-6)
+    norms = (sae.decoder() / sae.input_scale).norm(dim=1).detach().cpu()  # stream units
+    candidates = [int(j) for j in alive.nonzero().flatten() if int(j) != feature]
+    g = torch.Generator().manual_seed(seed)
+    controls = [candidates[int(i)] for i in torch.randperm(len(candidates), generator=g)
+                [:n_controls]]
+
+    out = {"feature": feature, "reference_activation": reference, "controls": controls}
+    for direction, items in (("up", clean), ("down", buggy)):
+        sign = 1.0 if direction == "up" else -1.0
+        value = sign * params.clamp_multiple * reference
+        own = on_clean if direction == "up" else feature_values(model, sae, buggy, layer,
+                                                                 [feature])[:, 0]
+        change = ((value - own).abs().mean() * norms[feature]).item()  # mean |h' - h|
+        base = _SHARED["unclamped"][direction]
+        clamped = read_outputs(model, items, layer, clamp_hook(sae, feature, value))
+        values = feature_values(model, sae, items, layer, controls)
+        control_rates, control_values = [], []
+        for column, j in enumerate(controls):
+            c = matched_clamp(values[:, column], change / norms[j].item(), sign > 0)
+            read = read_outputs(model, items, layer, clamp_hook(sae, j, c))
+            control_rates.append(read["predicts_error"].float().mean().item())
+            control_values.append(c)
+        result = {
+            "clamp": value, "mean_change_norm": change,
+            "base": rate(base["predicts_error"]), "clamped": rate(clamped["predicts_error"]),
+            "base_p_error": base["p_error"].mean().item(),
+            "clamped_p_error": clamped["p_error"].mean().item(),
+            "control_rates": control_rates, "control_clamps": control_values,
+            "examples": [{"prompt": p.prompt(), "base": b, "clamped": c}
+                         for p, b, c in list(zip(items, base["lines"], clamped["lines"],
+                                                 strict=True))[:4]],
+        }
+        if direction == "up":
+            # what the clamped model wrote where its line starts with a capital: an error's
+            # name, or other text (which counts as no error predicted)
+            names = [line if line in ERROR_TYPES else "other" for line in clamped["lines"]
+                     if line[:1].isupper()]
+            result["error_names"] = {name: names.count(name) for name in sorted(set(names))}
+        else:
+            fixed = [line == p.fixed_output for line, p in
+                     zip(clamped["lines"], items, strict=True)]
+            result["fixed_output"] = rate(torch.tensor(fixed))
+            result["fixed_output_base"] = rate(torch.tensor(
+                [line == p.fixed_output for line, p in zip(base["lines"], items, strict=True)]))
+        out[direction] = result
+    return out
+
+
+@torch.no_grad()
+def _analyse(job: tuple[Params, dict]) -> dict:
+    """Everything measured on one trained SAE: reconstruction, splicing, features, steering."""
+    params, trained = job
+    model: GPT = _SHARED["model"]
+    data: HeldOut = _SHARED["held_out"]
+    sae = load_sae(params, trained)
+    quality = reconstruction(params, sae)
+    layer = params.layer
+
+    features = output_features(model, sae, data.all, layer)
+    labels = data.labels()
+    scores = {}
+    for name, label in labels.items():
+        rows = data.of_type(None if name == ANY else name)
+        scores[name] = auroc(features[rows], label[rows])
+    best = {name: {"feature": int(s.argmax()), "auroc": s.max().item()}
+            for name, s in scores.items()}
+    alive = quality["frequency"] > 0  # active at least once on the held-out activations
+    # controls are what claim 6 is decided on, from the ReLU SAEs; TopK's steering is compared
+    # without them
+    controls = params.controls if trained["kind"] == "relu" else 0
+    steering = steer(model, sae, params, best[ANY]["feature"], alive, controls, trained["seed"])
+    out = {
+        "kind": trained["kind"], "l1_coeff": trained["l1_coeff"], "seed": trained["seed"],
+        "l0": quality["l0"], "explained_variance": quality["explained_variance"],
+        "dead_fraction": quality["dead_fraction"], "dense_fraction": quality["dense_fraction"],
+        "ce_spliced": quality["ce_spliced"], "added_ce": quality["added_ce"],
+        "recovered": quality["recovered"], "best": best, "steering": steering,
+    }
+    if trained["kind"] == "relu" and trained["seed"] == params.sae_seeds[0]:
+        out["browser"] = feature_browser(model, sae, params, data, features, scores)
+    return out
+
+
+def feature_browser(model: GPT, sae: SparseAutoencoder, params: Params, data: HeldOut,
+                    features: torch.Tensor, scores: dict[str, torch.Tensor]) -> list[dict]:
+    """The leading features: the best for "any bug", then the best for each error type, then
+    the next best for "any bug"; each with its AUROCs, its activations at the output position
+    and its top-activating programs, byte by byte (scaled to its largest activation)."""
+    chosen: list[int] = []
+    for name in (ANY, *ERROR_TYPES):
+        j = int(scores[name].argmax())
+        if j not in chosen:
+            chosen.append(j)
+    for j in scores[ANY].argsort(descending=True).tolist():
+        if len(chosen) >= params.browser_features:
+            break
+        if j not in chosen:
+            chosen.append(j)
+    chosen = chosen[: params.browser_features]
+    labels = data.labels()
+    items = data.all
+    ids, lengths = right_padded(items, with_output=True)
+    per_byte = torch.cat([
+        sae.encode(residual(model, ids[s : s + CHUNK], params.layer))[..., chosen].cpu()
+        for s in range(0, len(items), CHUNK)])  # (N, T, len(chosen))
+    per_byte = per_byte * program_positions(lengths, ids.shape[1])[..., None]
+    browser = []
+    for column, j in enumerate(chosen):
+        acts = per_byte[..., column]  # (N, T)
+        peak = acts.max().item()
+        top = acts.max(dim=1).values.argsort(descending=True)[:5].tolist()
+        detects = max(scores, key=lambda name: scores[name][j].item())
+        is_buggy = labels[ANY]
+        browser.append({
+            "feature": j,
+            "detects": detects,
+            "auroc": {name: round(s[j].item(), 4) for name, s in scores.items()},
+            "frequency_at_output": (features[:, j] > 0).float().mean().item(),
+            "at_output": {"clean": features[~is_buggy, j].tolist(),
+                          "buggy": features[is_buggy, j].tolist()},
+            "peak": peak,
+            "examples": [
+                {"bytes": [[chr(b), round(a / peak, 2) if peak > 0 else 0.0]
+                           for b, a in zip(ids[i, 1 : lengths[i]].tolist(),
+                                           acts[i, 1 : lengths[i]].tolist(), strict=True)],
+                 "error": items[i].error}
+                for i in top],
+        })
+    return browser
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def run(params: Params, ctx: RunContext) -> Report:
+    """Train the SAEs on the program model's residual stream, score the features, steer."""
+    device = pick_device()
+    splits = corpus(params.lm)
+    model, saved = load_checkpoint(ctx.bases["lm"], splits.sha256, device)
+    data = held_out(params)
+    ctx.log(f"{len(data.buggy)} buggy held-out programs and their clean twins")
+    quality = model_quality(model, data)
+    ctx.log(f"model: error-prediction accuracy {quality['error_accuracy']:.3f}, "
+            f"AUROC of its own P(error) {quality['auroc'][ANY]:.3f}")
+
+    train_programs = [program_data.program(params.activation_seed, i, params.lm.bug_percent)
+                      for i in range(params.activation_programs)]
+    train_acts = activations(model, train_programs, params.layer)
+    val_acts = activations(model, data.all, params.layer)
+    mean = train_acts.mean(0)
+    losses = spliced_losses(model, data.all, params.layer, {
+        "model": None,
+        "mean-ablation": lambda h: mean.to(h).expand_as(h),
+        "zero-ablation": torch.zeros_like})
+    ctx.log(f"{len(train_acts):,} activations to train on; cross-entropy {losses}")
+    clean, buggy = steering_sets(params, data)
+    _SHARED.update(model=model, held_out=data, train_acts=train_acts, val_acts=val_acts,
+                   losses=losses, device=device, steering_sets=(clean, buggy),
+                   unclamped={"up": read_outputs(model, clean), "down": read_outputs(model, buggy)})
+    # On the CPU one single-threaded SAE per core; on a GPU one after another.
+    workers = max(1, ctx.threads) if device.type == "cpu" else 1
+    first, *rest = params.sae_seeds
+    sweep = map_runs(_train_sae, [(params, "relu", l1, first) for l1 in params.l1_coeffs]
+                     + [(params, "topk", 0.0, first)], workers, device)
+    sweep_quality = [reconstruction(params, load_sae(params, t)) for t in sweep]
+    chosen = choose_l1(params, sweep_quality[:-1])
+    l1 = params.l1_coeffs[chosen]
+    ctx.log(f"lambda sweep L0 {[round(q['l0'], 1) for q in sweep_quality[:-1]]}: "
+            f"lambda {l1} is analysed")
+    more = map_runs(_train_sae, [(params, kind, l1 if kind == "relu" else 0.0, s)
+                                 for kind in ("relu", "topk") for s in rest], workers, device)
+    trained = [sweep[chosen], sweep[-1], *more]
+    analyses = map_runs(_analyse, [(params, t) for t in trained], workers, device)
+    _SHARED.clear()
+    relu = [a for a in analyses if a["kind"] == "relu"]
+    topk = [a for a in analyses if a["kind"] == "topk"]
+    for a in analyses:
+        ctx.log(f"{a['kind']} seed {a['seed']}: EV {a['explained_variance']:.3f} L0 "
+                f"{a['l0']:.1f} recovered {a['recovered']['mean-ablation']:.3f} best AUROC "
+                f"{a['best'][ANY]['auroc']:.3f} up {a['steering']['up']['clamped']['rate']:.2f}"
+                f" down {a['steering']['down']['clamped']['rate']:.2f}")
+
+    sweep_rows = [{"l1_coeff": t["l1_coeff"], "l0": q["l0"],
+                   "explained_variance": q["explained_variance"],
+                   "recovered": q["recovered"]["mean-ablation"],
+                   "dead_fraction": q["dead_fraction"], "dense_fraction": q["dense_fraction"]}
+                  for t, q in zip(sweep[:-1], sweep_quality[:-1], strict=True)]
+    browser = next(a.pop("browser") for a in relu if "browser" in a)
+    metrics = {
+        "lm": {"params": model.num_params(), "val_loss": saved["train"]["val_loss"],
+               "train_tokens": saved["train"]["items_seen"],
+               "train_programs": splits.n_train_documents},
+        "model": quality,
+        "held_out": {"pairs_per_type": params.eval_pairs, "programs": len(data.all),
+                     "steering_programs": len(steering_sets(params, data)[0])},
+        "activations": {"train": len(train_acts), "val": len(val_acts)},
+        "losses": losses,
+        "sweep": sweep_rows,
+        "l1_coeff": l1,
+        "l0_bound": L0_SHARE * params.width,  # "far below the width"; the sweep's choice too
+        "relu": relu, "topk": topk,
+        "recipes": compare_recipes(params, sweep_rows, relu, topk),
+        "browser": browser,
+    }
+    figures = [plot_sweep(params, metrics, ctx.figures_dir / "sae_sweep.svg"),
+               plot_browser(browser, ctx.figures_dir / "feature_activations.svg"),
+               plot_steering(relu, ctx.figures_dir / "steering.svg")]
+    return Report(
+        seeds=list(params.sae_seeds),
+        device=device_name(device),
+        metrics=metrics,
+        claims=decide_claims(params, metrics),
+        figures=figures,
+        timing={"workers": workers, "lm_tokens_per_s": saved["train"]["items_per_s"],
+                # SAE training throughput and MFU, one single-threaded SAE per worker
+                "sae_samples_per_s": summarize([t["samples_per_s"] for t in trained])["mean"],
+                "sae_mfu": summarize([t["mfu"] or 0.0 for t in trained])["mean"]},
+    )
+
+
+def compare_recipes(params: Params, sweep: list[dict], relu: list[dict], topk: list[dict]
+                    ) -> dict:
+    """The two recipes side by side: each one's mean over seeds, and the ReLU sweep's
+    explained variance interpolated (in log L0) at TopK's L0."""
+    def mean(rows: list[dict], key: Callable[[dict], float]) -> float:
+        return summarize([key(r) for r in rows])["mean"]
+
+    table = {}
+    for name, rows in (("ReLU", relu), ("TopK", topk)):
+        table[name] = {
+            "l0": mean(rows, lambda r: r["l0"]),
+            "explained_variance": mean(rows, lambda r: r["explained_variance"]),
+            "recovered": mean(rows, lambda r: r["recovered"]["mean-ablation"]),
+            "added_ce": mean(rows, lambda r: r["added_ce"]),
+            "dead_fraction": mean(rows, lambda r: r["dead_fraction"]),
+            "dense_fraction": mean(rows, lambda r: r["dense_fraction"]),
+            "best_auroc": mean(rows, lambda r: r["best"][ANY]["auroc"]),
+            "up": mean(rows, lambda r: r["steering"]["up"]["clamped"]["rate"]),
+            "down": mean(rows, lambda r: r["steering"]["down"]["clamped"]["rate"]),
+        }
+    points = sorted((math.log(max(r["l0"], 1e-3)), r["explained_variance"]) for r in sweep)
+    target = math.log(max(table["TopK"]["l0"], 1e-3))
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    # None when TopK's L0 lies outside the sweep: no extrapolation
+    inside = len(points) > 1 and xs[0] <= target <= xs[-1]
+    table["relu_ev_at_topk_l0"] = float(np.interp(target, xs, ys)) if inside else None
+    return table
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+def _both(*verdicts: str) -> str:
+    """A claim of several parts: reproduced when all are, not reproduced when any is not."""
+    if NOT_REPRODUCED in verdicts:
+        return NOT_REPRODUCED
+    return REPRODUCED if all(v == REPRODUCED for v in verdicts) else INCONCLUSIVE
+
+
+def decide_claims(params: Params, metrics: dict) -> list[dict]:
+    """The six claims, from the ReLU SAEs' per-seed numbers (one-sided 95% t-bounds)."""
+    relu = metrics["relu"]
+    claims = []
+
+    ev = [r["explained_variance"] for r in relu]
+    l0 = [r["l0"] for r in relu]
+    v_ev, s_ev = decide_above(ev, EV_BAR)
+    v_l0, s_l0 = decide_below(l0, L0_SHARE * params.width)
+    claims.append(claim(
+        "sae-explains-variance",
+        {"ko": f"SAE가 분산의 {EV_BAR:.0%} 이상을 설명하고, 활성 특징 수(L0)는 너비보다 훨씬 작다",
+         "en": f"An SAE explains at least {EV_BAR:.0%} of the variance with L0 far below "
+               "its width"},
+        {"explained variance": s_ev["mean"], "explained variance band": band(s_ev),
+         "L0": s_l0["mean"], "L0 band": band(s_l0), "width": params.width,
+         "lambda": metrics["l1_coeff"], "seeds": len(relu)},
+        f"explained variance > {EV_BAR} and L0 < {L0_SHARE:.0%} of the width "
+        f"({L0_SHARE * params.width:g})",
+        _both(v_ev, v_l0)))
+
+    recovered = [r["recovered"]["mean-ablation"] for r in relu]
+    v, s = decide_above(recovered, RECOVERED_BAR)
+    claims.append(claim(
+        "splicing-costs-little",
+        {"ko": "SAE 재구성을 끼워 넣어도 손실이 거의 늘지 않는다: 평균 대체(mean-ablation) 대비 "
+               f"{RECOVERED_BAR:.0%} 이상 회복",
+         "en": "Splicing in the SAE costs little: at least "
+               f"{RECOVERED_BAR:.0%} of the loss recovered against mean-ablation"},
+        {"recovered vs mean-ablation": s["mean"], "band": band(s),
+         "recovered vs zero-ablation": summarize(
+             [r["recovered"]["zero-ablation"] for r in relu])["mean"],
+         "added cross-entropy (nats)": summarize([r["added_ce"] for r in relu])["mean"],
+         **samples_to_decide(v, s, RECOVERED_BAR)},
+        f"> {RECOVERED_BAR}", v))
+
+    worst = [min(r["best"][e]["auroc"] for e in ERROR_TYPES) for r in relu]
+    v, s = decide_above(worst, AUROC_BAR)
+    per_type = {e: summarize([r["best"][e]["auroc"] for r in relu])["mean"]
+                for e in ERROR_TYPES}
+    claims.append(claim(
+        "features-detect-bugs",
+        {"ko": f"오류 종류마다 AUROC {AUROC_BAR:g} 이상으로 버그를 가려내는 특징이 있다",
+         "en": f"For every error type a feature detects the bug with AUROC ≥ {AUROC_BAR:g}"},
+        {"weakest type's best AUROC": s["mean"], "band": band(s), **per_type,
+         "best feature, any bug": summarize([r["best"][ANY]["auroc"] for r in relu])["mean"],
+         "model's own P(error), any bug": metrics["model"]["auroc"][ANY],
+         **samples_to_decide(v, s, AUROC_BAR)},
+        f"every type > {AUROC_BAR}", v))
+
+    base = [r["steering"]["up"]["base"]["rate"] for r in relu]
+    up = [r["steering"]["up"]["clamped"]["rate"] for r in relu]
+    v_base, s_base = decide_below(base, CLEAN_BASE_BELOW)
+    v_up, s_up = decide_above(up, CLAMPED_ABOVE)
+    claims.append(claim(
+        "clamp-high-invents-errors",
+        {"ko": "코드 오류 특징을 크게 고정하면 멀쩡한 프로그램에서 오류 예측이 "
+               f"{CLEAN_BASE_BELOW:.0%} 미만에서 {CLAMPED_ABOVE:.0%} 초과로 오른다",
+         "en": "Clamping the code-error feature high raises error predictions on clean programs "
+               f"from below {CLEAN_BASE_BELOW:.0%} to above {CLAMPED_ABOVE:.0%}"},
+        {"error predictions before": s_base["mean"], "before band": band(s_base),
+         "error predictions clamped": s_up["mean"], "clamped band": band(s_up),
+         "programs": relu[0]["steering"]["up"]["base"]["n"],
+         "clamp": f"+{params.clamp_multiple:g} × max on clean programs"},
+        f"before < {CLEAN_BASE_BELOW}, clamped > {CLAMPED_ABOVE}", _both(v_base, v_up)))
+
+    before = [r["steering"]["down"]["base"]["rate"] for r in relu]
+    after = [r["steering"]["down"]["clamped"]["rate"] for r in relu]
+    n = relu[0]["steering"]["down"]["base"]["n"]
+    ratio = [a / max(b, 1 / n) for a, b in zip(after, before, strict=True)]
+    v, s = decide_below(ratio, HALVED)
+    # Halving needs something to halve: a model that rarely predicts the errors of buggy
+    # programs in the first place gives this claim no verdict.
+    testable = summarize(before)["mean"] >= BUGGY_BASE_AT_LEAST
+    if not testable:
+        v = INCONCLUSIVE
+    claims.append(claim(
+        "clamp-negative-hides-bugs",
+        {"ko": "코드 오류 특징을 음수로 고정하면 버그 있는 프로그램에서 오류 예측이 "
+               "절반 이하로 준다",
+         "en": "Clamping the code-error feature negative at least halves the error predictions "
+               "on buggy programs"},
+        {"after / before": s["mean"], "band": band(s),
+         "error predictions before": summarize(before)["mean"],
+         "error predictions clamped": summarize(after)["mean"],
+         "predicts the bug-free output": summarize(
+             [r["steering"]["down"]["fixed_output"]["rate"] for r in relu])["mean"],
+         "programs": n, "testable": testable, **samples_to_decide(v, s, HALVED)},
+        f"after / before < {HALVED}", v))
+
+    # Per seed and direction: the controls' mean change of the rate less a third of the
+    # feature's; the claim holds when the worse direction stays below zero. (A ratio of the
+    # two would blow up wherever the feature itself moves little.)
+    margins, effects, control_effects = [], {"up": [], "down": []}, {"up": [], "down": []}
+    for r in relu:
+        worst = -math.inf
+        for direction in ("up", "down"):
+            st = r["steering"][direction]
+            effect = abs(st["clamped"]["rate"] - st["base"]["rate"])
+            control = sum(abs(c - st["base"]["rate"]) for c in st["control_rates"]) / len(
+                st["control_rates"])
+            worst = max(worst, control - CONTROL_SHARE * effect)
+            effects[direction].append(effect)
+            control_effects[direction].append(control)
+        margins.append(worst)
+    v, s = decide_below(margins, 0.0)
+    # A control is measured against the feature's own effect: where clamping the feature
+    # moves little, there is nothing for the controls to fall short of.
+    testable = min(summarize(e)["mean"] for e in effects.values()) >= EFFECT_AT_LEAST
+    if not testable:
+        v = INCONCLUSIVE
+    claims.append(claim(
+        "controls-move-less",
+        {"ko": "같은 크기로 residual stream을 바꾸는 무작위 특징 고정은 오류 예측을 그 3분의 1 "
+               "미만으로만 바꾼다",
+         "en": "Random features clamped to change the residual stream by as much move the "
+               "error predictions by less than a third as much"},
+        {"feature effect, clamped high": summarize(effects["up"])["mean"],
+         "control effect, clamped high": summarize(control_effects["up"])["mean"],
+         "feature effect, clamped negative": summarize(effects["down"])["mean"],
+         "control effect, clamped negative": summarize(control_effects["down"])["mean"],
+         "control - feature / 3, worse direction": s["mean"], "band": band(s),
+         "controls per seed": params.controls, "testable": testable,
+         **samples_to_decide(v, s, 0.0)},
+        "control effect < feature effect / 3, in both directions", v))
+    return claims
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def plot_sweep(params: Params, metrics: dict, path: Path) -> str:
+    """Explained variance against L0: the ReLU lambda sweep, and every analysed SAE."""
+    fig, (ax,) = new_figure()
+    sweep = sorted(metrics["sweep"], key=lambda r: r["l0"])
+    ax.plot([r["l0"] for r in sweep], [r["explained_variance"] for r in sweep], "o-",
+            color="C0", label="ReLU, lambda sweep (seed 0)")
+    for r in sweep:
+        ax.annotate(f"λ={r['l1_coeff']:g}", (r["l0"], r["explained_variance"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+    for name, color, rows in (("ReLU", "C0", metrics["relu"]), ("TopK", "C1", metrics["topk"])):
+        ax.scatter([r["l0"] for r in rows], [r["explained_variance"] for r in rows],
+                   marker="s" if name == "ReLU" else "^", color=color, zorder=3,
+                   label=f"{name}, analysed seeds")
+    ax.axhline(EV_BAR, color="grey", linestyle="--", linewidth=1)
+    log_x(ax)
+    ax.set_xlabel("L0 (active features per byte)")
+    ax.set_ylabel("explained variance")
+    ax.set_title(f"SAEs of width {params.width} on the residual stream after block "
+                 f"{params.layer}")
+    ax.legend(fontsize=8)
+    return save_svg(fig, path)
+
+
+def plot_browser(browser: list[dict], path: Path) -> str:
+    """Each browsed feature's activation at the output position: clean against buggy."""
+    ncols = min(3, len(browser))
+    fig, axes = new_figure(ncols=ncols, width=2.6, height=2.4, nrows=-(-len(browser) // ncols))
+    for ax in axes[len(browser):]:
+        ax.set_visible(False)
+    for ax, f in zip(axes, browser, strict=False):
+        top = max([*f["at_output"]["clean"], *f["at_output"]["buggy"], 1e-6])
+        bins = torch.linspace(0, top, 21).tolist()
+        ax.hist(f["at_output"]["clean"], bins=bins, color="C0", alpha=0.6, label="clean")
+        ax.hist(f["at_output"]["buggy"], bins=bins, color="C3", alpha=0.6, label="buggy")
+        ax.set_yscale("log")
+        ax.set_title(f"#{f['feature']}: {f['detects']}", fontsize=9)
+        ax.set_xlabel("activation")
+    axes[0].legend(fontsize=8)
+    return save_svg(fig, path)
+
+
+def plot_steering(relu: list[dict], path: Path) -> str:
+    """Error predictions before and after clamping, for the feature and the controls."""
+    fig, axes = new_figure(ncols=2, width=3.6, height=3.2)
+    for ax, direction, title in ((axes[0], "up", "clean programs, clamped high"),
+                                 (axes[1], "down", "buggy programs, clamped negative")):
+        for i, r in enumerate(relu):
+            st = r["steering"][direction]
+            x = i * 0.08
+            ax.scatter([0 + x], [st["base"]["rate"]], color="grey")
+            ax.scatter([1 + x], [st["clamped"]["rate"]], color="C3")
+            ax.scatter([2 + x] * len(st["control_rates"]), st["control_rates"], color="C0",
+                       s=10)
+        ax.set_xticks([0, 1, 2], ["no clamp", "code-error\nfeature", "random\nfeatures"])
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("predicts an error")
+    return save_svg(fig, path)
