@@ -1,15 +1,17 @@
 """Scaling Monosemanticity in miniature: SAE features of a model of Python sessions, the
 feature that detects bugs, and what clamping it does.
 
-One program model (`base_lm.py`) reads short sessions (`>>> x = 7` ... `>>> print(x // y)`)
-and predicts the output line: the printed value, or the name of the error the program raises.
-"The model predicts an error" means its next byte after the print line is an uppercase letter
-(every error name starts with one, no clean output does); P(error) is their total probability.
+One program model (`base_lm.py`) reads interactive sessions (`>>> x = 7` ... `>>> print(x //
+y)`) and predicts the output line of the last print: the printed value, or the name of the
+error it raises. "The model predicts an error" means that, reading greedily, it writes an
+error's name as that line. P(error), which the AUROCs use, is the probability it gives an
+uppercase first byte (every error name starts with one, no clean output does).
 
 1. Sparse autoencoders (`digestlab/nn/sae.py`) train on the residual stream after block
-   `layer`, at every byte of programs the model never trained on: the ReLU recipe over a
-   sweep of lambda, and the TopK recipe, several seeds each. The sweep's lambda whose L0 is
-   nearest TopK's k is the one analysed, so the two recipes meet at equal sparsity.
+   `layer`, at every byte of sessions the model never trained on: the ReLU recipe over a
+   sweep of lambda on the first seed, and the TopK recipe. Of the sweep's SAEs with L0 below
+   L0_SHARE of the width, the one that keeps the most loss is analysed on every seed, and so
+   is TopK.
 2. Each SAE is judged by explained variance, L0, dead and dense features, and by the
    cross-entropy of the model with the SAE's reconstruction spliced in, against replacing the
    stream by its mean (mean-ablation) or by zeros.
@@ -190,12 +192,10 @@ def auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+def wilson(successes: int, n: int) -> list[float]:
     """Wilson's 95% interval for a rate of successes out of n."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    ci = scipy.stats.binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return [ci.low, ci.high]
 
 
 def rate(flags: torch.Tensor) -> dict:
