@@ -809,7 +809,8 @@ def plot_sweep(params: Params, metrics: dict, path: Path) -> str:
                    marker="s" if name == "ReLU" else "^", color=color, zorder=3,
                    label=f"{name}, analysed seeds")
     ax.axhline(EV_BAR, color="grey", linestyle="--", linewidth=1)
-    log_x(ax)
+    l0s = [r["l0"] for r in [*sweep, *metrics["relu"], *metrics["topk"]]]
+    log_x(ax, ticks=sorted({round(x) for x in l0s}))
     ax.set_xlabel("L0 (active features per byte)")
     ax.set_ylabel("explained variance")
     ax.set_title(f"SAEs of width {params.width} on the residual stream after block "
