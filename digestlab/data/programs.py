@@ -19,9 +19,8 @@ and each bug shows in one earlier line, found by that one letter: the divisor ho
 a 0 written in the print), the name was never assigned, a value is a str (or an int given to
 len), a list of 0 to 3 items is shorter than the index. Every buggy final print has a clean
 twin: the same session but one line, a line no earlier print reads, so the twins' earlier
-outputs are the same. Clean outputs
-never start with an uppercase letter and error names always do, so whether a model predicts an
-error is whether it predicts an uppercase first byte.
+outputs are the same. Clean outputs never start with an uppercase letter and error names
+always do, so the first byte of an output line already tells an error from a value.
 
 Outputs come from running the lines, not from a rule written beside them: `run_session`
 executes them under a whitelist of syntax and builtins. Every session follows from a
