@@ -144,9 +144,9 @@ def clamp_hook(sae: SparseAutoencoder, feature: int, value: float
 
 @torch.no_grad()
 def read_outputs(model: GPT, items: Sequence[Program], layer: int = 0,
-                 hook: Callable | None = None, max_bytes: int = MAX_OUTPUT) -> dict:
+                 hook: Callable | None = None) -> dict:
     """For each program: the model's P(error) at the output's first byte, its greedy output
-    line (at most `max_bytes`) and whether that line is an error's name. Prompts are
+    line (at most MAX_OUTPUT bytes) and whether that line is an error's name. Prompts are
     left-padded and read with the KV cache, with `hook` on block `layer`."""
     device = model.wte.weight.device
     error_ids = torch.tensor(ERROR_FIRST_BYTES, device=device)
@@ -164,7 +164,7 @@ def read_outputs(model: GPT, items: Sequence[Program], layer: int = 0,
             p_error.append(probs[:, error_ids].sum(-1).cpu())
             read = [logits[:, -1].argmax(-1, keepdim=True)]
             ended = read[-1] == NEWLINE
-            for _ in range(max_bytes - 1):
+            for _ in range(MAX_OUTPUT - 1):
                 if bool(ended.all()):
                     break
                 logits, _ = model(read[-1], cache=cache)
@@ -404,9 +404,10 @@ def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
     clean, buggy = _SHARED["steering_sets"]
     layer = params.layer
     on_clean = feature_values(model, sae, clean, layer, [feature])[:, 0]
+    on_buggy = feature_values(model, sae, buggy, layer, [feature])[:, 0]
     reference = on_clean.max().item()
     if reference <= 0:  # never active on clean programs: take its largest activation anywhere
-        reference = feature_values(model, sae, buggy, layer, [feature])[:, 0].max().item()
+        reference = on_buggy.max().item()
     reference = max(reference, 1e-6)
     norms = (sae.decoder() / sae.input_scale).norm(dim=1).detach().cpu()  # stream units
     candidates = [int(j) for j in alive.nonzero().flatten() if int(j) != feature]
@@ -418,8 +419,7 @@ def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
     for direction, items in (("up", clean), ("down", buggy)):
         sign = 1.0 if direction == "up" else -1.0
         value = sign * params.clamp_multiple * reference
-        own = on_clean if direction == "up" else feature_values(model, sae, buggy, layer,
-                                                                 [feature])[:, 0]
+        own = on_clean if direction == "up" else on_buggy
         change = ((value - own).abs().mean() * norms[feature]).item()  # mean |h' - h|
         base = _SHARED["unclamped"][direction]
         clamped = read_outputs(model, items, layer, clamp_hook(sae, feature, value))
@@ -601,7 +601,7 @@ def run(params: Params, ctx: RunContext) -> Report:
                "train_programs": splits.n_train_documents},
         "model": quality,
         "held_out": {"pairs_per_type": params.eval_pairs, "programs": len(data.all),
-                     "steering_programs": len(steering_sets(params, data)[0])},
+                     "steering_programs": len(clean)},
         "activations": {"train": len(train_acts), "val": len(val_acts)},
         "losses": losses,
         "sweep": sweep_rows,
