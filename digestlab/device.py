@@ -58,6 +58,14 @@ def seed_everything(seed: int) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A CPU torch.Generator seeded from `parts` (see digestlab.data.rng.derive_seed), for
+    sampling that must repeat: the same parts give the same draws."""
+    from digestlab.data.rng import derive_seed
+
+    return torch.Generator().manual_seed(derive_seed(*parts) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 def device_name(device: torch.device) -> str:
     """Return a human-readable name for the device: the GPU's name or the CPU's model."""
     if device.type == "cuda":

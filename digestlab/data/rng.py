@@ -62,3 +62,12 @@ class SplitMix64:
         for i in range(len(items) - 1, 0, -1):
             j = self.below(i + 1)
             items[i], items[j] = items[j], items[i]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 64-bit seed of its own for each tuple of integers (a run, a stream, an index...): the
+    same parts give the same seed everywhere, and different parts unrelated ones."""
+    rng = SplitMix64(0)
+    for part in parts:
+        rng = SplitMix64(rng.next_u64() ^ part)
+    return rng.next_u64()

@@ -44,8 +44,8 @@ from digestlab.claims import (
 )
 from digestlab.data import dialogue
 from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
-from digestlab.data.rng import SplitMix64
-from digestlab.device import device_name, pick_device
+from digestlab.data.rng import SplitMix64, derive_seed
+from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.sirllm import Params
 from digestlab.figures import new_figure, save_svg
@@ -151,24 +151,12 @@ class Streamer:
         return torch.where(self.reference, shifted, paper)
 
 
-def _seed(*parts: int) -> int:
-    """A stream's own seed, from the evaluation seed and its indices."""
-    rng = SplitMix64(0)
-    for part in parts:
-        rng = SplitMix64(rng.next_u64() ^ part)
-    return rng.next_u64()
-
-
-def _generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*parts) & 0x7FFF_FFFF_FFFF_FFFF)
-
-
 # --- tasks: each job is one stream, every policy a row ---------------------------------------
 
 
 def grocery_stream(params: Params, index: int, exchanges: int) -> dialogue.Grocery:
     """Grocery dialogue `index` of the evaluation set, with `exchanges` of chat in between."""
-    return dialogue.grocery(SplitMix64(_seed(params.eval_seed, 1, index)), exchanges,
+    return dialogue.grocery(SplitMix64(derive_seed(params.eval_seed, 1, index)), exchanges,
                             params.lm.mention_percent)
 
 
@@ -177,7 +165,7 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
     model, _ = load_checkpoint(checkpoint, None, pick_device())
     stream = grocery_stream(params, index, params.grocery_exchanges)
     rows = policies(params, params.grocery_decay, sweep)
-    streamer = Streamer(model, rows, budget, _generator(params.eval_seed, 2, index, budget))
+    streamer = Streamer(model, rows, budget, seeded_generator(params.eval_seed, 2, index, budget))
     item_offset = None
     for turn in (([BOS] if i == 0 else []) + turn for i, turn in enumerate(stream.turns)):
         if item_offset is None and stream.item in turn:  # the request
@@ -213,10 +201,10 @@ def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> fl
 def _rps_job(job: tuple[Path, Params, int]) -> dict:
     checkpoint, params, index = job
     model, _ = load_checkpoint(checkpoint, None, pick_device())
-    moves = dialogue.opponent_moves(SplitMix64(_seed(params.eval_seed, 3, index)),
+    moves = dialogue.opponent_moves(SplitMix64(derive_seed(params.eval_seed, 3, index)),
                                     params.rps_rounds, params.favourite_percent)
     rows = policies(params, params.rps_decay, sweep=True)
-    streamer = Streamer(model, rows, params.budget, _generator(params.eval_seed, 4, index))
+    streamer = Streamer(model, rows, params.budget, seeded_generator(params.eval_seed, 4, index))
     for i, turn in enumerate(dialogue.rps_opening()):
         streamer.read(torch.tensor(([BOS] if i == 0 else []) + turn))
     outcomes = torch.zeros(len(rows), params.rps_rounds, dtype=torch.long)
@@ -258,7 +246,7 @@ def perplexity_stream(params: Params, index: int) -> torch.Tensor:
     mix = dialogue.Mixture(mention_percent=params.lm.mention_percent)
     tokens, i = [BOS], 0
     while len(tokens) < params.ppl_tokens:
-        tokens += dialogue.dialogue(_seed(params.eval_seed, 5, index), i, mix)
+        tokens += dialogue.dialogue(derive_seed(params.eval_seed, 5, index), i, mix)
         i += 1
     return torch.tensor(tokens[: params.ppl_tokens])
 
