@@ -3,7 +3,8 @@
 - `language_model`: next-token prediction on random windows of a token stream (pretraining).
 - `supervised`: next-token prediction on prompt/response pairs, the loss on response tokens
   only (supervised fine-tuning).
-- `dpo`: the DPO preference loss of a policy against a frozen reference model.
+- `dpo`: the DPO preference loss of a policy against a frozen reference model; `spo` is DPO
+  with SPO's per-pair term, and `lagrangian_dpo` a Safe-RLHF-style constrained one.
 Each returns a `train.Objective`; a new kind of model (a sparse autoencoder, say) builds its own
 Objective beside its module and trains with the same loop.
 """
@@ -106,45 +107,164 @@ def supervised(
 
 
 def dpo_loss(policy: nn.Module, reference: GPT, batch: Batch, beta: float) -> torch.Tensor:
-    """Mean DPO loss, -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))), where pi and ref
-    are the summed response log-probabilities of the chosen (w) and rejected (l) rows."""
-    chosen, rejected = batch[:3], batch[3:]
+    """Mean DPO loss, -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l)) - offset), where pi
+    and ref are the summed response log-probabilities of the chosen (w) and rejected (l) rows
+    and offset is the batch's seventh tensor, one value per pair, when it has one (SPO's term;
+    plain DPO has none)."""
+    chosen, rejected = batch[:3], batch[3:6]
+    offset = batch[6] if len(batch) > 6 else 0.0
     if reference.wte.weight.device != batch[0].device:  # the loop moves only the policy
         reference.to(batch[0].device)
     with torch.no_grad():
         ref_margin = reference.sequence_logprobs(*chosen) - reference.sequence_logprobs(*rejected)
     margin = policy.sequence_logprobs(*chosen) - policy.sequence_logprobs(*rejected)
-    return -F.logsigmoid(beta * (margin - ref_margin)).mean()
+    return -F.logsigmoid(beta * (margin - ref_margin) - offset).mean()
+
+
+Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) tokens
+
+
+def pair_batch(pairs: Sequence[Pair], picks: Sequence[int],
+               offsets: torch.Tensor | None = None) -> Batch:
+    """The chosen rows' (ids, prompt_lengths, lengths), then the rejected rows', then the
+    picked pairs' offsets when there are any."""
+    picked = [pairs[i] for i in picks]
+    prompts = [p for p, _, _ in picked]
+    batch = (*pack_rows(prompts, [w for _, w, _ in picked]),
+             *pack_rows(prompts, [r for _, _, r in picked]))
+    return batch if offsets is None else (*batch, offsets[list(picks)])
 
 
 def dpo(
     policy: GPT,
     reference: GPT,
-    pairs: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]],
+    pairs: Sequence[Pair],
     batch_size: int,
     beta: float = 0.1,
+    offsets: torch.Tensor | None = None,
 ) -> Objective:
     """DPO on (prompt, chosen, rejected) token lists, drawn with replacement; the reference is
     frozen (put in eval mode, no gradients) and follows the batches to their device. A batch is
     the chosen rows' (ids, prompt_lengths, lengths) then the rejected rows', so splitting its rows
-    across ranks keeps pairs together. The loss calls sequence_logprobs, not forward, so
-    TrainConfig.compile does not reach it."""
+    across ranks keeps pairs together. `offsets`, one per pair, are subtracted from each pair's
+    scaled margin inside the sigmoid (see `spo`). The loss calls sequence_logprobs, not
+    forward, so TrainConfig.compile does not reach it."""
     reference.eval().requires_grad_(False)
+    if not pairs:
+        raise ValueError("DPO needs at least one preference pair")
+    if offsets is not None and len(offsets) != len(pairs):
+        raise ValueError(f"{len(offsets)} offsets for {len(pairs)} pairs")
 
     def next_batch(generator: torch.Generator) -> Batch:
-        picks = [pairs[i] for i in torch.randint(len(pairs), (batch_size,), generator=generator)]
-        prompts = [p for p, _, _ in picks]
-        return (*pack_rows(prompts, [w for _, w, _ in picks]),
-                *pack_rows(prompts, [r for _, _, r in picks]))
+        picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
+        return pair_batch(pairs, picks, offsets)
 
-    mean_length = sum(2 * len(p) + len(w) + len(r) for p, w, r in pairs) / len(pairs)
-    n = policy.num_params()
     return Objective(
         next_batch=next_batch,
         loss=lambda model, batch: dpo_loss(model, reference, batch, beta),
         items_per_batch=batch_size,
-        # per pair: forward and backward through the policy (6N a token), forward through the
-        # reference (2N a token), over both rows
-        flops_per_item=8 * n * mean_length,
+        flops_per_item=_preference_flops(policy, pairs),
+        unit="pair",
+    )
+
+
+def _preference_flops(policy: GPT, pairs: Sequence[Pair]) -> float:
+    # per pair: forward and backward through the policy (6N a token), forward through the
+    # reference (2N a token), over both rows
+    mean_length = sum(2 * len(p) + len(w) + len(r) for p, w, r in pairs) / len(pairs)
+    return 8 * policy.num_params() * mean_length
+
+
+@torch.no_grad()
+def implicit_rewards(policy: GPT, reference: GPT, prompts: Sequence[Sequence[int]],
+                     responses: Sequence[Sequence[int]], beta: float, batch_size: int = 512
+                     ) -> torch.Tensor:
+    """DPO's implicit reward of each response, beta * log(policy(y|x) / reference(y|x)), (N,)."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        rows = pack_rows(prompts[i : i + batch_size], responses[i : i + batch_size])
+        rows = tuple(t.to(policy.wte.weight.device) for t in rows)
+        out.append(beta * (policy.sequence_logprobs(*rows)
+                           - reference.to(rows[0].device).sequence_logprobs(*rows)))
+    return torch.cat(out).float().cpu()
+
+
+def spo(
+    policy: GPT,
+    previous: GPT,
+    pairs: Sequence[Pair],
+    previous_margins: torch.Tensor,
+    alpha: float,
+    batch_size: int,
+    beta: float = 0.1,
+) -> Objective:
+    """SPO's loss (Lou et al. 2024) for round n on the pairs of dimension n:
+
+        L = -log sigmoid( beta * [log pi(y_w|x)/pi_{n-1}(y_w|x) - log pi(y_l|x)/pi_{n-1}(y_l|x)]
+                          - alpha * [r_{n-1}(x, y_w) - r_{n-1}(x, y_l)] )
+
+    Round n maximises the new dimension's reward R_n plus alpha times the previous one's, with
+    a KL penalty beta towards the previous round's policy pi_{n-1}; the optimum is
+    pi_n ~ pi_{n-1} exp((R_n + alpha R_{n-1}) / beta), so R_n = beta log pi_n/pi_{n-1}
+    - alpha R_{n-1} + (a term of x alone), and Bradley-Terry on dimension n's pairs gives L.
+    R_{n-1} is not a reward model: it is the previous round's implicit reward,
+    r_{n-1} = beta_{n-1} log pi_{n-1}/pi_{n-2} (`implicit_rewards`), and `previous_margins`
+    holds its chosen-minus-rejected difference for each pair. Where the chosen reply was worse
+    on the earlier dimension (a negative margin), the pair pushes less; where it was better, it
+    pushes more. alpha = 0 is DPO against pi_{n-1}, which is sequential DPO."""
+    return dpo(policy, previous, pairs, batch_size, beta, offsets=alpha * previous_margins)
+
+
+def lagrangian_dpo(
+    policy: GPT,
+    reference: GPT,
+    pairs: Sequence[Pair],
+    constraint_reference: GPT,
+    constraint_pairs: Sequence[Pair],
+    threshold: float,
+    batch_size: int,
+    beta: float = 0.1,
+    multiplier_lr: float = 0.5,
+    history: list[float] | None = None,
+) -> Objective:
+    """Safe RLHF's Lagrangian (Dai et al. 2023) in DPO form: minimise the DPO loss on `pairs`
+    (the new dimension, against `reference`) subject to the DPO loss on `constraint_pairs` (the
+    earlier dimension, against `constraint_reference`) staying at most `threshold`:
+
+        L = (L_new + lam * L_old) / (1 + lam)
+        lam <- max(0, lam + multiplier_lr * (L_old - threshold))
+
+    lam rises by projected dual ascent while the constraint is broken and falls back once it
+    holds; it is updated after every training step's loss, from that step's batch, and each
+    value is appended to `history` when one is given. Safe RLHF itself trains reward and cost
+    models and optimises with PPO; here both dimensions enter through DPO losses, so the
+    difference from SPO is the adaptive multiplier and the constraint, not the reward model."""
+    for model in (reference, constraint_reference):
+        model.eval().requires_grad_(False)
+    if not pairs or not constraint_pairs:
+        raise ValueError("the Lagrangian needs pairs on both dimensions")
+    multiplier = [0.0]
+
+    def next_batch(generator: torch.Generator) -> Batch:
+        main = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
+        other = torch.randint(len(constraint_pairs), (batch_size,), generator=generator).tolist()
+        return (*pair_batch(pairs, main), *pair_batch(constraint_pairs, other))
+
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        new = dpo_loss(model, reference, batch[:6], beta)
+        old = dpo_loss(model, constraint_reference, batch[6:], beta)
+        lam = multiplier[0]
+        if model.training:
+            multiplier[0] = max(0.0, lam + multiplier_lr * (old.item() - threshold))
+            if history is not None:
+                history.append(multiplier[0])
+        return (new + lam * old) / (1.0 + lam)
+
+    return Objective(
+        next_batch=next_batch,
+        loss=loss,
+        items_per_batch=batch_size,
+        flops_per_item=_preference_flops(policy, pairs) + _preference_flops(policy,
+                                                                            constraint_pairs),
         unit="pair",
     )

@@ -14,7 +14,17 @@ from torch.nn import functional as F
 from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.device import seed_everything
 from digestlab.nn import GPT
-from digestlab.objectives import dpo, pack_rows, response_targets, supervised
+from digestlab.objectives import (
+    dpo,
+    dpo_loss,
+    implicit_rewards,
+    lagrangian_dpo,
+    pack_rows,
+    pair_batch,
+    response_targets,
+    spo,
+    supervised,
+)
 from digestlab.train import Objective, train
 
 CPU = torch.device("cpu")
@@ -79,6 +89,78 @@ def test_dpo_starts_at_ln2_prefers_chosen_after_training_and_leaves_the_referenc
     assert bool((margin > ref_margin).all())
     for key, value in reference.state_dict().items():
         assert torch.equal(value, frozen[key]), key
+
+
+def test_spo_is_dpo_with_the_previous_reward_margin_inside_the_sigmoid():
+    policy, previous, before = tiny_gpt(0), tiny_gpt(1), tiny_gpt(2)
+    prompts = random_rows(8, 2, 5, seed=5)
+    chosen, rejected = random_rows(8, 2, 6, seed=6), random_rows(8, 2, 6, seed=7)
+    pairs = list(zip(prompts, chosen, rejected, strict=True))
+    beta, alpha = 0.5, 2.0
+    margins = (implicit_rewards(previous, before, prompts, chosen, beta)
+               - implicit_rewards(previous, before, prompts, rejected, beta))
+    with torch.no_grad():
+        log_ratio = {name: policy.sequence_logprobs(*pack_rows(prompts, rows))
+                     - previous.sequence_logprobs(*pack_rows(prompts, rows))
+                     for name, rows in (("w", chosen), ("l", rejected))}
+        expected = -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"]) - alpha * margins)
+        objective = spo(policy, previous, pairs, margins, alpha, batch_size=8, beta=beta)
+        got = objective.loss(policy, pair_batch(pairs, range(8), alpha * margins))
+        plain = dpo_loss(policy, previous, pair_batch(pairs, range(8)), beta)
+    assert got.item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert plain.item() == pytest.approx(
+        -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"])).mean().item(), rel=1e-5)
+    # the implicit reward is beta times the log-probability ratio of the two models
+    with torch.no_grad():
+        direct = beta * (previous.sequence_logprobs(*pack_rows(prompts, chosen))
+                         - before.sequence_logprobs(*pack_rows(prompts, chosen)))
+    assert torch.allclose(implicit_rewards(previous, before, prompts, chosen, beta), direct,
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="offsets"):
+        dpo(policy, previous, pairs, 4, offsets=margins[:3])
+    with pytest.raises(ValueError, match="at least one"):
+        dpo(policy, previous, [], 4)
+
+
+def test_a_large_previous_margin_in_favour_of_the_chosen_row_makes_spo_push_harder():
+    policy, previous = tiny_gpt(0), tiny_gpt(0)
+    prompts = random_rows(4, 2, 4, seed=1)
+    pairs = list(zip(prompts, random_rows(4, 3, 5, seed=2), random_rows(4, 3, 5, seed=3),
+                     strict=True))
+    with_margin = {}
+    for margin in (-3.0, 0.0, 3.0):
+        policy.zero_grad()
+        batch = pair_batch(pairs, range(4), torch.full((4,), margin))
+        dpo_loss(policy, previous, batch, beta=1.0).backward()
+        with_margin[margin] = math.sqrt(sum(p.grad.pow(2).sum().item()
+                                            for p in policy.parameters() if p.grad is not None))
+    # the loss is -log sigmoid(x - offset): its slope grows as the offset grows
+    assert with_margin[-3.0] < with_margin[0.0] < with_margin[3.0]
+
+
+def test_the_lagrange_multiplier_rises_while_the_constraint_is_broken_and_weights_it():
+    policy, reference = tiny_gpt(0), tiny_gpt(0)
+    prompts = random_rows(6, 2, 4, seed=1)
+    pairs = list(zip(prompts, random_rows(6, 3, 5, seed=2), random_rows(6, 3, 5, seed=3),
+                     strict=True))
+    history: list[float] = []
+    # a threshold below ln 2, which the policy (equal to the reference) starts at: broken
+    objective = lagrangian_dpo(policy, reference, pairs, reference, pairs, threshold=0.1,
+                               batch_size=6, beta=0.5, multiplier_lr=1.0, history=history)
+    batch = objective.next_batch(torch.Generator().manual_seed(0))
+    assert len(batch) == 12
+    first = objective.loss(policy.train(), batch)
+    assert first.item() == pytest.approx(math.log(2), abs=1e-6)  # lambda 0: the new loss alone
+    assert history == [pytest.approx(math.log(2) - 0.1, abs=1e-6)]
+    objective.loss(policy, batch)
+    assert history[1] == pytest.approx(2 * (math.log(2) - 0.1), abs=1e-6)
+    # evaluation (eval mode) leaves the multiplier alone
+    objective.loss(policy.eval(), batch)
+    assert len(history) == 2
+    easy = lagrangian_dpo(policy, reference, pairs, reference, pairs, threshold=5.0,
+                          batch_size=6, beta=0.5, multiplier_lr=1.0, history=(kept := []))
+    easy.loss(policy.train(), batch)
+    assert kept == [0.0]  # a constraint that holds keeps lambda at zero
 
 
 class TinyAutoencoder(nn.Module):
