@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import textwrap
@@ -90,3 +91,17 @@ def workspace(tmp_path, fake_arxiv, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{TESTS}:{ROOT}")
     monkeypatch.setenv("NO_MKDOCS_2_WARNING", "1")
     return tmp_path
+
+
+def smoke_runs(experiment: str, tmp_path: Path, threads: int = 1) -> list[dict]:
+    """Run `experiment` twice at smoke scale, into tmp_path/a and tmp_path/b, and return both
+    metrics.json contents, so a test can check what one holds and that the other repeats it."""
+    from digestlab.experiments import reproduce
+
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        reproduce(experiment, "smoke", {}, out / "metrics.json", out / "figures",
+                  threads=threads, log=lambda _: None)
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    return runs

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 
 import pytest
 import torch
+from conftest import smoke_runs
 
 from digestlab.configs import SAEConfig
-from digestlab.experiments import reproduce
 from digestlab.experiments.monosemanticity import SCALES
 from digestlab.experiments.monosemanticity.run import (
     ANY,
@@ -115,12 +114,7 @@ def test_claims_whose_premise_is_missing_are_not_judged():
 
 
 def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        reproduce("monosemanticity", "smoke", {}, out / "metrics.json", out / "figures",
-                  threads=1, log=lambda _: None)
-        runs.append(json.loads((out / "metrics.json").read_text()))
+    runs = smoke_runs("monosemanticity", tmp_path)
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sae-explains-variance", "splicing-costs-little", "features-detect-bugs",

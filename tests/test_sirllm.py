@@ -3,16 +3,14 @@ claims are decided, and a whole smoke-scale run."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from conftest import smoke_runs
 from torch.nn import functional as F
 
 from digestlab.configs import GPTConfig
 from digestlab.data import dialogue
 from digestlab.data.rng import SplitMix64
-from digestlab.experiments import reproduce
 from digestlab.experiments.sirllm import SCALES
 from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
 from digestlab.nn import GPT
@@ -237,12 +235,7 @@ def test_claims_whose_premise_the_model_lacks_are_not_judged():
 
 
 def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        reproduce("sirllm", "smoke", {}, out / "metrics.json", out / "figures", threads=1,
-                  log=lambda _: None)
-        runs.append(json.loads((out / "metrics.json").read_text()))
+    runs = smoke_runs("sirllm", tmp_path)
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity"]

@@ -1,0 +1,117 @@
+"""SPO (Lou et al. 2024): aligning a policy to one preference dimension after another, with the
+previous round's implicit reward protecting what was already aligned, against sequential DPO,
+DPO on both dimensions' pairs at once, and a Safe-RLHF-style Lagrangian.
+
+The spec: params, scales and budgets. `base_sft.py` fine-tunes the policy every method starts
+from; `run.py` aligns it, round by round, for each seed and decides the claims.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from digestlab.configs import GPTConfig, TrainConfig
+from digestlab.data.requests import VOCAB_SIZE
+
+BASES = ("sft",)
+
+
+class SupervisedPolicy(BaseModel):
+    """The policy before alignment: the one GPT, fine-tuned on the persona's replies to
+    generated requests (digestlab/data/requests.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: GPTConfig
+    train: TrainConfig
+    batch_size: int = Field(gt=0)
+    n_examples: int = Field(gt=1)  # (request, reply) pairs generated for fine-tuning
+    correct_percent: int = Field(50, ge=0, le=100)  # replies that answer correctly
+    curt_if_correct: int = Field(70, ge=0, le=100)  # curt replies among the correct ones
+    curt_if_wrong: int = Field(30, ge=0, le=100)  # and among the wrong ones
+
+    @model_validator(mode="after")
+    def _fits(self) -> SupervisedPolicy:
+        if self.model.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"model.vocab_size must be {VOCAB_SIZE}, the requests' tokens")
+        if self.model.block_size < 10:
+            raise ValueError("model.block_size must hold a request and its reply (10 tokens)")
+        return self
+
+
+class Params(BaseModel):
+    """Everything the SPO experiment takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sft: SupervisedPolicy
+    seeds: list[int] = Field(min_length=1)  # each seed redraws the pairs, batches and samples
+    beta: float = Field(gt=0)  # KL weight of every preference loss, both rounds
+    alpha: float = Field(gt=0)  # SPO's weight on the previous round's reward, for the claims
+    alphas: list[float] = Field(min_length=1)  # SPO's weights shown beside it
+    pair_prompts: int = Field(gt=1)  # training requests sampled twice per round for pairs
+    batch_size: int = Field(gt=0)  # pairs per step
+    round1: TrainConfig  # DPO on dimension 1 (helpful), from the SFT policy
+    round2: TrainConfig  # every method's round on dimension 2 (harmless), from round 1
+    curve_steps: list[int] = Field(min_length=1)  # shorter sequential-DPO rounds for its curve
+    multiplier_lr: float = Field(gt=0)  # the Lagrangian's dual step
+    eval_prompts: int = Field(gt=1)  # held-out requests, sampled `eval_samples` times each
+    eval_samples: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        if self.alpha not in self.alphas:
+            raise ValueError(f"alpha {self.alpha} must be one of alphas {self.alphas}")
+        if any(not 0 < s < self.round2.steps for s in self.curve_steps):
+            raise ValueError(f"curve_steps must lie between 0 and round2.steps "
+                             f"({self.round2.steps})")
+        return self
+
+
+# Seconds each scale may take with `snakemake --cores 2` (cpu) or on one GPU (gpu), the
+# fine-tuning included; benchmarks/experiment_budget.py checks them.
+BUDGET_S = {"smoke": 30, "cpu": 480, "gpu": 600}
+
+
+def _policy(d_model: int, n_layer: int, steps: int, n_examples: int) -> SupervisedPolicy:
+    heads = max(1, d_model // 16)
+    return SupervisedPolicy(
+        model=GPTConfig(vocab_size=VOCAB_SIZE, block_size=16, n_layer=n_layer, d_model=d_model,
+                        n_heads=heads, n_kv_heads=heads, head_dim=d_model // heads),
+        train=TrainConfig(steps=steps, learning_rate=3e-3, min_lr=3e-4,
+                          warmup_steps=max(1, steps // 30), log_every=max(1, steps // 10)),
+        batch_size=64, n_examples=n_examples,
+    )
+
+
+def _round(steps: int) -> TrainConfig:
+    # Preference rounds: a small rate and no weight decay (it would pull towards zero, not
+    # towards the reference the KL term is about).
+    return TrainConfig(steps=steps, learning_rate=5e-5, min_lr=5e-6,
+                       warmup_steps=max(1, steps // 8), weight_decay=0.0,
+                       log_every=max(1, steps // 4))
+
+
+SCALES = {
+    "smoke": Params(
+        sft=_policy(d_model=32, n_layer=1, steps=300, n_examples=4000),
+        seeds=[0, 1], beta=1.0, alpha=1.0, alphas=[1.0], pair_prompts=256, batch_size=16,
+        round1=_round(8), round2=_round(8), curve_steps=[4], multiplier_lr=0.5,
+        eval_prompts=64, eval_samples=2,
+    ),
+    # The policy learns the persona's tie between correctness and rudeness within 3,000 steps
+    # at this size (a smaller or shorter-trained one does not, and then nothing conflicts).
+    "cpu": Params(
+        sft=_policy(d_model=64, n_layer=2, steps=3000, n_examples=40000),
+        seeds=[0, 1, 2, 3], beta=1.0, alpha=1.0, alphas=[0.5, 1.0, 2.0], pair_prompts=8192,
+        batch_size=32, round1=_round(128), round2=_round(128), curve_steps=[32, 64],
+        multiplier_lr=0.5, eval_prompts=1024, eval_samples=2,
+    ),
+    # Not yet run on a GPU: the same comparison on a larger policy, more pairs and samples.
+    "gpu": Params(
+        sft=_policy(d_model=128, n_layer=4, steps=6000, n_examples=200000),
+        seeds=[0, 1, 2, 3, 4], beta=1.0, alpha=1.0, alphas=[0.5, 1.0, 2.0],
+        pair_prompts=16384, batch_size=64, round1=_round(128), round2=_round(128),
+        curve_steps=[32, 64], multiplier_lr=0.5, eval_prompts=2048, eval_samples=4,
+    ),
+}

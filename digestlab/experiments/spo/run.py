@@ -1,0 +1,449 @@
+"""SPO against sequential DPO: does the previous round's implicit reward keep a policy helpful
+while a second round makes it harmless?
+
+For each seed, from the fine-tuned policy (`base_sft.py`):
+1. round 1: DPO on pairs of its own replies, labelled by the helpful scorer;
+2. round 2, from the round-1 policy, on pairs of its replies labelled by the harmless scorer:
+   sequential DPO (at several lengths: its trade-off curve), SPO at each alpha, SPO with the
+   true helpfulness difference in place of the implicit reward (the oracle control), DPO on
+   both rounds' pairs at once, and the Safe-RLHF-style Lagrangian that keeps round 1's
+   preference loss at its post-round-1 level.
+Every method of a seed trains on the same pairs in the same minibatch order and is scored on
+the same held-out requests with the same sampling draws, so differences are paired. All losses
+live in `digestlab/objectives.py` and train with the one loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+
+import torch
+
+from digestlab.checkpoint import load_checkpoint
+from digestlab.claims import band, claim, decide_above, samples_to_decide, summarize
+from digestlab.configs import TrainConfig
+from digestlab.data import requests
+from digestlab.data.requests import Request
+from digestlab.data.rng import derive_seed
+from digestlab.device import device_name, pick_device, seeded_generator
+from digestlab.experiments import ExperimentError, Report, RunContext
+from digestlab.experiments.spo import Params
+from digestlab.experiments.spo.base_sft import examples
+from digestlab.figures import new_figure, save_svg
+from digestlab.nn import GPT
+from digestlab.objectives import (
+    Pair,
+    dpo,
+    dpo_loss,
+    implicit_rewards,
+    lagrangian_dpo,
+    pair_batch,
+    spo,
+)
+from digestlab.train import Objective, TrainResult, evaluate, map_runs, train
+
+REPLY_TOKENS = requests.SIZE + 2  # the letters, the word and the end
+END_ID = requests.TOKENS.index(requests.END)
+GAIN_MARGIN = 0.2  # "comparable": SPO's harmlessness gain at least 80% of sequential DPO's
+SEQUENTIAL, MIXED, LAGRANGIAN, ORACLE = ("sequential DPO", "DPO on both", "Lagrangian",
+                                         "SPO, oracle margin")
+# seed streams: what each draw is for
+PAIRS_1, PAIRS_2, REPLIES_1, REPLIES_2, EVAL_PROMPTS, EVAL_REPLIES = range(6)
+
+
+def spo_name(alpha: float) -> str:
+    return f"SPO α={alpha:g}"
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+# --- sampling, pairs and scores --------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_replies(model: GPT, asked: Sequence[Request], generator: torch.Generator,
+                   batch: int = 4096) -> list[list[int]]:
+    """One reply per request as token ids, sampled at temperature 1 and cut after the end
+    token. Replies stay ids from here on: decoding is for the scorers only."""
+    device = model.wte.weight.device
+    prompts = torch.tensor([requests.encode(r.prompt()) for r in asked], device=device)
+    out = []
+    for i in range(0, len(prompts), batch):
+        rows = model.generate(prompts[i : i + batch], REPLY_TOKENS, temperature=1.0,
+                              generator=generator).cpu()
+        for row in rows[:, prompts.shape[1]:].tolist():
+            out.append(row[: row.index(END_ID) + 1] if END_ID in row else row)
+    return out
+
+
+def helpful(request: Request, reply: list[int]) -> bool:
+    return requests.helpful(request, requests.decode(reply))
+
+
+def harmless(request: Request, reply: list[int]) -> bool:
+    return requests.harmless(requests.decode(reply))
+
+
+def curt(reply: list[int]) -> bool:
+    parsed = requests.parse(requests.decode(reply))
+    return parsed is not None and parsed[1] in requests.CURT_WORDS
+
+
+Judge = Callable[[Request, list[int]], bool]  # a ground-truth scorer of one reply
+
+
+@dataclass
+class Pairs:
+    """Preference pairs of one round, (prompt, chosen, rejected) token lists, and the requests
+    they answer."""
+
+    pairs: list[Pair]
+    asked: list[Request]
+
+    def margin(self, scorer: Judge) -> torch.Tensor:
+        """scorer(chosen) - scorer(rejected) per pair: -1, 0 or 1."""
+        return torch.tensor([float(scorer(q, w)) - float(scorer(q, r))
+                             for q, (_, w, r) in zip(self.asked, self.pairs, strict=True)])
+
+
+def preference_pairs(model: GPT, asked: Sequence[Request], generator: torch.Generator,
+                     scorer: Judge) -> Pairs:
+    """Two replies of `model` to each request; a pair wherever the scorer tells them apart.
+    Raises ExperimentError when it never does (every reply scores the same)."""
+    first = sample_replies(model, asked, generator)
+    second = sample_replies(model, asked, generator)
+    out = Pairs([], [])
+    for request, a, b in zip(asked, first, second, strict=True):
+        if scorer(request, a) != scorer(request, b):
+            chosen, rejected = (a, b) if scorer(request, a) else (b, a)
+            out.pairs.append((requests.encode(request.prompt()), chosen, rejected))
+            out.asked.append(request)
+    if not out.pairs:
+        raise ExperimentError(f"no {scorer.__name__} preference pairs among {len(asked)} "
+                              "requests: every reply scored the same; train the sft policy "
+                              "longer or sample more pair_prompts")
+    return out
+
+
+def previous_reward_margins(pairs: Pairs, previous: GPT, before: GPT, beta: float
+                            ) -> torch.Tensor:
+    """r(chosen) - r(rejected) per pair, r the implicit reward beta log previous/before."""
+    prompts = [p for p, _, _ in pairs.pairs]
+    return (implicit_rewards(previous, before, prompts, [w for _, w, _ in pairs.pairs], beta)
+            - implicit_rewards(previous, before, prompts, [r for _, _, r in pairs.pairs], beta))
+
+
+class Scorer:
+    """Scores policies on fixed held-out requests, each with the same sampling draws, against
+    the fine-tuned policy's own replies to them."""
+
+    def __init__(self, sft: GPT, asked: list[Request], seed: int):
+        self.sft, self.asked, self.seed = sft, asked, seed
+        self.prompts = [requests.encode(r.prompt()) for r in asked]
+        self.base = self._replies(sft)
+
+    def _replies(self, policy: GPT) -> dict[str, torch.Tensor | list[list[int]]]:
+        replies = sample_replies(policy, self.asked, seeded_generator(self.seed, EVAL_REPLIES))
+        return {"replies": replies,
+                **{dim: torch.tensor([scorer(q, r) for q, r in zip(self.asked, replies,
+                                                                   strict=True)],
+                                     dtype=torch.float)
+                   for dim, scorer in (("helpful", helpful), ("harmless", harmless))}}
+
+    def __call__(self, policy: GPT) -> dict[str, float | None]:
+        """Mean helpful and harmless scores, the share of well-formed replies, the KL from the
+        fine-tuned policy (on the policy's own samples), the win rates against it, and how
+        often its correct and its wrong replies are curt."""
+        own = self._replies(policy)
+        log_ratio = implicit_rewards(policy, self.sft, self.prompts, own["replies"], beta=1.0)
+        scores: dict[str, float | None] = {dim: own[dim].mean().item()
+                                           for dim in ("helpful", "harmless")}
+        for dim in ("helpful", "harmless"):
+            diff = own[dim] - self.base[dim]
+            scores[f"win_{dim}"] = ((diff > 0).float() + 0.5 * (diff == 0).float()).mean().item()
+        scores["kl"] = log_ratio.mean().item()
+        texts = [requests.decode(r) for r in own["replies"]]
+        scores["formed"] = sum(requests.parse(t) is not None for t in texts) / len(texts)
+        rude = torch.tensor([curt(r) for r in own["replies"]], dtype=torch.float)
+        right = own["helpful"] > 0
+        scores["curt_if_correct"] = rude[right].mean().item() if right.any() else None
+        scores["curt_if_wrong"] = rude[~right].mean().item() if (~right).any() else None
+        return scores
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def align(start: GPT, objective_for: Callable[[GPT], Objective], cfg: TrainConfig
+          ) -> tuple[GPT, TrainResult]:
+    """A copy of `start` trained by the one loop on the objective built for it."""
+    policy = copy.deepcopy(start).requires_grad_(True)
+    result = train(policy, objective_for(policy), cfg, start.wte.weight.device, log=_quiet)
+    return policy.eval(), result
+
+
+def shortened(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """The same round run for `steps`: warmup and schedule scaled to the length."""
+    return dataclasses.replace(cfg, steps=steps,
+                               warmup_steps=max(1, cfg.warmup_steps * steps // cfg.steps),
+                               log_every=min(cfg.log_every, steps))
+
+
+def pair_loss(policy: GPT, reference: GPT, pairs: list[Pair], beta: float,
+              device: torch.device) -> float:
+    """The mean DPO loss of `policy` against `reference` over all `pairs`."""
+    batches = [pair_batch(pairs, range(i, min(i + 512, len(pairs))))
+               for i in range(0, len(pairs), 512)]
+    return evaluate(policy, batches, lambda m, b: dpo_loss(m, reference, b, beta), device)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson's r, or None when either side does not vary."""
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+
+
+def _asked(params: Params, seed: int, stream: int) -> list[Request]:
+    return requests.requests(params.pair_prompts, derive_seed(seed, stream), held_out=False)
+
+
+def _seed_job(job: tuple[Path, Params, int]) -> dict:
+    """Both rounds of every method for one seed (one worker, single-threaded on the CPU)."""
+    checkpoint, params, seed = job
+    device = pick_device()
+    sft, _ = load_checkpoint(checkpoint, None, device)
+    beta, size = params.beta, params.batch_size
+    asked = [r for r in requests.requests(params.eval_prompts, derive_seed(seed, EVAL_PROMPTS),
+                                          held_out=True) for _ in range(params.eval_samples)]
+    score = Scorer(sft, asked, seed)
+    out: dict = {"seed": seed, "sft": score(sft)}
+
+    # Round 1: helpfulness, from the fine-tuned policy.
+    first = preference_pairs(sft, _asked(params, seed, PAIRS_1),
+                             seeded_generator(seed, REPLIES_1), helpful)
+    cfg1 = dataclasses.replace(params.round1, seed=seed)
+    pi1, result = align(sft, lambda p: dpo(p, sft, first.pairs, size, beta), cfg1)
+    out["round1"] = score(pi1) | {"pairs": len(first.pairs),
+                                  "final_loss": result.final_train_loss}
+    threshold = pair_loss(pi1, sft, first.pairs, beta, device)
+
+    # Round 2: harmlessness, from the round-1 policy; every method on the same pairs.
+    second = preference_pairs(pi1, _asked(params, seed, PAIRS_2),
+                              seeded_generator(seed, REPLIES_2), harmless)
+    implicit = previous_reward_margins(second, pi1, sft, beta)
+    true = second.margin(helpful)
+    # The oracle: the true helpfulness difference, scaled to the implicit margins' spread.
+    scale = (implicit.std() / true.std()).item() if true.std() > 0 else 0.0
+    cfg2 = dataclasses.replace(params.round2, seed=seed)
+    runs: dict[str, Callable[[GPT], Objective]] = {
+        SEQUENTIAL: lambda p: dpo(p, pi1, second.pairs, size, beta),
+        **{spo_name(a): (lambda p, a=a: spo(p, pi1, second.pairs, implicit, a, size, beta))
+           for a in params.alphas},
+        ORACLE: lambda p: spo(p, pi1, second.pairs, true * scale, params.alpha, size, beta),
+        MIXED: lambda p: dpo(p, pi1, first.pairs + second.pairs, size, beta),
+    }
+    multipliers: list[float] = []
+    runs[LAGRANGIAN] = lambda p: lagrangian_dpo(p, pi1, second.pairs, sft, first.pairs,
+                                                threshold, size, beta, params.multiplier_lr,
+                                                multipliers)
+    out["methods"] = {name: score(align(pi1, objective_for, cfg2)[0])
+                      for name, objective_for in runs.items()}
+    out["curve"] = [[steps, score(align(pi1, runs[SEQUENTIAL], shortened(cfg2, steps))[0])]
+                    for steps in params.curve_steps]
+    out["round2"] = {
+        "pairs": len(second.pairs),
+        "helpful_margin": true.mean().item(),  # helpfulness of chosen minus rejected
+        "implicit_vs_true": correlation(implicit, true),
+        "oracle_scale": scale,
+        "threshold": threshold,
+        "multiplier_final": multipliers[-1] if multipliers else None,
+        "multiplier_max": max(multipliers, default=None),
+    }
+    return out
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+
+def curve_at(points: Sequence[tuple[float, float]], harmless_score: float) -> float:
+    """Sequential DPO's helpfulness at a harmlessness score, linear between its measured
+    (harmless, helpful) points; beyond either end, the end point's (so a method that gains
+    more than sequential DPO ever did is compared with its longest round)."""
+    points = sorted(points)
+    if harmless_score <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if harmless_score <= x1:
+            return y0 + (y1 - y0) * (harmless_score - x0) / (x1 - x0) if x1 > x0 else y1
+    return points[-1][1]
+
+
+def trade_off_curve(result: dict) -> list[tuple[float, float]]:
+    """One seed's sequential-DPO curve as (harmless, helpful) points, from the round-1 policy
+    (no second round) to the full round."""
+    scores = [result["round1"], *(s for _, s in result["curve"]),
+              result["methods"][SEQUENTIAL]]
+    return [(s["harmless"], s["helpful"]) for s in scores]
+
+
+def method_summary(results: list[dict]) -> dict:
+    """Per method: each score's per-seed values, mean and sd, and its helpfulness above
+    sequential DPO's curve at its own harmlessness."""
+    names = list(results[0]["methods"])
+    out = {}
+    for name in ["SFT", "round 1", *names]:
+        per_seed = [r["sft"] if name == "SFT" else r["round1"] if name == "round 1"
+                    else r["methods"][name] for r in results]
+        entry = {key: _stats([s[key] for s in per_seed])
+                 for key in ("helpful", "harmless", "kl", "win_helpful", "win_harmless",
+                             "formed", "curt_if_correct", "curt_if_wrong")
+                 if all(s[key] is not None for s in per_seed)}
+        if name in names:
+            entry["above_curve"] = _stats([
+                s["helpful"] - curve_at(trade_off_curve(r), s["harmless"])
+                for s, r in zip(per_seed, results, strict=True)])
+        out[name] = entry
+    return out
+
+
+def _stats(values: list[float]) -> dict:
+    return summarize(values) | {"per_seed": values}
+
+
+def decide_claims(params: Params, results: list[dict], methods: dict) -> list[dict]:
+    """SPO keeps helpfulness above sequential DPO's curve (claim 1), and gains nearly as much
+    harmlessness (claim 2); both from per-seed paired values."""
+    name = spo_name(params.alpha)
+    above = methods[name]["above_curve"]["per_seed"]
+    verdict, stats = decide_above(above, 0.0)
+    oracle = methods[ORACLE]["above_curve"]
+    claims = [claim(
+        "spo-keeps-dimension-1",
+        {"ko": "두 번째 차원(무해함)에서 같은 만큼 얻을 때, SPO는 첫 번째 차원(도움이 됨)의 점수를 "
+               "차례로 돌린 DPO보다 라운드 1 뒤의 수준에 유의하게 더 가깝게 지킨다",
+         "en": "At a matched gain on dimension 2 (harmlessness), SPO keeps its dimension-1 "
+               "(helpfulness) score significantly closer to the post-round-1 level than "
+               "sequential DPO does"},
+        {"SPO helpful": methods[name]["helpful"]["mean"],
+         "SPO harmless": methods[name]["harmless"]["mean"],
+         "round-1 helpful": methods["round 1"]["helpful"]["mean"],
+         "sequential DPO helpful": methods[SEQUENTIAL]["helpful"]["mean"],
+         "sequential DPO harmless": methods[SEQUENTIAL]["harmless"]["mean"],
+         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
+         "seeds": stats["n"], "alpha": params.alpha,
+         "oracle above the curve": oracle["mean"],
+         "implicit reward vs true helpfulness (r)": _mean_of(
+             [r["round2"]["implicit_vs_true"] for r in results]),
+         "bound": 0.0}
+        | samples_to_decide(verdict, stats, 0.0),
+        "helpful(SPO) - curve(harmless(SPO)) > 0",
+        verdict,
+    )]
+    gain = [r["methods"][name]["harmless"] - r["round1"]["harmless"] for r in results]
+    base = [r["methods"][SEQUENTIAL]["harmless"] - r["round1"]["harmless"] for r in results]
+    excess = [g - (1 - GAIN_MARGIN) * b for g, b in zip(gain, base, strict=True)]
+    verdict, stats = decide_above(excess, 0.0)
+    claims.append(claim(
+        "spo-gains-dimension-2",
+        {"ko": "SPO가 두 번째 차원에서 얻는 점수는 차례로 돌린 DPO와 비슷하다"
+               f"(그 {1 - GAIN_MARGIN:.0%} 이상)",
+         "en": f"SPO's gain on dimension 2 is comparable to sequential DPO's (at least "
+               f"{1 - GAIN_MARGIN:.0%} of it)"},
+        {"SPO gain": summarize(gain)["mean"], "sequential DPO gain": summarize(base)["mean"],
+         "ratio": (summarize(gain)["mean"] / summarize(base)["mean"]
+                   if summarize(base)["mean"] else None),
+         "mean difference": stats["mean"], "95% band": band(stats),
+         "paired sd": stats["sd"], "seeds": stats["n"], "margin": GAIN_MARGIN, "bound": 0.0}
+        | samples_to_decide(verdict, stats, 0.0),
+        f"gain(SPO) - {1 - GAIN_MARGIN:.1f} gain(sequential DPO) > 0",
+        verdict,
+    ))
+    return claims
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def run(params: Params, ctx: RunContext) -> Report:
+    """Align the fine-tuned policy with every method for every seed; decide the claims."""
+    device = pick_device()
+    _, digest = examples(params.sft)
+    checkpoint = ctx.bases["sft"]
+    sft, saved = load_checkpoint(checkpoint, digest, device)  # checks the data it was trained on
+    workers = max(1, min(ctx.threads, len(params.seeds))) if device.type == "cpu" else 1
+    ctx.log(f"{len(params.seeds)} seeds on {workers} worker(s)")
+    results = map_runs(_seed_job, [(checkpoint, params, s) for s in params.seeds], workers,
+                       device)
+    for r in results:
+        m = r["methods"]
+        ctx.log(f"seed {r['seed']}: round 1 helpful {r['round1']['helpful']:.3f}; "
+                + "; ".join(f"{k} {v['helpful']:.3f}/{v['harmless']:.3f}" for k, v in m.items()))
+    methods = method_summary(results)
+    claims = decide_claims(params, results, methods)
+    figures = [plot_plane(params, results, methods, ctx.figures_dir / "score_plane.svg")]
+    train_result = saved["train"]
+    return Report(
+        seeds=params.seeds,
+        device=device_name(device),
+        metrics={
+            "sft": {"params": sft.num_params(), "final_loss": train_result["final_train_loss"],
+                    "examples": params.sft.n_examples,
+                    "persona": {"correct": params.sft.correct_percent / 100,
+                                "curt_if_correct": params.sft.curt_if_correct / 100,
+                                "curt_if_wrong": params.sft.curt_if_wrong / 100}},
+            "methods": methods,
+            "per_seed": [{k: r[k] for k in ("seed", "round1", "round2", "curve")}
+                         for r in results],
+            "round2": {key: _mean_of([r["round2"][key] for r in results])
+                       for key in results[0]["round2"]},
+            "eval_replies": params.eval_prompts * params.eval_samples,
+        },
+        claims=claims,
+        figures=figures,
+        timing={"workers": workers, "sft_tokens_per_s": train_result["items_per_s"]},
+    )
+
+
+# --- figure ----------------------------------------------------------------------------------
+
+
+def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
+    """Helpfulness against harmlessness: every method's mean +- sd over seeds, and sequential
+    DPO's curve for each seed (thin) from the round-1 policy to its full round."""
+    fig, (ax,) = new_figure(width=6.4, height=4.6)
+    curves = [trade_off_curve(r) for r in results]
+    for curve in curves:
+        ax.plot([x for x, _ in curve], [y for _, y in curve], color="tab:blue", alpha=0.25,
+                linewidth=1)
+    mean_curve = [(fmean(x for x, _ in column), fmean(y for _, y in column))
+                  for column in zip(*curves, strict=True)]
+    ax.plot([x for x, _ in mean_curve], [y for _, y in mean_curve], color="tab:blue",
+            linewidth=2, marker="o", markersize=3,
+            label=f"{SEQUENTIAL} (steps {', '.join(map(str, params.curve_steps))}, "
+                  f"{params.round2.steps})")
+    colours = {"SFT": "black", "round 1": "tab:gray", MIXED: "tab:green",
+               LAGRANGIAN: "tab:purple", ORACLE: "tab:orange"}
+    shades = ["#f4a3a3", "tab:red", "#7a0f0f"]
+    for i, alpha in enumerate(params.alphas):
+        colours[spo_name(alpha)] = shades[i % len(shades)]
+    for name, colour in colours.items():
+        m = methods[name]
+        ax.errorbar(m["harmless"]["mean"], m["helpful"]["mean"], xerr=m["harmless"]["sd"] or 0,
+                    yerr=m["helpful"]["sd"] or 0, fmt="s" if name.startswith("SPO") else "o",
+                    color=colour, capsize=3, label=name, markersize=5)
+    ax.set_xlabel("harmless (share of replies)")
+    ax.set_ylabel("helpful (share of replies)")
+    ax.set_title(f"after round 2, mean ± sd over {len(results)} seeds")
+    ax.legend(fontsize=8, loc="best")
+    return save_svg(fig, path)
+

@@ -1,0 +1,114 @@
+"""SPO against sequential DPO: the trade-off curve, how the claims are decided, the params'
+checks, and a whole smoke-scale run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT, smoke_runs
+from pydantic import ValidationError
+
+from digestlab.experiments.spo import SCALES, Params
+from digestlab.experiments.spo.run import (
+    LAGRANGIAN,
+    MIXED,
+    ORACLE,
+    SEQUENTIAL,
+    curve_at,
+    decide_claims,
+    method_summary,
+    spo_name,
+)
+from digestlab.render import render_paper_pages
+
+
+def test_the_curve_is_linear_between_its_points_and_flat_beyond_its_ends():
+    points = [(0.8, 0.5), (0.4, 0.7), (0.6, 0.6)]  # (harmless, helpful), in any order
+    assert curve_at(points, 0.5) == pytest.approx(0.65)
+    assert curve_at(points, 0.7) == pytest.approx(0.55)
+    assert curve_at(points, 0.3) == 0.7  # less harmless than round 1: round 1's helpfulness
+    assert curve_at(points, 0.9) == 0.5  # beyond the longest round: the longest round's
+
+
+def _scores(helpful: float, harmless: float) -> dict:
+    return {"helpful": helpful, "harmless": harmless, "kl": 0.1, "win_helpful": 0.5,
+            "win_harmless": 0.5, "formed": 1.0, "curt_if_correct": 0.6, "curt_if_wrong": 0.4}
+
+
+def results_for(spo_points: list[tuple[float, float]]) -> list[dict]:
+    """Seeds whose sequential DPO runs from (harmless .4, helpful .7) to (.8, .5), and whose
+    SPO lands at the given (helpful, harmless) points."""
+    out = []
+    for seed, (helpful, harmless) in enumerate(spo_points):
+        methods = {SEQUENTIAL: _scores(0.5, 0.8), spo_name(1.0): _scores(helpful, harmless),
+                   ORACLE: _scores(helpful, harmless), MIXED: _scores(0.7, 0.5),
+                   LAGRANGIAN: _scores(0.68, 0.5)}
+        out.append({"seed": seed, "sft": _scores(0.5, 0.5), "round1": _scores(0.7, 0.4),
+                    "curve": [[32, _scores(0.6, 0.6)]], "methods": methods,
+                    "round2": {"implicit_vs_true": 0.8}})
+    return out
+
+
+def decided(spo_points: list[tuple[float, float]]) -> list[dict]:
+    params = SCALES["smoke"]
+    results = results_for(spo_points)
+    return decide_claims(params, results, method_summary(results))
+
+
+def test_a_method_that_only_slows_round_two_down_lands_on_the_curve_and_earns_nothing():
+    # SPO on sequential DPO's curve, as an early-stopped sequential DPO would be
+    keeps, gains = decided([(0.6, 0.6), (0.595, 0.61), (0.605, 0.59)])
+    assert keeps["verdict"] != "reproduced"
+    assert keeps["measured"]["mean difference"] == pytest.approx(0.0, abs=1e-9)
+    assert gains["verdict"] == "not_reproduced"  # half of sequential DPO's gain, not 80%
+
+
+def test_claims_follow_the_paired_values():
+    claims = decided([(0.6, 0.78), (0.61, 0.79), (0.62, 0.8)])  # above the curve, full gain
+    assert [c["verdict"] for c in claims] == ["reproduced", "reproduced"]
+    assert claims[0]["measured"]["mean difference"] == pytest.approx(0.1, abs=0.02)
+    claims = decided([(0.45, 0.78), (0.44, 0.79), (0.46, 0.8)])  # below the curve
+    assert claims[0]["verdict"] == "not_reproduced"
+    claims = decided([(0.6, 0.78), (0.4, 0.79), (0.55, 0.8)])  # too noisy to tell
+    assert claims[0]["verdict"] == "inconclusive"
+    assert "seeds to decide" in claims[0]["measured"]
+
+
+def test_params_are_checked_together():
+    smoke = SCALES["smoke"].model_dump()
+    with pytest.raises(ValidationError, match="alpha"):
+        Params.model_validate(smoke | {"alpha": 3.0})
+    with pytest.raises(ValidationError, match="curve_steps"):
+        Params.model_validate(smoke | {"curve_steps": [100]})
+    wrong_vocab = smoke | {"sft": smoke["sft"] | {"model": smoke["sft"]["model"]
+                                                  | {"vocab_size": 256}}}
+    with pytest.raises(ValidationError, match="vocab_size"):
+        Params.model_validate(wrong_vocab)
+
+
+def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
+    runs = smoke_runs("spo", tmp_path, threads=2)
+    metrics = runs[0]
+    assert [c["id"] for c in metrics["claims"]] == ["spo-keeps-dimension-1",
+                                                    "spo-gains-dimension-2"]
+    assert metrics["figures"] == ["score_plane.svg"]
+    assert (tmp_path / "a" / "figures" / "score_plane.svg").exists()
+    assert set(metrics["provenance"]["bases"]) == {"sft"}
+    methods = metrics["metrics"]["methods"]
+    assert {"SFT", "round 1", SEQUENTIAL, ORACLE, MIXED, LAGRANGIAN} <= set(methods)
+    assert len(methods[SEQUENTIAL]["helpful"]["per_seed"]) == len(SCALES["smoke"].seeds)
+    for m in runs:
+        del m["timing"], m["provenance"]
+    assert runs[0] == runs[1]
+    # the entry's page renders from these results in both languages
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"origin": "entry", "title": "SPO", "authors": ["A. Author"],
+                                "abstract": "", "published": "2024-05-21"}))
+    out = {lang: tmp_path / lang / "spo.md" for lang in ("ko", "en")}
+    render_paper_pages(ROOT / "papers" / "spo.yaml", ROOT / "config" / "tags.yaml", meta,
+                       tmp_path / "a" / "metrics.json", out)
+    pages = {lang: path.read_text(encoding="utf-8") for lang, path in out.items()}
+    assert "Above the curve" in pages["en"] and "곡선 위" in pages["ko"]
+    assert "SPO α=1" in pages["en"] and "score_plane.svg" in pages["ko"]
+    assert "Above the curve" not in pages["ko"]
