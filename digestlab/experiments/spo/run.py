@@ -418,9 +418,11 @@ def run(params: Params, ctx: RunContext) -> Report:
 
 
 def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
-    """Helpfulness against harmlessness: every method's mean +- sd over seeds, and sequential
-    DPO's curve for each seed (thin) from the round-1 policy to its full round."""
-    fig, (ax,) = new_figure(width=6.4, height=4.6)
+    """Left: helpfulness against harmlessness, every method's mean +- sd over seeds, and
+    sequential DPO's curve for each seed (thin) from the round-1 policy to its full round.
+    Right: what claim 1 reads, each round-2 method's helpfulness above that curve, seed by
+    seed."""
+    fig, (ax, right) = new_figure(ncols=2, width=5.4, height=4.6)
     curves = [trade_off_curve(r) for r in results]
     for curve in curves:
         ax.plot([x for x, _ in curve], [y for _, y in curve], color="tab:blue", alpha=0.25,
@@ -431,19 +433,32 @@ def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
             linewidth=2, marker="o", markersize=3,
             label=f"{SEQUENTIAL} (steps {', '.join(map(str, params.curve_steps))}, "
                   f"{params.round2.steps})")
-    colours = {"SFT": "black", "round 1": "tab:gray", MIXED: "tab:green",
-               LAGRANGIAN: "tab:purple", ORACLE: "tab:orange"}
+    colours = {"SFT": "black", "round 1": "tab:gray", SEQUENTIAL: "tab:blue"}
     shades = ["#f4a3a3", "tab:red", "#7a0f0f"]
     for i, alpha in enumerate(params.alphas):
         colours[spo_name(alpha)] = shades[i % len(shades)]
+    colours |= {ORACLE: "tab:orange", MIXED: "tab:green", LAGRANGIAN: "tab:purple"}
     for name, colour in colours.items():
+        if name == SEQUENTIAL:
+            continue
         m = methods[name]
         ax.errorbar(m["harmless"]["mean"], m["helpful"]["mean"], xerr=m["harmless"]["sd"] or 0,
                     yerr=m["helpful"]["sd"] or 0, fmt="s" if name.startswith("SPO") else "o",
                     color=colour, capsize=3, label=name, markersize=5)
     ax.set_xlabel("harmless (share of replies)")
     ax.set_ylabel("helpful (share of replies)")
-    ax.set_title(f"after round 2, mean ± sd over {len(results)} seeds")
+    ax.set_title(f"mean ± sd over {len(results)} seeds")
     ax.legend(fontsize=8, loc="best")
-    return save_svg(fig, path)
 
+    names = [n for n in colours if n not in ("SFT", "round 1")]
+    for row, name in enumerate(names):
+        values = [100 * v for v in methods[name]["above_curve"]["per_seed"]]
+        right.scatter(values, [row] * len(values), color=colours[name], s=18, alpha=0.7)
+        right.plot([fmean(values)] * 2, [row - 0.3, row + 0.3], color=colours[name],
+                   linewidth=2)
+    right.axvline(0, color="black", linewidth=0.8)
+    right.set_yticks(range(len(names)), names)
+    right.invert_yaxis()
+    right.set_xlabel("helpful above sequential DPO's curve (points)")
+    right.set_title("at each method's own harmlessness, per seed")
+    return save_svg(fig, path)
