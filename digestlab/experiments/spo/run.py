@@ -418,11 +418,11 @@ def run(params: Params, ctx: RunContext) -> Report:
 
 
 def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
-    """Left: helpfulness against harmlessness, every method's mean +- sd over seeds, and
+    """Top: helpfulness against harmlessness, every method's mean +- sd over seeds, and
     sequential DPO's curve for each seed (thin) from the round-1 policy to its full round.
-    Right: what claim 1 reads, each round-2 method's helpfulness above that curve, seed by
+    Bottom: what claim 1 reads, each round-2 method's helpfulness above that curve, seed by
     seed."""
-    fig, (ax, right) = new_figure(ncols=2, width=5.4, height=4.6)
+    fig, (ax, right) = new_figure(nrows=2, width=7.6, height=4.0)
     curves = [trade_off_curve(r) for r in results]
     for curve in curves:
         ax.plot([x for x, _ in curve], [y for _, y in curve], color="tab:blue", alpha=0.25,
@@ -448,7 +448,7 @@ def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
     ax.set_xlabel("harmless (share of replies)")
     ax.set_ylabel("helpful (share of replies)")
     ax.set_title(f"mean ± sd over {len(results)} seeds")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
     names = [n for n in colours if n not in ("SFT", "round 1")]
     for row, name in enumerate(names):
