@@ -75,6 +75,13 @@ def test_claims_follow_the_paired_values():
     assert "seeds to decide" in claims[0]["measured"]
 
 
+def test_the_spec_knows_the_requests_vocabulary_without_importing_it():
+    from digestlab.data.requests import VOCAB_SIZE
+    from digestlab.experiments import spo
+
+    assert spo.VOCAB_SIZE == VOCAB_SIZE
+
+
 def test_params_are_checked_together():
     smoke = SCALES["smoke"].model_dump()
     with pytest.raises(ValidationError, match="alpha"):

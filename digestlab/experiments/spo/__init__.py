@@ -11,9 +11,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from digestlab.configs import GPTConfig, TrainConfig
-from digestlab.data.requests import VOCAB_SIZE
 
 BASES = ("sft",)
+# The requests' tokens, len(digestlab.data.requests.TOKENS), written out so that reading the
+# spec (which the workflow does while it plans) imports neither the data package nor torch;
+# tests/test_spo.py checks that the two agree.
+VOCAB_SIZE = 37
 
 
 class SupervisedPolicy(BaseModel):
