@@ -26,8 +26,51 @@ from pydantic import (
 
 PAPER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 # New-style ids (2405.12981, optionally v2) and old-style ids (hep-th/9901001, math.GT/0309136v1).
-ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z-]*(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+ARXIV_ID = re.compile(r"^(?:(?P<new>\d{4})\.(?P<number>\d{4,5})"
+                      r"|[a-z][a-z-]*(?:\.[A-Z]{2})?/(?P<old>\d{4})\d{3})(?:v\d+)?$")
 LANGUAGES = ("ko", "en")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML for entries and tags: what the text says, as plain data, or a YAMLError.
+
+    Dates and timestamps stay strings, so that an impossible one (month 13) reaches validation
+    as data and fails there with its field named, instead of raising from inside the loader; a
+    key given twice and an alias (`*name`, which can multiply a small file into a huge
+    structure) are refused, where PyYAML would silently keep the last key and expand the alias.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers
+                if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                             lambda loader, node: loader.construct_scalar(node))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML with StrictLoader; raises yaml.YAMLError for anything it will not read."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class PaperError(Exception):
@@ -39,8 +82,24 @@ class PaperError(Exception):
 
 
 def is_arxiv_id(value: str) -> bool:
-    """True for a well-formed arXiv identifier in either of its two shapes."""
-    return bool(ARXIV_ID.match(value))
+    """True for an identifier some arXiv paper can have: the right shape, a real year and month
+    of its scheme (old-style ids from 1991-08 to 2007-03, new-style ids from 2007-04), the
+    digit count of its era (four after the dot until 2014, five from 2015) and a number other
+    than zero."""
+    match = ARXIV_ID.match(value)
+    if not match:
+        return False
+    yymm = match["new"] or match["old"]
+    year, month = int(yymm[:2]), int(yymm[2:])
+    if not 1 <= month <= 12:
+        return False
+    if match["new"]:
+        digits = 4 if (year, month) <= (14, 12) else 5
+        return (year, month) >= (7, 4) and len(match["number"]) == digits \
+            and int(match["number"]) > 0
+    serial = value.split("/")[1][4:7]
+    old_era = (year, month) >= (91, 8) or (year, month) <= (7, 3)
+    return old_era and int(serial) > 0
 
 
 def bare_arxiv_id(arxiv_id: str) -> str:
@@ -95,7 +154,8 @@ class Source(Strict):
     def _arxiv_shape(cls, value: str | None) -> str | None:
         if value is not None and not is_arxiv_id(value):
             raise ValueError(
-                f"{value!r} is not an arXiv id (allowed: e.g. \"2405.12981\" or \"hep-th/9901001\")"
+                f"{value!r} is not an arXiv id that can exist (allowed: YYMM.NNNN from 0704 to "
+                "1412, YYMM.NNNNN from 1501, or an old-style id such as \"hep-th/9901001\")"
             )
         return value
 
@@ -219,7 +279,7 @@ def _allowed_fields(model: type[BaseModel]) -> str:
 
 def _read_entry(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -303,7 +363,7 @@ def load_papers(
 
 def read_paper(path: str | Path) -> Paper:
     """Read one entry that `load_papers` has already validated."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(Path(path).read_text(encoding="utf-8"))
     return Paper.model_validate(data)
 
 
@@ -311,8 +371,8 @@ def load_tags(path: str | Path) -> dict[str, dict[str, str]]:
     """Read the tag vocabulary: tag -> {language: label}."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = exc.__class__.__name__
         raise PaperError([f"{path}: (file): cannot be read as YAML ({reason})"]) from None
     problems = []

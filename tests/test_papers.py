@@ -121,6 +121,53 @@ def test_malformed_arxiv_ids_are_rejected(bad):
     assert not is_arxiv_id(bad)
 
 
+@pytest.mark.parametrize(("arxiv_id", "exists"), [
+    ("0000.0000", False),  # no year-month zero
+    ("2413.12345", False),  # month 13
+    ("0703.0001", False),  # new-style ids start in April 2007
+    ("1412.1234", True), ("1412.12345", False),  # four digits after the dot until 2014
+    ("1501.12345", True), ("1501.1234", False),  # five from 2015
+    ("2405.00000", False),  # no paper zero
+    ("hep-th/9107001", False), ("hep-th/9108001", True),  # old style from August 1991
+    ("hep-th/0703999", True), ("hep-th/0704001", False),  # to March 2007
+    ("hep-th/9901000", False),
+])
+def test_arxiv_ids_must_fit_the_scheme_of_their_era(arxiv_id, exists):
+    assert is_arxiv_id(arxiv_id) is exists
+
+
+def test_an_impossible_id_is_named_with_its_field(tmp_path):
+    write_entry(tmp_path, entry("one", source={"arxiv": "0000.0000"}))
+    (line,) = problems(tmp_path)
+    assert line.startswith(f"{tmp_path / 'one.yaml'}: source.arxiv: '0000.0000' is not an arXiv")
+
+
+@pytest.mark.parametrize(("text", "field", "says"), [
+    ("published: 2024-13-45\n", "published", "valid date"),  # month 13: not from the loader
+    ("published: 2024-02-30\n", "published", "valid date"),
+    ("digest_date: !!timestamp 2024-99-01\n", "digest_date", "valid date"),
+    ("title: One\ntitle: Two\n", "(file)", "the key 'title' is given twice"),
+    ("related: &r [a, b]\nlinks: *r\n", "(file)", "aliases (*name) are not allowed"),
+])
+def test_what_yaml_would_turn_into_objects_or_drop_is_named_in_one_line(tmp_path, text, field,
+                                                                          says):
+    path = write_entry(tmp_path, entry("one"))
+    kept = "\n".join(line for line in path.read_text().splitlines()
+                     if not line.startswith(text.split(":")[0] + ":"))
+    path.write_text(kept + "\n" + text)
+    (line,) = problems(tmp_path)
+    assert line.startswith(f"{path}: {field}: ") and says in line, line
+    assert "Traceback" not in line and "\n" not in line
+
+
+def test_unquoted_dates_still_load_as_dates(tmp_path):
+    path = write_entry(tmp_path, entry("one"))
+    path.write_text(path.read_text().replace("'2024-05-21'", "2024-05-21"))
+    assert "published: 2024-05-21\n" in path.read_text()
+    paper = load_papers(tmp_path, TAGS, known_experiment)["one"]
+    assert paper.published.isoformat() == "2024-05-21"
+
+
 @pytest.mark.parametrize(("versioned", "bare"), [
     ("2405.12981v2", "2405.12981"), ("2405.12981", "2405.12981"),
     ("quant-ph/0201082v1", "quant-ph/0201082"), ("hep-th/9901001", "hep-th/9901001"),
