@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,18 @@ class FetchSettings:
 
 class _TimeoutSession(requests.Session):
     # The arxiv client issues requests without a timeout; a silent server would hang the run.
+    # It also parses whatever arrives, a feed cut off halfway included, so the last body is
+    # kept for query_arxiv to check.
     def __init__(self, timeout_s: float):
         super().__init__()
         self.timeout_s = timeout_s
+        self.last_body = b""
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(*args, **kwargs)
+        response = super().request(*args, **kwargs)
+        self.last_body = response.content
+        return response
 
 
 def _client(settings: FetchSettings) -> arxiv.Client:
@@ -49,15 +55,31 @@ def _client(settings: FetchSettings) -> arxiv.Client:
 
 
 def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
-    """Ask the arXiv API for one paper; raise LookupError (or a network error) when it cannot."""
+    """Ask the arXiv API for one paper; raise LookupError (or a network error) when it cannot.
+
+    An answer counts only when the whole feed is well-formed XML and its entry carries what
+    every real record has: an id, a title, at least one author, an abstract and a published
+    date. A feed cut off halfway would otherwise give a record with a truncated abstract and no
+    authors, which would be cached as if arXiv had said it."""
     search = arxiv.Search(id_list=[arxiv_id], max_results=1)
-    results = list(_client(settings).results(search))
+    client = _client(settings)
+    results = list(client.results(search))
+    try:
+        ET.fromstring(client._session.last_body)
+    except ET.ParseError as exc:
+        raise LookupError(f"the feed is cut off or not XML ({exc})") from None
     if not results:
         raise LookupError("the feed held no entry (malformed or empty answer)")
     result = results[0]
     short_id = result.get_short_id()
     if bare_arxiv_id(short_id) != bare_arxiv_id(arxiv_id):
         raise LookupError(f"the feed answered with another paper ({short_id})")
+    missing = [name for name, value in (("title", result.title.strip()),
+                                        ("author", result.authors),
+                                        ("abstract", result.summary.strip()),
+                                        ("published date", result.published)) if not value]
+    if missing:
+        raise LookupError(f"the entry lacks its {', '.join(missing)}")
     return {
         "origin": "arxiv",
         "arxiv_id": arxiv_id,

@@ -53,19 +53,26 @@ def atom_feed(papers: dict[str, dict], ids: list[str], pdf_base: str) -> bytes:
 
 
 class FakeArxiv:
-    """Serves `papers` until stopped; `mode` picks the behaviour: ok, 404, 500, slow, malformed."""
+    """Serves `papers` until stopped; `mode` picks the behaviour: ok, an HTTP status ("404",
+    "429", "500", "503"), slow, malformed, html (a web page with status 200), truncated (the
+    feed cut after `cut` of its bytes) or drop (the connection closed before any answer)."""
 
     def __init__(self, papers: dict[str, dict]):
         self.papers = papers
         self.mode = "ok"
+        self.cut = 0.5
         self.requests: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (the stdlib's name)
                 fake.requests.append(self.path)
-                if fake.mode in ("404", "500"):
+                if fake.mode.isdigit():
                     self.send_error(int(fake.mode))
+                    return
+                if fake.mode == "drop":
+                    self.close_connection = True
+                    self.connection.close()
                     return
                 if fake.mode == "slow":
                     time.sleep(3)
@@ -80,7 +87,10 @@ class FakeArxiv:
                 query = parse_qs(urlparse(self.path).query)
                 ids = query.get("id_list", [""])[0].split(",")
                 body = (b"<feed><entry>not arXiv's format" if fake.mode == "malformed"
+                        else b"<html><body>Service busy</body></html>" if fake.mode == "html"
                         else atom_feed(fake.papers, ids, fake.base_url))
+                if fake.mode == "truncated":
+                    body = body[: int(len(body) * fake.cut)]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/atom+xml")
                 self.send_header("Content-Length", str(len(body)))

@@ -36,7 +36,8 @@ def test_fetch_writes_arxiv_metadata(fake_arxiv, tmp_path):
     assert "id_list=2405.12981" in fake_arxiv.requests[0]
 
 
-@pytest.mark.parametrize("mode", ["404", "500", "slow", "malformed"])
+@pytest.mark.parametrize("mode", ["404", "429", "500", "503", "slow", "malformed", "html",
+                                  "drop"])
 def test_failures_fall_back_to_the_entry(fake_arxiv, tmp_path, mode):
     fake_arxiv.mode = mode
     logged = []
@@ -47,6 +48,25 @@ def test_failures_fall_back_to_the_entry(fake_arxiv, tmp_path, mode):
     assert meta["authors"] == ["William Brandon"]
     assert "using the entry's own fields" in logged[-1]
     assert json.loads(out.read_text())["reason"]
+
+
+@pytest.mark.parametrize("cut", [0.2, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99])
+def test_a_feed_cut_off_anywhere_falls_back_and_says_why(fake_arxiv, tmp_path, cut):
+    fake_arxiv.mode, fake_arxiv.cut = "truncated", cut
+    logged = []
+    meta = fetch_metadata(fallback(), tmp_path / "m.json", settings(fake_arxiv),
+                          log=logged.append)
+    assert meta["origin"] == "offline", meta
+    assert meta["authors"] == ["William Brandon"]  # never worse than the entry's own fields
+    assert "cut off" in meta["reason"] and "cut off" in logged[-1]
+
+
+def test_an_entry_without_authors_is_not_taken_for_a_record(fake_arxiv, tmp_path):
+    paper = fake_arxiv.papers["2405.12981"]
+    fake_arxiv.papers = fake_arxiv.papers | {"2405.12981": paper | {"authors": []}}
+    meta = fetch_metadata(fallback(), tmp_path / "m.json", settings(fake_arxiv),
+                          log=lambda _: None)
+    assert meta["origin"] == "offline" and "lacks its author" in meta["reason"]
 
 
 def test_unreachable_server_falls_back(tmp_path):
