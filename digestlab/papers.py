@@ -25,9 +25,12 @@ from pydantic import (
 )
 
 PAPER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
-# New-style ids (2405.12981, optionally v2) and old-style ids (hep-th/9901001, math.GT/0309136v1).
-ARXIV_ID = re.compile(r"^(?:(?P<new>\d{4})\.(?P<number>\d{4,5})"
-                      r"|[a-z][a-z-]*(?:\.[A-Z]{2})?/(?P<old>\d{4})\d{3})(?:v\d+)?$")
+# New-style ids (2405.12981, optionally v2) and old-style ids (hep-th/9901001, math.GT/0309136v1):
+# the shape (also the workflow's wildcard constraint), then its parts for is_arxiv_id.
+ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z-]*(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+_ARXIV_PARTS = re.compile(r"^(?:(?P<new>\d{4})\.(?P<number>\d{4,5})"
+                          r"|[a-z][a-z-]*(?:\.[A-Z]{2})?/(?P<old>\d{4})(?P<serial>\d{3}))"
+                          r"(?:v\d+)?$")
 LANGUAGES = ("ko", "en")
 
 
@@ -86,7 +89,7 @@ def is_arxiv_id(value: str) -> bool:
     of its scheme (old-style ids from 1991-08 to 2007-03, new-style ids from 2007-04), the
     digit count of its era (four after the dot until 2014, five from 2015) and a number other
     than zero."""
-    match = ARXIV_ID.match(value)
+    match = _ARXIV_PARTS.match(value)
     if not match:
         return False
     yymm = match["new"] or match["old"]
@@ -97,9 +100,8 @@ def is_arxiv_id(value: str) -> bool:
         digits = 4 if (year, month) <= (14, 12) else 5
         return (year, month) >= (7, 4) and len(match["number"]) == digits \
             and int(match["number"]) > 0
-    serial = value.split("/")[1][4:7]
     old_era = (year, month) >= (91, 8) or (year, month) <= (7, 3)
-    return old_era and int(serial) > 0
+    return old_era and int(match["serial"]) > 0
 
 
 def bare_arxiv_id(arxiv_id: str) -> str:

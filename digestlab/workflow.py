@@ -69,6 +69,53 @@ def load_reproductions_or_exit(
     return reproductions
 
 
+def live_snakemake_runs(workdir: str | Path) -> list[int] | None:
+    """Process ids of the other Snakemake runs working in `workdir` (this process and its
+    ancestors left out), from /proc; None where /proc cannot tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cmdline").exists():
+        return None
+    here = Path(workdir).resolve()
+    mine, pid = set(), os.getpid()
+    while pid > 1 and pid not in mine:  # this process and the processes that started it
+        mine.add(pid)
+        try:
+            pid = int((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    runs = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:3]
+            cwd = Path(os.readlink(entry / "cwd")).resolve()
+        except OSError:
+            continue
+        # `snakemake ...`, `python .../bin/snakemake ...` or `python -m snakemake ...`; the
+        # jobs it starts run scripts and never carry that name
+        if cwd == here and any(Path(a.decode(errors="replace")).name == "snakemake"
+                               for a in argv):
+            runs.append(int(entry.name))
+    return runs
+
+
+def clear_stale_locks(workdir: str | Path = ".") -> bool:
+    """Remove Snakemake's locks in `workdir` when no other Snakemake run works there.
+
+    A run killed outright (SIGKILL, a power cut) leaves its locks behind, and the next plain
+    `snakemake` would refuse to start until someone found `--unlock`. A lock held by a live run
+    is left alone, so that a second run at the same time is still refused. Returns whether
+    anything was removed."""
+    locks = Path(workdir) / ".snakemake" / "locks"
+    stale = sorted(locks.glob("*.lock")) if locks.is_dir() else []
+    if not stale or live_snakemake_runs(workdir) != []:
+        return False
+    for lock in stale:
+        lock.unlink(missing_ok=True)
+    return True
+
+
 def export_package_path(root: str | Path) -> None:
     """Put `root` first on the PYTHONPATH that jobs inherit, so they import this digestlab."""
     paths = [str(Path(root).resolve()), os.environ.get("PYTHONPATH", "")]

@@ -6,11 +6,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, entry, write_entry
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import (
@@ -228,3 +231,36 @@ def test_each_profile_plans_the_experiment_jobs_with_their_resources(profile, ex
     blocks = [b.split("rule ", 1)[0] for b in done.stdout.split("rule reproduce:")[1:]]
     (cla,) = [b for b in blocks if "paper=cross-layer-attention" in b]
     assert expected in cla
+
+
+def test_a_second_run_is_refused_and_a_killed_run_restarts_with_the_plain_command(workspace):
+    cla = workspace / "papers" / "cla.yaml"
+    data = yaml.safe_load(cla.read_text(encoding="utf-8"))
+    data["reproduction"]["params"] = {"pause_s": 6}  # a job long enough to interrupt
+    cla.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/config.yaml",
+         "config/test.yaml"], cwd=workspace, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (workspace / "results" / "cla" / "figures").exists():  # the experiment started
+        assert first.poll() is None and time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.1)
+
+    second = snakemake_cli(workspace)  # Snakemake's lock: one run at a time
+    assert second.returncode != 0 and "cannot be locked" in second.stderr
+    assert first.poll() is None, "the refused run disturbed the first"
+
+    os.killpg(first.pid, signal.SIGKILL)  # a power cut: Snakemake and its jobs at once
+    first.wait()
+    assert list((workspace / ".snakemake" / "locks").glob("*.lock"))
+    again = snakemake_cli(workspace)  # the README's plain command, nothing added
+    assert again.returncode == 0, again.stderr
+    assert "removed the locks of an earlier run" in again.stderr
+    resumed = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
+
+    assert snakemake_cli(workspace, "--forcerun", "reproduce").returncode == 0  # start to end
+    uninterrupted = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
+    for metrics in (resumed, uninterrupted):
+        del metrics["timing"]
+    assert resumed == uninterrupted

@@ -1,5 +1,6 @@
 # Shared by every stage: config and entry validation, wildcard constraints and input functions.
 import os
+import sys
 
 from snakemake.utils import validate
 
@@ -8,6 +9,7 @@ from digestlab.experiments import base_sources, experiment_sources, resolve_scal
 from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, resolve_related
 from digestlab.site import PAGES
 from digestlab.workflow import (
+    clear_stale_locks,
     export_package_path,
     load_papers_or_exit,
     load_reproductions_or_exit,
@@ -16,6 +18,11 @@ from digestlab.workflow import (
 
 
 validate(config, "schemas/config.schema.yaml")
+
+# A run killed outright leaves its locks behind; with no other run alive here, they are stale.
+if clear_stale_locks():
+    print("removed the locks of an earlier run that was stopped without cleaning up",
+          file=sys.stderr)
 
 # Every job imports the digestlab package beside this workflow, whichever environment runs it.
 export_package_path(workflow.basedir)

@@ -14,6 +14,7 @@ class Params(BaseModel):
     bound: float
     samples: int = Field(gt=0)
     seeds: list[int] = Field(min_length=1)
+    pause_s: float = Field(0.0, ge=0)  # a slow job, for the tests that interrupt a run
 
 
 SCALES = {

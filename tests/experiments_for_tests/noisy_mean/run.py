@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from digestlab.claims import claim, decide_below
 from digestlab.experiments import Report, RunContext
@@ -17,6 +18,7 @@ def run(params: Params, ctx: RunContext) -> Report:
         means.append(sum(xs) / len(xs))
         ctx.log(f"seed {seed}: mean {means[-1]:.4f}")
     verdict, stats = decide_below(means, params.bound)
+    time.sleep(params.pause_s)
     (ctx.figures_dir / "means.svg").write_text(
         '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>\n'
     )
