@@ -32,6 +32,8 @@ _ARXIV_PARTS = re.compile(r"^(?:(?P<new>\d{4})\.(?P<number>\d{4,5})"
                           r"|[a-z][a-z-]*(?:\.[A-Z]{2})?/(?P<old>\d{4})(?P<serial>\d{3}))"
                           r"(?:v\d+)?$")
 LANGUAGES = ("ko", "en")
+MAX_ENTRY_BYTES = 256 * 1024  # an entry is a page of notes; anything larger is a mistake
+MAX_NOTE_CHARS = 20_000
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -73,7 +75,10 @@ StrictLoader.add_constructor("tag:yaml.org,2002:timestamp",
 
 def load_yaml(text: str) -> Any:
     """Parse YAML with StrictLoader; raises yaml.YAMLError for anything it will not read."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 class PaperError(Exception):
@@ -171,8 +176,8 @@ class Source(Strict):
 class Note(Strict):
     """The reader's commentary in Markdown, once per language."""
 
-    ko: str = Field(min_length=1)
-    en: str = Field(min_length=1)
+    ko: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+    en: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
 
 
 class Reproduction(Strict):
@@ -187,14 +192,16 @@ class Paper(Strict):
 
     id: str
     source: Source
-    title: str = Field(min_length=1)
-    authors: list[str] = Field(min_length=1)
+    title: str = Field(min_length=1, max_length=500)
+    # some collaborations sign with thousands of names
+    authors: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=5000)
     published: dt.date
     digest_date: dt.date
-    tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1)
+    tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1, max_length=30)
     note: Note
-    related: list[str] = Field(default_factory=list)
-    links: dict[str, HttpUrl] = Field(default_factory=dict)
+    related: list[str] = Field(default_factory=list, max_length=200)
+    links: dict[str, HttpUrl] = Field(default_factory=dict, max_length=50)
     reproduction: Reproduction | None = None
 
     @field_validator("id")
@@ -207,7 +214,7 @@ class Paper(Strict):
     @field_validator("published", "digest_date", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
-        # YAML gives date objects for unquoted dates; accept quoted ISO dates too, nothing looser.
+        # StrictLoader leaves dates as text, quoted or not: ISO dates and nothing looser.
         if isinstance(value, str):
             try:
                 return dt.date.fromisoformat(value)
@@ -280,12 +287,17 @@ def _allowed_fields(model: type[BaseModel]) -> str:
 
 
 def _read_entry(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    size = path.stat().st_size
+    if size > MAX_ENTRY_BYTES:
+        problems.append(f"{path}: (file): {size:,} bytes, more than an entry can need "
+                        f"(at most {MAX_ENTRY_BYTES:,})")
+        return None
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        reason = getattr(exc, "problem", None) or "cannot be parsed"
+        reason = getattr(exc, "problem", None) or str(exc) or "cannot be parsed"
         problems.append(f"{path}: (file): not valid YAML{at}: {reason}")
         return None
     except UnicodeDecodeError:

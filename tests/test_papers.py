@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import ROOT, entry, write_entry
 
 from digestlab.experiments import experiment_exists
@@ -199,3 +200,96 @@ def test_related_references_resolve_by_entry_id_or_any_version_of_its_arxiv_id()
 def test_related_entry_missing_from_the_given_papers_resolves_to_none():
     here = paper("here", source={"url": "https://example.org/h"}, related=["cla", "2405.12981"])
     assert resolve_related(here, {}) == [("cla", None), ("2405.12981", None)]
+
+
+def _valid_text() -> str:
+    return yaml.safe_dump(entry("one"), allow_unicode=True, sort_keys=False)
+
+
+def _with(**fields) -> bytes:
+    return yaml.safe_dump(entry("one", **fields), allow_unicode=True, sort_keys=False).encode()
+
+
+def _without(*path: str) -> bytes:
+    data = entry("one")
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False).encode()
+
+
+# (what is wrong, the file's bytes, the field each problem line must name)
+MALFORMED = [
+    ("title of the wrong type", _with(title=123), "title"),
+    ("authors as one string", _with(authors="Ada Lovelace"), "authors"),
+    ("no authors", _with(authors=[]), "authors"),
+    ("an empty author", _with(authors=[""]), "authors[0]"),
+    ("no tags", _with(tags=[]), "tags"),
+    ("tags as one string", _with(tags="efficiency"), "tags"),
+    ("an unknown tag", _with(tags=["efficiency", "astrology"]), "tags[1]"),
+    ("no note", _without("note"), "note"),
+    ("no English note", _without("note", "en"), "note.en"),
+    ("a null note", _with(note={"ko": None, "en": "x"}), "note.ko"),
+    ("a third language", _with(note={"ko": "가", "en": "a", "fr": "b"}), "note.fr"),
+    ("an extra field", _with(rating=5), "rating"),
+    ("no source", _without("source"), "source"),
+    ("both arxiv and url", _with(source={"arxiv": "2405.12981", "url": "https://x.org"}),
+     "source"),
+    ("an arXiv id written as a number", _valid_text().replace("'2405.12981'", "2405.12981")
+     .encode(), "source.arxiv"),
+    ("an arXiv id no paper can have", _with(source={"arxiv": "0000.0000"}), "source.arxiv"),
+    ("a javascript link", _with(links={"code": "javascript:alert(1)"}), "links.code"),
+    ("related as one string", _with(related="2405.12981"), "related"),
+    ("an impossible date", _valid_text().replace("'2024-05-21'", "2024-13-45").encode(),
+     "published"),
+    ("a date in words", _with(published="yesterday"), "published"),
+    ("a date as a number", _with(digest_date=20240522), "digest_date"),
+    ("an id that climbs out", _with(id="../../etc/passwd"), "id"),
+    ("an absolute id", _with(id="/tmp/one"), "id"),
+    ("an id with capitals and spaces", _with(id="Cross Layer"), "id"),
+    ("an unknown experiment", _with(reproduction={"experiment": "astrology"}),
+     "reproduction.experiment"),
+    ("a huge title", _with(title="x" * 600), "title"),
+    ("a huge note", _with(note={"ko": "가" * 30_000, "en": "a"}), "note.ko"),
+    ("a file too large to be an entry", _valid_text().encode() + b"# " + b"x" * 300_000,
+     "(file)"),
+    ("a key given twice", (_valid_text() + "title: Again\n").encode(), "(file)"),
+    ("an alias bomb", b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a]\n"
+     b"c: [*b, *b, *b, *b, *b, *b, *b]\n", "(file)"),
+    ("nesting a parser cannot follow", b"title: " + b"[" * 5000 + b"]" * 5000, "(file)"),
+    ("a tab for indentation", _valid_text().replace("  ko:", "\tko:").encode(), "(file)"),
+    ("bytes that are not UTF-8", _valid_text().encode().replace(b"Cross", b"Cr\xff\xfess"),
+     "(file)"),
+    ("a list, not a mapping", b"- id: one\n- title: x\n", "(file)"),
+    ("an empty file", b"", "(file)"),
+    ("a Python object tag", b"title: !!python/object/apply:os.system [echo hi]\n", "(file)"),
+    ("an unclosed bracket", b"id: one\ntags: [efficiency\n", "(file)"),
+]
+
+
+@pytest.mark.parametrize(("what", "content", "field"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_each_malformed_entry_gets_one_line_per_problem_naming_file_and_field(
+        tmp_path, what, content, field):
+    path = tmp_path / "one.yaml"
+    path.write_bytes(content)
+    found = problems(tmp_path)
+    assert found, what
+    for line in found:
+        assert "\n" not in line and "Traceback" not in line
+        assert line.startswith(f"{path}: "), line
+    assert any(line.startswith(f"{path}: {field}: ") for line in found), found
+
+
+def test_a_byte_order_mark_and_html_in_the_text_are_read_as_the_person_wrote_them(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + _with(title="<script>alert(1)</script> & <b>x</b>"))
+    paper = load_papers(tmp_path, TAGS, known_experiment)["one"]
+    assert paper.title == "<script>alert(1)</script> & <b>x</b>"  # escaped when rendered
+
+
+def test_two_entries_claiming_one_id_are_both_named(tmp_path):
+    write_entry(tmp_path, entry("one"))
+    write_entry(tmp_path, entry("one", source={"arxiv": "2405.12982"}), name="copy")
+    found = problems(tmp_path)
+    assert any(p.startswith(f"{tmp_path / 'copy.yaml'}: id: ") for p in found)
