@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -93,15 +94,26 @@ def workspace(tmp_path, fake_arxiv, monkeypatch):
     return tmp_path
 
 
-def smoke_runs(experiment: str, tmp_path: Path, threads: int = 1) -> list[dict]:
-    """Run `experiment` twice at smoke scale, into tmp_path/a and tmp_path/b, and return both
-    metrics.json contents, so a test can check what one holds and that the other repeats it."""
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """`smoke_runs(experiment)` -> (folder, [first, second]): the experiment run twice at smoke
+    scale into folder/a and folder/b, and both metrics.json contents, so a test can check what
+    one holds and that the other repeats it. Each experiment runs once per session, whichever
+    tests ask; they get copies to change as they please."""
     from digestlab.experiments import reproduce
 
-    runs = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        reproduce(experiment, "smoke", {}, out / "metrics.json", out / "figures",
-                  threads=threads, log=lambda _: None)
-        runs.append(json.loads((out / "metrics.json").read_text()))
+    done: dict[str, tuple[Path, list[dict]]] = {}
+
+    def runs(experiment: str) -> tuple[Path, list[dict]]:
+        if experiment not in done:
+            root = tmp_path_factory.mktemp(f"smoke-{experiment}")
+            for name in ("a", "b"):
+                out = root / name
+                reproduce(experiment, "smoke", {}, out / "metrics.json", out / "figures",
+                          threads=1, log=lambda _: None)
+            done[experiment] = (root, [json.loads((root / name / "metrics.json").read_text())
+                                       for name in ("a", "b")])
+        root, metrics = done[experiment]
+        return root, copy.deepcopy(metrics)
+
     return runs

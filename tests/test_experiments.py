@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
+import digestlab.experiments as experiments_package
 from digestlab.experiments import (
     ExperimentError,
     base_sources,
@@ -65,7 +67,8 @@ def test_specs_import_without_torch():
 def test_metrics_json_follows_the_contract(tmp_path):
     metrics = run(tmp_path, {"samples": 50})
     assert metrics["experiment"] == "noisy_mean" and metrics["scale"] == "smoke"
-    assert metrics["params"] == {"true_mean": 0.0, "bound": 1.0, "samples": 50, "seeds": [0, 1, 2]}
+    assert metrics["params"] == {"true_mean": 0.0, "bound": 1.0, "samples": 50, "seeds": [0, 1, 2],
+                                 "pause_s": 0.0}
     assert metrics["provenance"]["bases"] == {}
     assert metrics["seeds"] == [0, 1, 2] and metrics["device"] == "cpu"
     (claim,) = metrics["claims"]
@@ -153,3 +156,21 @@ def test_a_base_model_is_trained_saved_and_recorded_with_its_provenance(tmp_path
     assert base["provenance"]["experiment"] == "tiny_lm" and base["provenance"]["base"] == "lm"
     assert base["train"]["items_seen"] == 30 * 8 * 32 and "loss_curve" not in base["train"]
     assert metrics["metrics"]["base_final_train_loss"] == base["train"]["final_train_loss"]
+
+
+REGISTERED = sorted(m.name for m in pkgutil.iter_modules(experiments_package.__path__)
+                    if m.ispkg)
+
+
+def clock_free(metrics: dict) -> dict:
+    """metrics.json without what depends on the clock: the timing and provenance fields, and
+    the numbers and verdicts of claims decided from timings (`from_clock`)."""
+    out = {k: v for k, v in metrics.items() if k not in ("timing", "provenance")}
+    out["claims"] = [{"id": c["id"]} if c["from_clock"] else c for c in metrics["claims"]]
+    return out
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_registered_experiment_repeats_itself_at_smoke_scale(smoke_runs, name):
+    _, (first, second) = smoke_runs(name)
+    assert clock_free(first) == clock_free(second)

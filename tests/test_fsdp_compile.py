@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from digestlab.configs import GPTConfig
-from digestlab.experiments import ExperimentError, load_spec, merge_params, reproduce
+from digestlab.experiments import ExperimentError, load_spec, merge_params
 from digestlab.experiments.fsdp_compile import SCALES, Params, checkpoint_name, setups
 from digestlab.experiments.fsdp_compile.run import decide_claims, mean_abs_gap
 from digestlab.nn import GPT
@@ -184,15 +184,9 @@ def test_mean_abs_gap_is_stepwise():
     assert mean_abs_gap([1.0, 2.0], [1.5, 1.0]) == pytest.approx(0.75)
 
 
-def run_smoke(tmp_path, name: str) -> dict:
-    out = tmp_path / name
-    return reproduce("fsdp_compile", "smoke", {}, out / "metrics.json", out / "figures",
-                     log=lambda line: None)
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from Linux's /proc")
-def test_smoke_run_measures_every_configuration_and_repeats_its_losses(tmp_path):
-    first = run_smoke(tmp_path, "a")
+def test_smoke_run_measures_every_configuration_and_repeats_its_losses(smoke_runs):
+    root, (first, second) = smoke_runs("fsdp_compile")
     names = [c["name"] for c in first["timing"]["configurations"]]
     assert names == ["eager", "compile", checkpoint_name(1.0), "FSDP x1", "FSDP x2",
                      "FSDP x2 + compile"]
@@ -207,10 +201,9 @@ def test_smoke_run_measures_every_configuration_and_repeats_its_losses(tmp_path)
     assert claims["fsdp-world-size-keeps-the-loss"]["verdict"] == "reproduced"
     assert claims["fsdp-world-size-keeps-the-loss"]["measured"][
         "mean |Δloss|, FSDP x1 vs eager"] == 0.0
-    figures = tmp_path / "a" / "figures"
+    figures = root / "a" / "figures"
     assert sorted(first["figures"]) == sorted(p.name for p in figures.iterdir())
 
-    second = run_smoke(tmp_path, "b")
     for m in (first, second):
         del m["timing"], m["provenance"]
         m["claims"] = [c for c in m["claims"] if not c["from_clock"]]

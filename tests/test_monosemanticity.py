@@ -8,7 +8,6 @@ import itertools
 
 import pytest
 import torch
-from conftest import smoke_runs
 
 from digestlab.configs import SAEConfig
 from digestlab.experiments.monosemanticity import SCALES
@@ -113,14 +112,14 @@ def test_claims_whose_premise_is_missing_are_not_judged():
     assert verdicts["controls-move-less"] == "inconclusive"
 
 
-def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
-    runs = smoke_runs("monosemanticity", tmp_path)
+def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
+    root, runs = smoke_runs("monosemanticity")
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sae-explains-variance", "splicing-costs-little", "features-detect-bugs",
         "clamp-high-invents-errors", "clamp-negative-hides-bugs", "controls-move-less"]
     assert metrics["figures"] == ["sae_sweep.svg", "feature_activations.svg", "steering.svg"]
-    assert all((tmp_path / "a" / "figures" / f).exists() for f in metrics["figures"])
+    assert all((root / "a" / "figures" / f).exists() for f in metrics["figures"])
     assert len(metrics["metrics"]["relu"]) == len(SCALES["smoke"].sae_seeds)
     assert len(metrics["metrics"]["browser"]) == SCALES["smoke"].browser_features
     for m in runs:

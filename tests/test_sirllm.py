@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import smoke_runs
 from torch.nn import functional as F
 
 from digestlab.configs import GPTConfig
@@ -234,14 +233,14 @@ def test_claims_whose_premise_the_model_lacks_are_not_judged():
     assert claims[0]["measured"]["testable"] is claims[2]["measured"]["testable"] is False
 
 
-def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
-    runs = smoke_runs("sirllm", tmp_path)
+def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
+    root, runs = smoke_runs("sirllm")
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity"]
     assert metrics["figures"] == ["grocery_recall.svg", "rps_win_rate.svg",
                                   "streaming_perplexity.svg"]
-    assert all((tmp_path / "a" / "figures" / f).exists() for f in metrics["figures"])
+    assert all((root / "a" / "figures" / f).exists() for f in metrics["figures"])
     assert set(metrics["provenance"]["bases"]) == {"lm"}
     for m in runs:
         del m["timing"], m["provenance"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT, smoke_runs
+from conftest import ROOT
 from pydantic import ValidationError
 
 from digestlab.experiments.spo import SCALES, Params
@@ -94,13 +94,13 @@ def test_params_are_checked_together():
         Params.model_validate(wrong_vocab)
 
 
-def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
-    runs = smoke_runs("spo", tmp_path, threads=2)
+def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path):
+    root, runs = smoke_runs("spo")
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == ["spo-keeps-dimension-1",
                                                     "spo-gains-dimension-2"]
     assert metrics["figures"] == ["score_plane.svg"]
-    assert (tmp_path / "a" / "figures" / "score_plane.svg").exists()
+    assert (root / "a" / "figures" / "score_plane.svg").exists()
     assert set(metrics["provenance"]["bases"]) == {"sft"}
     methods = metrics["metrics"]["methods"]
     assert {"SFT", "round 1", SEQUENTIAL, ORACLE, MIXED, LAGRANGIAN} <= set(methods)
@@ -114,7 +114,7 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(tmp_path):
                                 "abstract": "", "published": "2024-05-21"}))
     out = {lang: tmp_path / lang / "spo.md" for lang in ("ko", "en")}
     render_paper_pages(ROOT / "papers" / "spo.yaml", ROOT / "config" / "tags.yaml", meta,
-                       tmp_path / "a" / "metrics.json", out)
+                       root / "a" / "metrics.json", out)
     pages = {lang: path.read_text(encoding="utf-8") for lang, path in out.items()}
     assert "Above the curve" in pages["en"] and "곡선 위" in pages["ko"]
     assert "SPO α=1" in pages["en"] and "score_plane.svg" in pages["ko"]
