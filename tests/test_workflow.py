@@ -154,7 +154,7 @@ def test_bad_experiment_params_stop_the_run_before_any_job_with_one_line_each(wo
         "papers/cla.yaml: reproduction.params.samples: Input should be a valid integer, "
         "unable to parse string as an integer",
         "papers/cla.yaml: reproduction.params.stepz: unknown param "
-        "(allowed: true_mean, bound, samples, seeds)",
+        "(allowed: true_mean, bound, samples, seeds, pause_s)",
     ]
     assert not (workspace / "results").exists() and not (workspace / "resources").exists()
 
