@@ -16,6 +16,9 @@ import requests
 from digestlab.io import write_bytes_atomic, write_json_atomic
 from digestlab.papers import arxiv_abs_url, bare_arxiv_id
 
+# What a failed fetch raises; each makes the entry's own fields stand in.
+FETCH_ERRORS = (arxiv.ArxivError, requests.RequestException, LookupError, ValueError)
+
 
 @dataclass(frozen=True)
 class FetchSettings:
@@ -141,7 +144,7 @@ def fetch_metadata(
     try:
         meta = query_arxiv(arxiv_id, settings)
         log(f"fetched {arxiv_id} from {settings.api_url} in {time.time() - started:.1f}s")
-    except (arxiv.ArxivError, requests.RequestException, LookupError, ValueError) as exc:
+    except FETCH_ERRORS as exc:
         reason = f"{type(exc).__name__}: {exc}"
         log(f"arXiv unavailable for {arxiv_id}, using the entry's own fields: {reason}")
         meta = offline_metadata(fallback, reason)
