@@ -20,7 +20,9 @@ from digestlab.workflow import (
 validate(config, "schemas/config.schema.yaml")
 
 # A run killed outright leaves its locks behind; with no other run alive here, they are stale.
-if clear_stale_locks():
+# Only a run a person started clears them: a job that parses the workflow again (on a cluster
+# node, where the run that submitted it is not among the processes) leaves them alone.
+if not (workflow.remote_exec or workflow.subprocess_exec) and clear_stale_locks():
     print("removed the locks of an earlier run that was stopped without cleaning up",
           file=sys.stderr)
 
