@@ -3,6 +3,8 @@
     digestlab check                     validate every entry as the pipeline would; exit 0 or 1
     digestlab new 2405.12981 --tags efficiency,llm
                                         start papers/<slug>.yaml from the paper's arXiv record
+    digestlab import digest.txt [--dry-run]
+                                        turn a plain-text digest into entries (digestlab/digest.py)
 
 Both read config/config.yaml (or --config) for where the entries and tags live.
 """
@@ -13,13 +15,21 @@ import argparse
 import datetime as dt
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from digestlab.digest import DigestError, parse_digest
 from digestlab.experiments import resolve_scale
-from digestlab.fetch import FETCH_ERRORS, FetchSettings, offline_metadata, query_arxiv
+from digestlab.fetch import (
+    FETCH_ERRORS,
+    FetchSettings,
+    find_arxiv_id,
+    offline_metadata,
+    query_arxiv,
+)
 from digestlab.io import write_bytes_atomic
 from digestlab.papers import (
     PAPER_ID,
@@ -51,6 +61,32 @@ def check(config: dict[str, Any]) -> int:
     return 0
 
 
+def entries_by_arxiv_id(papers_dir: Path) -> dict[str, Path]:
+    """The entry file of each arXiv id (without version) that the entries hold."""
+    held = {}
+    for path in sorted(papers_dir.glob("*.yaml")):
+        try:
+            source = (load_yaml(path.read_text(encoding="utf-8")) or {}).get("source") or {}
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+            continue  # `digestlab check` names broken entries
+        if isinstance(source, dict) and source.get("arxiv"):
+            held.setdefault(bare_arxiv_id(str(source["arxiv"])), path)
+    return held
+
+
+class _EntryDumper(yaml.SafeDumper):
+    """Entries as a person would write them: notes of several lines as literal blocks."""
+
+
+_EntryDumper.add_representer(
+    str, lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def dump_entry(entry: dict[str, Any]) -> str:
+    return yaml.dump(entry, Dumper=_EntryDumper, allow_unicode=True, sort_keys=False, width=100)
+
+
 def slug(title: str) -> str:
     """A file name from a title: its first words, lower case, joined by hyphens."""
     words = re.findall(r"[a-z0-9]+", title.lower())[:SLUG_WORDS]
@@ -67,14 +103,9 @@ def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any],
     problems = [f"--tags: unknown tag {t!r} (allowed: {', '.join(sorted(known))}; add new "
                 "tags to config/tags.yaml)" for t in tags if t not in known]
     papers_dir = Path(config["papers_dir"])
-    for path in sorted(papers_dir.glob("*.yaml")):
-        try:
-            source = (load_yaml(path.read_text(encoding="utf-8")) or {}).get("source") or {}
-        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
-            continue  # `digestlab check` names broken entries
-        if isinstance(source, dict) and bare_arxiv_id(str(source.get("arxiv"))) == \
-                bare_arxiv_id(arxiv_id):
-            problems.append(f"{path}: source.arxiv: already holds {arxiv_id}")
+    held = entries_by_arxiv_id(papers_dir).get(bare_arxiv_id(arxiv_id))
+    if held:
+        problems.append(f"{held}: source.arxiv: already holds {arxiv_id}")
     if problems:
         raise PaperError(problems)
     try:
@@ -106,13 +137,79 @@ def new(arxiv_id: str, tags: list[str], config: dict[str, Any]) -> int:
         sys.exit("\n".join(exc.problems))
     if path.exists():
         sys.exit(f"{path}: (file): already exists; nothing was written")
-    text = yaml.safe_dump(entry, allow_unicode=True, sort_keys=False, width=100)
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
     if origin == "arxiv":
         print(f"wrote {path} from arXiv; write its notes, then run `digestlab check`")
     else:
         print(f"wrote {path}, but arXiv was not reached: fill in the title, "
               "authors, date and notes, then run `digestlab check`")
+    return 0
+
+
+def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = False) -> int:
+    """Write an entry for each paper of a plain-text digest that no entry holds yet. The
+    commentary becomes note.ko; the abstract is left to the fetch step; an arXiv id comes from
+    the paper's URL or from a title search, and its record gives the authors and date the
+    digest lacks. Unknown tags are kept and reported, and nothing existing is overwritten."""
+    digest = Path(digest)
+    try:
+        date, items = parse_digest(digest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.exit(f"{digest}: (file): cannot be read as UTF-8 text ({type(exc).__name__})")
+    except DigestError as exc:
+        sys.exit(f"{digest}: {exc}")
+    known = load_tags(config["tags"])
+    settings = FetchSettings(**config["fetch"])
+    papers_dir = Path(config["papers_dir"])
+    held = entries_by_arxiv_id(papers_dir)
+    written = 0
+    for n, item in enumerate(items):
+        if n:
+            time.sleep(settings.delay_s)  # arXiv asks for a pause between requests
+        where = f"{digest}: line {item.line}"
+        arxiv_id = item.arxiv_id or find_arxiv_id(item.title, settings)
+        meta = None
+        if arxiv_id:
+            if bare_arxiv_id(arxiv_id) in held:
+                print(f"{where}: {held[bare_arxiv_id(arxiv_id)]} already holds {arxiv_id}; "
+                      "skipped")
+                continue
+            try:
+                meta = query_arxiv(arxiv_id, settings)
+            except FETCH_ERRORS:
+                meta = None
+        source = ({"arxiv": arxiv_id} if arxiv_id else {"url": item.url} if item.url else {})
+        entry = {
+            "id": slug(item.title) or f"entry-{item.line}",
+            "source": source,
+            "title": item.title,
+            "authors": item.authors or (meta["authors"] if meta else []),
+            "published": meta["published"] if meta else "",
+            "digest_date": date.isoformat(),
+            "tags": item.tags,
+            "note": {"ko": "\n".join(item.commentary), "en": ""},
+        }
+        path = papers_dir / f"{entry['id']}.yaml"
+        if path.exists():
+            print(f"{where}: {path} already exists; skipped")
+            continue
+        unknown = [t for t in item.tags if t not in known]
+        if unknown:
+            print(f"{where}: unknown tags {', '.join(unknown)} kept; add them to "
+                  f"{config['tags']} or change them")
+        todo = [name for name, missing in (("source", not source), ("authors",
+                not entry["authors"]), ("published", not entry["published"]),
+                ("note.en", True)) if missing]
+        if dry_run:
+            print(f"would write {path} (to fill in: {', '.join(todo)}):\n{dump_entry(entry)}")
+        else:
+            write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
+            print(f"wrote {path} (to fill in: {', '.join(todo)})")
+        written += 1
+        if arxiv_id:
+            held[bare_arxiv_id(arxiv_id)] = path
+    verb = "would write" if dry_run else "wrote"
+    print(f"{verb} {written} of {len(items)} papers; then run `digestlab check`")
     return 0
 
 
@@ -125,10 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     make = commands.add_parser("new", help="start an entry from an arXiv id")
     make.add_argument("arxiv_id")
     make.add_argument("--tags", default="", help="comma-separated tags from config/tags.yaml")
+    bring = commands.add_parser("import", help="turn a plain-text digest into entries")
+    bring.add_argument("digest")
+    bring.add_argument("--dry-run", action="store_true", help="show the entries, write nothing")
     args = parser.parse_args(argv)
     config = read_config(args.config)
     if args.command == "check":
         return check(config)
+    if args.command == "import":
+        return import_digest(args.digest, config, args.dry_run)
     return new(args.arxiv_id, [t for t in args.tags.split(",") if t], config)
 
 

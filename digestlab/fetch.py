@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -100,6 +101,26 @@ def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
         "journal_ref": result.journal_ref or None,
         "comment": result.comment or None,
     }
+
+
+def _words(title: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", title.lower()))
+
+
+def find_arxiv_id(title: str, settings: FetchSettings) -> str | None:
+    """The arXiv id of the paper with this title (compared word for word, case and punctuation
+    aside), or None when arXiv has none or cannot be reached."""
+    words = _words(title)
+    if not words:
+        return None
+    search = arxiv.Search(query=f'ti:"{words}"', max_results=5)
+    try:
+        for result in _client(settings).results(search):
+            if _words(result.title) == words:
+                return bare_arxiv_id(result.get_short_id())
+    except FETCH_ERRORS:
+        return None
+    return None
 
 
 def offline_metadata(fallback: dict[str, Any], reason: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +87,11 @@ class FakeArxiv:
                     return
                 query = parse_qs(urlparse(self.path).query)
                 ids = query.get("id_list", [""])[0].split(",")
+                title = query.get("search_query", [""])[0]
+                if title.startswith("ti:"):  # a title search: the papers whose title matches
+                    words = title[3:].strip('"')
+                    ids = [i for i, p in fake.papers.items()
+                           if " ".join(re.findall(r"[a-z0-9]+", p["title"].lower())) == words]
                 body = (b"<feed><entry>not arXiv's format" if fake.mode == "malformed"
                         else b"<html><body>Service busy</body></html>" if fake.mode == "html"
                         else atom_feed(fake.papers, ids, fake.base_url))

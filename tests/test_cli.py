@@ -7,9 +7,10 @@ import datetime as dt
 
 import pytest
 import yaml
-from conftest import entry, write_entry
+from conftest import ROOT, entry, write_entry
 
 from digestlab.cli import main, slug
+from digestlab.digest import parse_digest
 
 NEW_ID = "2405.05254"
 
@@ -98,3 +99,86 @@ def test_slugs_are_the_first_words_of_the_title():
     assert slug("Phi-3 Technical Report: A Highly Capable Language Model") == \
         "phi-3-technical-report-a-highly"
     assert slug("???") == ""
+
+
+DIGEST = """\ufeff2024년 5월 22일
+
+You Only Cache Once: Decoder-Decoder Architectures for Language Models
+https://arxiv.org/abs/2405.05254
+디코더를 두 단계로 나눠 KV 캐시를 한 번만 저장하는 구조입니다.
+두 번째 문단입니다.
+#efficiency
+A Note Without Authors
+https://example.org/a-note
+Tools and links collected for later.
+짧은 메모입니다.
+#llm
+#astrology
+Reducing Transformer Key-Value Cache Size with Cross-Layer Attention
+(William Brandon, Mayank Mishra)
+Key-value caching plays an essential role in decoding; sharing it between layers shrinks it.
+레이어 사이에서 KV 캐시를 나눠 씁니다.
+#efficiency
+"""
+
+
+def test_import_turns_a_digest_into_entries_and_overwrites_nothing(repo, capsys):
+    (repo / "digest.txt").write_text(DIGEST, encoding="utf-8")
+    before = sorted(p.name for p in (repo / "papers").iterdir())
+    assert run("import", "digest.txt", "--dry-run") == 0
+    shown = capsys.readouterr().out
+    assert "would write papers/you-only-cache-once-decoder-decoder.yaml" in shown
+    assert sorted(p.name for p in (repo / "papers").iterdir()) == before
+
+    assert run("import", "digest.txt") == 0
+    said = capsys.readouterr().out
+    yoco = yaml.safe_load((repo / "papers" / "you-only-cache-once-decoder-decoder.yaml")
+                          .read_text(encoding="utf-8"))
+    assert yoco["source"] == {"arxiv": NEW_ID} and yoco["authors"] == ["Yutao Sun", "Li Dong"]
+    assert yoco["published"] == "2024-05-21" and str(yoco["digest_date"]) == "2024-05-22"
+    assert yoco["note"] == {"ko": "디코더를 두 단계로 나눠 KV 캐시를 한 번만 저장하는 구조입니다.\n"
+                                  "두 번째 문단입니다.", "en": ""}
+    note = yaml.safe_load((repo / "papers" / "a-note-without-authors.yaml").read_text())
+    assert note["source"] == {"url": "https://example.org/a-note"} and note["authors"] == []
+    assert note["tags"] == ["llm", "astrology"]  # tags over two lines; the unknown one kept
+    # an English paragraph before the commentary is taken for the abstract, left to the fetch
+    assert note["note"]["ko"] == "짧은 메모입니다."
+    assert "unknown tags astrology kept" in said
+    # found by its title on arXiv, and already held by the workspace's cla entry
+    assert "cla.yaml already holds 2405.12981; skipped" in said
+    assert "wrote 2 of 3 papers" in said
+
+    written = {p: p.read_bytes() for p in (repo / "papers").iterdir()}
+    assert run("import", "digest.txt") == 0
+    assert "wrote 0 of 3 papers" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (repo / "papers").iterdir()} == written
+    stopped = run("check")  # what is left to fill in is named like any other mistake
+    assert "papers/a-note-without-authors.yaml: authors:" in stopped
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("Yesterday\nA paper\n#llm\n", "line 1: expected the digest's date"),
+    ("2024년 13월 1일\nA paper\n#llm\n", "line 1: expected the digest's date"),
+    ("2024-05-22\nA paper\nsome words\n", "line 2: 'A paper' has no #tags line"),
+    ("2024-05-22\n#llm\n", "line 2: tags before any paper"),
+])
+def test_import_names_the_line_that_breaks_the_format(repo, text, says):
+    (repo / "digest.txt").write_text(text, encoding="utf-8")
+    stopped = run("import", "digest.txt")
+    assert isinstance(stopped, str) and stopped.startswith(f"digest.txt: {says}")
+    assert "\n" not in stopped
+
+
+SEED = ROOT.parent / "shared" / "seed" / "digest-2024-05-22.txt"
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="the seed digest lives beside the repository")
+def test_the_whole_seed_digest_is_read():
+    date, items = parse_digest(SEED.read_text(encoding="utf-8"))
+    assert date == dt.date(2024, 5, 22)
+    assert [len(i.authors) for i in items] == [26, 0, 2, 5, 6, 3]
+    assert [i.tags for i in items] == [["interpretability"], ["llm"], ["efficient-training"],
+                                       ["efficiency"], ["alignment", "rlhf"], ["efficiency"]]
+    assert [i.abstract is not None for i in items] == [False, False, False, True, True, True]
+    assert items[0].url.startswith("https://transformer-circuits.pub/")
+    assert all(i.commentary for i in items) and items[1].title == "Phi-3"
