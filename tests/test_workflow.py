@@ -238,29 +238,37 @@ def test_a_second_run_is_refused_and_a_killed_run_restarts_with_the_plain_comman
     data = yaml.safe_load(cla.read_text(encoding="utf-8"))
     data["reproduction"]["params"] = {"pause_s": 6}  # a job long enough to interrupt
     cla.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/config.yaml",
-         "config/test.yaml"], cwd=workspace, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (workspace / "results" / "cla" / "figures").exists():  # the experiment started
-        assert first.poll() is None and time.monotonic() < deadline, "the run never got there"
-        time.sleep(0.1)
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile",
+               "config/config.yaml", "config/test.yaml"]
+    metrics = workspace / "results" / "cla" / "metrics.json"
 
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([*command, *args], cwd=workspace, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for(condition, run: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert run.poll() is None and time.monotonic() < deadline, "the run never got there"
+            time.sleep(0.1)
+
+    first = start()
+    wait_for(lambda: (workspace / "results" / "cla" / "figures").exists(), first)
     second = snakemake_cli(workspace)  # Snakemake's lock: one run at a time
     assert second.returncode != 0 and "cannot be locked" in second.stderr
-    assert first.poll() is None, "the refused run disturbed the first"
+    assert first.wait(timeout=120) == 0  # the first goes on undisturbed
+    uninterrupted = json.loads(metrics.read_text())
 
-    os.killpg(first.pid, signal.SIGKILL)  # a power cut: Snakemake and its jobs at once
-    first.wait()
+    third = start("--forcerun", "reproduce")
+    wait_for(lambda: not metrics.exists(), third)  # its experiment job has begun
+    time.sleep(1)
+    os.killpg(third.pid, signal.SIGKILL)  # a power cut: Snakemake and its jobs at once
+    third.wait()
     assert list((workspace / ".snakemake" / "locks").glob("*.lock"))
     again = snakemake_cli(workspace)  # the README's plain command, nothing added
     assert again.returncode == 0, again.stderr
     assert "removed the locks of an earlier run" in again.stderr
-    resumed = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
-
-    assert snakemake_cli(workspace, "--forcerun", "reproduce").returncode == 0  # start to end
-    uninterrupted = json.loads((workspace / "results" / "cla" / "metrics.json").read_text())
-    for metrics in (resumed, uninterrupted):
-        del metrics["timing"]
+    resumed = json.loads(metrics.read_text())
+    for m in (resumed, uninterrupted):
+        del m["timing"]
     assert resumed == uninterrupted
