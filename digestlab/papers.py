@@ -179,6 +179,19 @@ class Note(Strict):
     ko: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
     en: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
 
+    @field_validator("ko", "en")
+    @classmethod
+    def _markdown_only(cls, value: str) -> str:
+        # Notes reach the page as Markdown, unescaped: raw HTML or a javascript: link there
+        # would run in every reader's browser. Code spans and blocks show it as text.
+        prose = re.sub(r"```.*?```|`[^`\n]*`", "", value, flags=re.DOTALL)
+        tag = re.search(r"</?(?!https?://)[a-zA-Z!][^>]*>", prose)  # <https://…>: an autolink
+        if tag:
+            raise ValueError(f"raw HTML ({tag[0][:30]}) is not allowed in notes; write Markdown")
+        if re.search(r"\]\(\s*(javascript|data|vbscript):", prose, re.IGNORECASE):
+            raise ValueError("links in notes must be http(s) or relative, not javascript:")
+        return value
+
 
 class Reproduction(Strict):
     """The registered experiment that reproduces the paper, and params over its defaults."""

@@ -251,6 +251,12 @@ MALFORMED = [
     ("an unknown experiment", _with(reproduction={"experiment": "astrology"}),
      "reproduction.experiment"),
     ("a huge title", _with(title="x" * 600), "title"),
+    ("a script in a note", _with(note={"ko": "좋은 글 <script>alert(1)</script>", "en": "x"}),
+     "note.ko"),
+    ("an event handler in a note", _with(note={"ko": "가", "en": '<img src=x onerror="a()">'}),
+     "note.en"),
+    ("a javascript link in a note", _with(note={"ko": "가", "en": "[x](javascript:alert(1))"}),
+     "note.en"),
     ("a huge note", _with(note={"ko": "가" * 30_000, "en": "a"}), "note.ko"),
     ("a file too large to be an entry", _valid_text().encode() + b"# " + b"x" * 300_000,
      "(file)"),
@@ -286,6 +292,13 @@ def test_a_byte_order_mark_and_html_in_the_text_are_read_as_the_person_wrote_the
     path.write_bytes(b"\xef\xbb\xbf" + _with(title="<script>alert(1)</script> & <b>x</b>"))
     paper = load_papers(tmp_path, TAGS, known_experiment)["one"]
     assert paper.title == "<script>alert(1)</script> & <b>x</b>"  # escaped when rendered
+
+
+def test_notes_may_compare_with_angle_brackets_and_link_over_https(tmp_path):
+    note = ("MFU < 57% and loss > 2; see [the post](https://example.org/a), "
+            "<https://example.org/b> and `<tag>` code")
+    write_entry(tmp_path, entry("one", note={"ko": note, "en": note.replace("`<tag>`", "")}))
+    assert load_papers(tmp_path, TAGS, known_experiment)["one"].note.ko == note
 
 
 def test_two_entries_claiming_one_id_are_both_named(tmp_path):
