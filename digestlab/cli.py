@@ -93,6 +93,12 @@ def slug(title: str) -> str:
     return "-".join(words)[:64].strip("-")
 
 
+def entry_id(title: str, otherwise: str) -> str:
+    """slug(title) when it is a valid entry id, else `otherwise`."""
+    name = slug(title)
+    return name if PAPER_ID.match(name) else otherwise
+
+
 def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any],
               today: dt.date | None = None) -> tuple[Path, dict[str, Any], str]:
     """The entry to write for `arxiv_id`, where, and where its metadata came from; raises
@@ -114,9 +120,8 @@ def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any],
         meta = offline_metadata({"arxiv_id": arxiv_id, "title": "", "authors": [],
                                  "published": "", "url": arxiv_abs_url(arxiv_id)},
                                 f"{type(exc).__name__}: {exc}")
-    name = slug(meta["title"]) if meta["title"] else ""
-    if not PAPER_ID.match(name):
-        name = "arxiv-" + re.sub(r"[^a-z0-9]+", "-", bare_arxiv_id(arxiv_id).lower())
+    name = entry_id(meta["title"], "arxiv-" + re.sub(r"[^a-z0-9]+", "-",
+                                                     bare_arxiv_id(arxiv_id).lower()))
     entry = {
         "id": name,
         "source": {"arxiv": arxiv_id},
@@ -180,7 +185,7 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
                 meta = None
         source = ({"arxiv": arxiv_id} if arxiv_id else {"url": item.url} if item.url else {})
         entry = {
-            "id": slug(item.title) or f"entry-{item.line}",
+            "id": entry_id(item.title, f"entry-{item.line}"),
             "source": source,
             "title": item.title,
             "authors": item.authors or (meta["authors"] if meta else []),
@@ -227,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     bring.add_argument("--dry-run", action="store_true", help="show the entries, write nothing")
     args = parser.parse_args(argv)
     config = read_config(args.config)
-    if args.command == "check":
-        return check(config)
-    if args.command == "import":
-        return import_digest(args.digest, config, args.dry_run)
-    return new(args.arxiv_id, [t for t in args.tags.split(",") if t], config)
+    try:
+        if args.command == "check":
+            return check(config)
+        if args.command == "import":
+            return import_digest(args.digest, config, args.dry_run)
+        return new(args.arxiv_id, [t for t in args.tags.split(",") if t], config)
+    except PaperError as exc:  # a broken tags file, say
+        sys.exit("\n".join(exc.problems))
 
 
 if __name__ == "__main__":
