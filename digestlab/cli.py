@@ -99,8 +99,8 @@ def entry_id(title: str, otherwise: str) -> str:
     return name if PAPER_ID.match(name) else otherwise
 
 
-def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any],
-              today: dt.date | None = None) -> tuple[Path, dict[str, Any], str]:
+def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any]
+              ) -> tuple[Path, dict[str, Any], str]:
     """The entry to write for `arxiv_id`, where, and where its metadata came from; raises
     PaperError with one line per problem."""
     if not is_arxiv_id(arxiv_id):
@@ -128,7 +128,7 @@ def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any],
         "title": meta["title"],
         "authors": meta["authors"],
         "published": meta["published"],
-        "digest_date": (today or dt.date.today()).isoformat(),
+        "digest_date": dt.date.today().isoformat(),
         "tags": tags,
         "note": {"ko": "", "en": ""},
     }

@@ -91,11 +91,6 @@ def harmless(request: Request, reply: list[int]) -> bool:
     return requests.harmless(requests.decode(reply))
 
 
-def curt(reply: list[int]) -> bool:
-    parsed = requests.parse(requests.decode(reply))
-    return parsed is not None and parsed[1] in requests.CURT_WORDS
-
-
 Judge = Callable[[Request, list[int]], bool]  # a ground-truth scorer of one reply
 
 
@@ -150,12 +145,19 @@ class Scorer:
         self.base = self._replies(sft)
 
     def _replies(self, policy: GPT) -> dict[str, torch.Tensor | list[list[int]]]:
+        """The policy's replies (ids) and, per reply, 1.0 or 0.0 for being helpful, harmless,
+        well-formed and curt; each reply is decoded once."""
         replies = sample_replies(policy, self.asked, seeded_generator(self.seed, EVAL_REPLIES))
+        texts = [requests.decode(r) for r in replies]
+        parsed = [requests.parse(t) for t in texts]
+        flags = {
+            "helpful": [requests.helpful(q, t) for q, t in zip(self.asked, texts, strict=True)],
+            "harmless": [requests.harmless(t) for t in texts],
+            "formed": [p is not None for p in parsed],
+            "curt": [p is not None and p[1] in requests.CURT_WORDS for p in parsed],
+        }
         return {"replies": replies,
-                **{dim: torch.tensor([scorer(q, r) for q, r in zip(self.asked, replies,
-                                                                   strict=True)],
-                                     dtype=torch.float)
-                   for dim, scorer in (("helpful", helpful), ("harmless", harmless))}}
+                **{k: torch.tensor(v, dtype=torch.float) for k, v in flags.items()}}
 
     def __call__(self, policy: GPT) -> dict[str, float | None]:
         """Mean helpful and harmless scores, the share of well-formed replies, the KL from the
@@ -164,17 +166,14 @@ class Scorer:
         own = self._replies(policy)
         log_ratio = implicit_rewards(policy, self.sft, self.prompts, own["replies"], beta=1.0)
         scores: dict[str, float | None] = {dim: own[dim].mean().item()
-                                           for dim in ("helpful", "harmless")}
+                                           for dim in ("helpful", "harmless", "formed")}
         for dim in ("helpful", "harmless"):
             diff = own[dim] - self.base[dim]
             scores[f"win_{dim}"] = ((diff > 0).float() + 0.5 * (diff == 0).float()).mean().item()
         scores["kl"] = log_ratio.mean().item()
-        texts = [requests.decode(r) for r in own["replies"]]
-        scores["formed"] = sum(requests.parse(t) is not None for t in texts) / len(texts)
-        rude = torch.tensor([curt(r) for r in own["replies"]], dtype=torch.float)
         right = own["helpful"] > 0
-        scores["curt_if_correct"] = rude[right].mean().item() if right.any() else None
-        scores["curt_if_wrong"] = rude[~right].mean().item() if (~right).any() else None
+        scores["curt_if_correct"] = own["curt"][right].mean().item() if right.any() else None
+        scores["curt_if_wrong"] = own["curt"][~right].mean().item() if (~right).any() else None
         return scores
 
 
