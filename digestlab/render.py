@@ -9,10 +9,8 @@ digest's author writes in Markdown, are inserted as they are.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
@@ -23,13 +21,11 @@ from typing import Any
 import jinja2
 import markupsafe
 from babel.dates import format_date
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
-from babel.support import NullTranslations, Translations
 
 from digestlab.claims import VERDICTS
-from digestlab.io import read_json, replace_dir_atomic, write_text_atomic
+from digestlab.i18n import translations
+from digestlab.io import read_json, write_text_atomic
 from digestlab.papers import (
     LANGUAGES,
     Paper,
@@ -41,24 +37,7 @@ from digestlab.papers import (
 )
 from digestlab.site import PAGES
 
-PACKAGE_DIR = Path(__file__).parent
-TEMPLATES_DIR = PACKAGE_DIR / "templates"
-LOCALE_DIR = PACKAGE_DIR / "locale"
-SOURCE_LANGUAGE = "en"  # msgids are English
-
-
-@cache
-def translations(lang: str) -> NullTranslations:
-    """The UI strings of `lang`, compiled in memory from its .po catalog."""
-    po = LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
-    if lang == SOURCE_LANGUAGE and not po.exists():
-        return NullTranslations()
-    with po.open("rb") as f:
-        catalog = read_po(f, locale=lang)
-    buffer = io.BytesIO()
-    write_mo(buffer, catalog)
-    buffer.seek(0)
-    return Translations(buffer)
+TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 
 def number(value: Any, lang: str = "en") -> str:
@@ -117,7 +96,7 @@ def environment(lang: str) -> jinja2.Environment:
     env.filters["fenced"] = fenced
     env.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
     env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
-    env.globals.update(lang=lang, verdicts=VERDICTS)
+    env.globals.update(lang=lang, verdicts=VERDICTS, templates=set(env.list_templates()))
     return env
 
 
@@ -229,12 +208,6 @@ def render_paper_pages(
     for lang in LANGUAGES:
         text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers)
         write_text_atomic(out[lang], text)
-
-
-def publish_figures(src: str | Path, dest: str | Path) -> None:
-    """Copy a result's figures to where the site's pages link them, replacing the old copy."""
-    with replace_dir_atomic(dest) as staging:
-        shutil.copytree(src, staging, dirs_exist_ok=True)
 
 
 def render_site_pages(

@@ -141,8 +141,9 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
                                                   6 * tokens_per_step]
     assert [t for t, _ in curves[0]["val"]] == [3 * tokens_per_step, 6 * tokens_per_step]
     assert curves[0]["val"][-1][1] == pytest.approx(math.log(variants["MQA"]["val_ppl"][0]))
-    for name in ("ppl_vs_kv_bytes.svg", "loss_curves.svg"):
-        assert (tmp_path / "figures" / name).read_text().startswith("<?xml")
+    figures = json.loads((tmp_path / "figures" / "data.json").read_text())
+    assert metrics["figures"] == list(figures) == ["ppl_vs_kv_bytes", "loss_curves"]
+    assert figures["loss_curves"]["MQA"] == curves
     corpus = metrics["metrics"]["corpus"]
     assert corpus["name"] == "torch-source" and len(corpus["sha256"]) == 64
     assert 0.5 < corpus["xz_bits_per_byte"] < 3
@@ -153,7 +154,7 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     render_paper_pages(path, ROOT / "config" / "tags.yaml", None, tmp_path / "metrics.json", out)
     pages = {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
     assert "### Paired comparisons" in pages["en"] and "### 짝지은 비교" in pages["ko"]
-    assert "loss_curves.svg" in pages["en"]
+    assert "loss_curves.en.svg" in pages["en"]
     spread = metrics["metrics"]["design_spread"]
     low, high = metrics["metrics"]["paired_sd_range"]
     assert spread > 0 and 0 < low <= high
@@ -174,6 +175,5 @@ def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
     for m in (one, two):
         del m["timing"], m["provenance"]
     assert one == two
-    for figure in ("ppl_vs_kv_bytes.svg", "loss_curves.svg"):
-        svg = [(tmp_path / d / "figures" / figure).read_bytes() for d in ("one", "two")]
-        assert svg[0] == svg[1]
+    data = [(tmp_path / d / "figures" / "data.json").read_bytes() for d in ("one", "two")]
+    assert data[0] == data[1]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from digestlab.experiments import (
     base_sources,
     experiment_exists,
     experiment_sources,
+    figure_sources,
     load_spec,
     merge_params,
     param_problems,
@@ -49,9 +51,18 @@ def test_analysis_and_base_model_sources_are_apart():
     assert not any(s.endswith("tiny_lm/run.py") or s.endswith("tiny_lm/__init__.py")
                    for s in base)
     assert any(s.endswith("digestlab/train.py") for s in base)
-    # deciding claims and drawing figures is analysis: editing them never retrains a base model
-    assert not any(s.endswith(("digestlab/claims.py", "digestlab/figures.py")) for s in base)
+    # deciding claims is analysis: editing it never retrains a base model
+    assert not any(s.endswith("digestlab/claims.py") for s in base)
     assert any(s.endswith("digestlab/claims.py") for s in analysis)
+
+
+def test_figures_are_drawn_apart_from_the_analysis():
+    analysis = experiment_sources("noisy_mean", PACKAGES)
+    figures = figure_sources("noisy_mean", PACKAGES)
+    assert not any(s.endswith("figures.py") for s in analysis)  # a new label reruns nothing
+    assert any(s.endswith("noisy_mean/figures.py") for s in figures)
+    assert any(s.endswith("digestlab/figures.py") for s in figures)
+    assert any(s.endswith("ko/LC_MESSAGES/messages.po") for s in figures)
 
 
 def test_specs_import_without_torch():
@@ -59,7 +70,11 @@ def test_specs_import_without_torch():
     code = ("import pkgutil, sys; import digestlab.experiments as e; "
             "names = [m.name for m in pkgutil.iter_modules(e.__path__) if m.ispkg]; "
             "assert len(names) >= 5, names; [e.load_spec(n) for n in names]; "
-            "import digestlab.workflow; assert 'torch' not in sys.modules, 'torch imported'")
+            "import digestlab.workflow; assert 'torch' not in sys.modules, 'torch imported'; "
+            # the figures are drawn in the render environment, which has no torch
+            "from digestlab.figures import experiment_figures; "
+            "assert all(experiment_figures(n) for n in names); "
+            "assert 'torch' not in sys.modules, 'figures import torch'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -74,7 +89,8 @@ def test_metrics_json_follows_the_contract(tmp_path):
     (claim,) = metrics["claims"]
     assert set(claim) == {"id", "text", "measured", "expected", "verdict", "from_clock"}
     assert claim["verdict"] == "reproduced"
-    assert metrics["figures"] == ["means.svg"] and (tmp_path / "figures" / "means.svg").exists()
+    assert metrics["figures"] == ["means"]
+    assert json.loads((tmp_path / "figures" / "data.json").read_text())["means"]["bound"] == 1.0
     assert {"digestlab", "git_commit", "python"} <= set(metrics["provenance"])
     assert metrics["timing"]["wall_time_s"] >= 0
 
@@ -174,3 +190,39 @@ def clock_free(metrics: dict) -> dict:
 def test_every_registered_experiment_repeats_itself_at_smoke_scale(smoke_runs, name):
     _, (first, second) = smoke_runs(name)
     assert clock_free(first) == clock_free(second)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_registered_experiments_figures_are_drawn_and_shown_in_both_languages(
+        smoke_runs, name, tmp_path):
+    from conftest import ROOT, entry, write_entry
+
+    from digestlab.figures import draw_figures
+    from digestlab.papers import LANGUAGES
+    from digestlab.render import render_paper_pages
+
+    root, (metrics, _) = smoke_runs(name)
+    assert metrics["figures"], "every experiment draws at least one figure"
+    drawn = draw_figures(name, root / "a" / "figures", tmp_path / "one")
+    assert sorted(drawn) == sorted(f"{f}.{lang}.svg" for f in metrics["figures"]
+                                   for lang in LANGUAGES)
+    hangul = re.compile("[가-힣]")
+    for figure in metrics["figures"]:
+        ko = (tmp_path / "one" / f"{figure}.ko.svg").read_text()
+        en = (tmp_path / "one" / f"{figure}.en.svg").read_text()
+        assert hangul.search(ko) and not hangul.search(en), figure
+    # the same data draws the same files, byte for byte
+    draw_figures(name, root / "b" / "figures", tmp_path / "two")
+    if name != "fsdp_compile":  # its figures show timings
+        for file in drawn:
+            assert (tmp_path / "one" / file).read_bytes() == (tmp_path / "two" / file).read_bytes()
+    # and the experiment's page shows every one of them, captioned, in the page's language
+    path = write_entry(tmp_path, entry("paper", reproduction={"experiment": name}))
+    out = {lang: tmp_path / f"{lang}.md" for lang in LANGUAGES}
+    render_paper_pages(path, ROOT / "config" / "tags.yaml", None, root / "a" / "metrics.json",
+                       out)
+    for lang in LANGUAGES:
+        page = out[lang].read_text()
+        for figure in metrics["figures"]:
+            assert f"../../assets/figures/paper/{figure}.{lang}.svg)" in page, (lang, figure)
+        assert page.count("<figcaption>") == len(metrics["figures"])

@@ -118,8 +118,8 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert [c["id"] for c in metrics["claims"]] == [
         "sae-explains-variance", "splicing-costs-little", "features-detect-bugs",
         "clamp-high-invents-errors", "clamp-negative-hides-bugs", "controls-move-less"]
-    assert metrics["figures"] == ["sae_sweep.svg", "feature_activations.svg", "steering.svg"]
-    assert all((root / "a" / "figures" / f).exists() for f in metrics["figures"])
+    assert metrics["figures"] == ["sae_sweep", "feature_activations", "steering"]
+    assert (root / "a" / "figures" / "data.json").exists()
     assert len(metrics["metrics"]["relu"]) == len(SCALES["smoke"].sae_seeds)
     assert len(metrics["metrics"]["browser"]) == SCALES["smoke"].browser_features
     for m in runs:

@@ -5,16 +5,18 @@ import json
 import pytest
 from conftest import ROOT, entry, write_entry
 
+from digestlab.experiments import ExperimentError
+from digestlab.figures import draw_figures
+from digestlab.i18n import translations
 from digestlab.render import (
     number,
-    publish_figures,
     render_paper_pages,
     render_site_pages,
-    translations,
 )
 from digestlab.site import SiteError, build_site
 
 TAGS = ROOT / "config" / "tags.yaml"
+PACKAGES = ("digestlab.experiments", "experiments_for_tests")
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def paper_files(tmp_path):
         "claims": [{"id": "c1", "text": {"ko": "평균이 작다", "en": "The mean is small"},
                     "measured": {"ratio": 0.98765}, "expected": "ratio < 1 | tight",
                     "verdict": "not_reproduced"}],
-        "figures": ["f.svg"], "reference": {}, "timing": {"wall_time_s": 1.5},
+        "figures": ["f"], "reference": {}, "timing": {"wall_time_s": 1.5},
         "provenance": {"digestlab": "0.1.0", "git_commit": None, "python": "3.11"},
     }))
     return path, meta, metrics
@@ -82,8 +84,10 @@ def test_claims_table_keeps_its_columns_when_text_has_a_pipe(tmp_path, paper_fil
 
 
 def test_figures_and_bibtex_are_rendered(tmp_path, paper_files):
-    page = render_both(tmp_path, paper_files)["en"]
-    assert "![f.svg](../../assets/figures/cla/f.svg)" in page
+    pages = render_both(tmp_path, paper_files)
+    assert "![f](../../assets/figures/cla/f.ko.svg)" in pages["ko"]
+    page = pages["en"]
+    assert "![f](../../assets/figures/cla/f.en.svg)\n<figcaption>f</figcaption>" in page
     assert "```bibtex\n@misc{" in page and "eprint = {2405.12981}" in page
     assert "Alex D'Amour" in page.split("```bibtex")[1]  # code is shown as it is, not escaped
 
@@ -124,12 +128,12 @@ def test_every_ui_string_is_translated_into_korean():
     assert template and untranslated == []
 
 
-def test_templates_use_only_strings_in_the_catalog_template():
+def test_templates_and_figures_use_only_strings_in_the_catalog_template():
     from babel.messages.extract import extract_from_dir
 
-    method_map = [("**.j2", "jinja2")]
-    options = {"**.j2": {"extensions": "jinja2.ext.i18n"}}
-    found = {msg[2] for msg in extract_from_dir(ROOT / "digestlab" / "templates", method_map,
+    method_map = [("templates/**.j2", "jinja2"), ("experiments/*/figures.py", "python")]
+    options = {"templates/**.j2": {"extensions": "jinja2.ext.i18n"}}
+    found = {msg[2] for msg in extract_from_dir(ROOT / "digestlab", method_map,
                                                  options_map=options)}
     from babel.messages.pofile import read_po
 
@@ -193,15 +197,28 @@ def test_bibtex_eprint_drops_the_arxiv_version(tmp_path):
     assert "eprint = {2405.12981}" in page and "eprint = {2405.12981v3}" not in page
 
 
-def test_published_figures_replace_the_previous_ones(tmp_path):
-    src, dest = tmp_path / "results" / "figures", tmp_path / "notes" / "figures" / "cla"
-    src.mkdir(parents=True)
-    (src / "new.svg").write_text("<svg>new</svg>")
-    dest.mkdir(parents=True)
-    (dest / "gone.svg").write_text("<svg>old</svg>")
-    publish_figures(src, dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["new.svg"]
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["cla"]
+def test_figures_are_drawn_in_every_language_and_replace_the_previous_ones(tmp_path):
+    data = tmp_path / "figures"
+    data.mkdir()
+    (data / "data.json").write_text(json.dumps({"means": {"means": [0.1, -0.2], "bound": 1.0}}))
+    out = tmp_path / "notes" / "figures" / "cla"
+    out.mkdir(parents=True)
+    (out / "gone.svg").write_text("<svg>old</svg>")
+    drawn = draw_figures("noisy_mean", data, out, PACKAGES)
+    assert sorted(drawn) == sorted(p.name for p in out.iterdir()) == ["means.en.svg",
+                                                                       "means.ko.svg"]
+    assert "검증 손실" in (out / "means.ko.svg").read_text()  # the label, from the catalog
+    assert "validation loss" in (out / "means.en.svg").read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cla"]
+
+
+def test_figure_data_the_experiment_cannot_draw_is_refused_by_name(tmp_path):
+    data = tmp_path / "figures"
+    data.mkdir()
+    (data / "data.json").write_text(json.dumps({"nope": {}}))
+    with pytest.raises(ExperimentError, match="draws no figure named nope"):
+        draw_figures("noisy_mean", data, tmp_path / "out", PACKAGES)
+    assert not (tmp_path / "out").exists()
 
 
 def test_failed_site_build_leaves_the_old_site_in_place(tmp_path):

@@ -238,9 +238,8 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity"]
-    assert metrics["figures"] == ["grocery_recall.svg", "rps_win_rate.svg",
-                                  "streaming_perplexity.svg"]
-    assert all((root / "a" / "figures" / f).exists() for f in metrics["figures"])
+    assert metrics["figures"] == ["grocery_recall", "rps_win_rate", "streaming_perplexity"]
+    assert (root / "a" / "figures" / "data.json").exists()
     assert set(metrics["provenance"]["bases"]) == {"lm"}
     for m in runs:
         del m["timing"], m["provenance"]

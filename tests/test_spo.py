@@ -99,8 +99,8 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == ["spo-keeps-dimension-1",
                                                     "spo-gains-dimension-2"]
-    assert metrics["figures"] == ["score_plane.svg"]
-    assert (root / "a" / "figures" / "score_plane.svg").exists()
+    assert metrics["figures"] == ["score_plane"]
+    assert (root / "a" / "figures" / "data.json").exists()
     assert set(metrics["provenance"]["bases"]) == {"sft"}
     methods = metrics["metrics"]["methods"]
     assert {"SFT", "round 1", SEQUENTIAL, ORACLE, MIXED, LAGRANGIAN} <= set(methods)
@@ -117,5 +117,5 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
                        root / "a" / "metrics.json", out)
     pages = {lang: path.read_text(encoding="utf-8") for lang, path in out.items()}
     assert "Above the curve" in pages["en"] and "곡선 위" in pages["ko"]
-    assert "SPO α=1" in pages["en"] and "score_plane.svg" in pages["ko"]
+    assert "SPO α=1" in pages["en"] and "score_plane.ko.svg" in pages["ko"]
     assert "Above the curve" not in pages["ko"]

@@ -5,7 +5,12 @@ import sys
 from snakemake.utils import validate
 
 from digestlab import package_files
-from digestlab.experiments import base_sources, experiment_sources, resolve_scale
+from digestlab.experiments import (
+    base_sources,
+    experiment_sources,
+    figure_sources,
+    resolve_scale,
+)
 from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, resolve_related
 from digestlab.site import PAGES
 from digestlab.workflow import (
@@ -53,7 +58,7 @@ HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/styles
 localrules:
     fetch,
     render_paper,
-    publish_figures,
+    draw_figures,
     render_pages,
     site,
 
@@ -103,10 +108,6 @@ def all_metrics_json():
     return {paper: path for paper in PAPERS if (path := metrics_json_of(paper))}
 
 
-def results_figures(wildcards):
-    return f"results/{wildcards.paper}/figures"
-
-
 def published_figures():
     return [f"notes/assets/figures/{paper}" for paper in REPRODUCED]
 
@@ -140,6 +141,11 @@ def experiment_params(wildcards):
 def experiment_code(wildcards):
     """The experiment's analysis code and the shared code under it: editing either reruns it."""
     return experiment_sources(experiment_name(wildcards), EXPERIMENT_PACKAGES)
+
+
+def figure_code(wildcards):
+    """The code and catalogs that draw the experiment's figures: editing them redraws only."""
+    return figure_sources(experiment_name(wildcards), EXPERIMENT_PACKAGES)
 
 
 def experiment_runtime_min(wildcards):

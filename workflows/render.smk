@@ -20,17 +20,22 @@ rule render_paper:
         "scripts/render_paper.py"
 
 
-rule publish_figures:
+# Figures are drawn here, in every language, from the data the experiment saved: a new label
+# or translation redraws them without rerunning the experiment.
+rule draw_figures:
     input:
-        results_figures,
+        data="results/{paper}/figures",
+        code=figure_code,
     output:
         directory("notes/assets/figures/{paper}"),
+    params:
+        experiment=experiment_name,
     conda:
         "../envs/render.yaml"
     log:
         "logs/render/{paper}-figures.log",
     script:
-        "scripts/publish_figures.py"
+        "scripts/draw_figures.py"
 
 
 rule render_pages:

@@ -9,14 +9,16 @@ is the spec, importable without torch, so the workflow reads it while it parses:
     BUDGET_S: dict[str, float]        # seconds each scale may take (see benchmarks/)
     BASES: tuple[str, ...] = ()       # base models it stands on, each a field of Params
 
-Its module `run.py` holds `run(params: Params, ctx: RunContext) -> Report`, the analysis. Each
-base model `b` is trained by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of
-its own whose checkpoint `run` finds at `ctx.bases[b]`: changing the analysis, or params outside
-`b`, reruns the analysis and not the training.
+Its module `run.py` holds `run(params: Params, ctx: RunContext) -> Report`, the analysis; its
+module `figures.py`, when it has one, draws the figures from what the analysis saved for them
+(see digestlab.figures), at render time and in every language. Each base model `b` is trained
+by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of its own whose checkpoint
+`run` finds at `ctx.bases[b]`: changing the analysis, or params outside `b`, reruns the analysis
+and not the training.
 
 `reproduce` merges an entry's params over the chosen scale's, runs the experiment and writes
 `metrics.json`: what was run, what was measured, the claims with their verdicts, and where the
-numbers (and the base models) came from.
+numbers (and the base models) came from; and `figures/data.json`, the data of its figures.
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ class RunContext:
     """What an experiment (or a base model's training) gets besides its params."""
 
     scale: str
-    figures_dir: Path  # write figures here; list their file names in Report.figures
     threads: int = 1
     log: Callable[[str], None] = print
     bases: dict[str, Path] = field(default_factory=dict)  # base model name -> its checkpoint
@@ -72,7 +73,7 @@ class Report:
     device: str
     metrics: dict[str, Any]
     claims: list[dict[str, Any]]
-    figures: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # figure name -> what it shows
     timing: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # the paper's own numbers, if any
 
@@ -145,16 +146,27 @@ TRAINING_SOURCES = (
     "parallel.py", "train.py", "nn/*.py", "data/*.py",
 )
 # The code every experiment's analysis stands on: a change here reruns every analysis (and
-# only that: deciding claims and drawing figures never retrain a base model).
-SHARED_SOURCES = (*TRAINING_SOURCES, "claims.py", "figures.py")
+# only that: deciding claims never retrains a base model).
+SHARED_SOURCES = (*TRAINING_SOURCES, "claims.py")
+FIGURES_MODULE = "figures.py"  # an experiment's figures: drawn at render time, not by its run
+FIGURE_DATA = "data.json"  # in a result's figures folder: what each figure shows
 
 
 def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
     """The files whose contents decide experiment `name`'s analysis: its package but for the
-    base models' training, and the shared code."""
+    base models' training and the figures, and the shared code."""
     own = [str(p) for p in experiment_dir(name, packages).glob("*.py")
-           if not p.name.startswith(BASE_PREFIX)]
+           if not p.name.startswith(BASE_PREFIX) and p.name != FIGURES_MODULE]
     return sorted({*package_files(*SHARED_SOURCES), *own})
+
+
+def figure_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
+    """The files whose contents decide how experiment `name`'s figures look: the figure code
+    (its own and the shared), its spec, and the UI catalogs their labels come from."""
+    folder = experiment_dir(name, packages)
+    own = [str(p) for p in (folder / "__init__.py", folder / FIGURES_MODULE) if p.exists()]
+    shared = package_files("figures.py", "i18n.py", "claims.py", "locale/*/LC_MESSAGES/*.po")
+    return sorted({*shared, *own})
 
 
 def base_sources(name: str, base: str, packages: tuple[str, ...] = DEFAULT_PACKAGES
@@ -307,7 +319,7 @@ def pretrain(
 
     module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{base}")
     checkpoint_path = Path(checkpoint_path)
-    ctx = RunContext(scale, checkpoint_path.parent, threads, log)
+    ctx = RunContext(scale, threads, log)
     # One model on the cores the job was given; on the CPU its numbers follow the thread count,
     # which the provenance records.
     saved_threads = torch.get_num_threads()
@@ -333,25 +345,29 @@ def reproduce(
     log: Callable[[str], None] = print,
     bases: Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Run experiment `name` at `scale` and write its metrics.json; return what was written.
-    `bases` maps each of its base models to a checkpoint (trained here when not given)."""
+    """Run experiment `name` at `scale` and write its metrics.json, and its figures' data into
+    `figures_dir`; return the metrics. `bases` maps each of its base models to a checkpoint
+    (trained here, beside metrics.json, when not given)."""
     spec = load_spec(name, packages)
     scale = resolve_scale(scale)
     params = merge_params(spec, scale, overrides)
     _require_cuda_for(scale)
+    # The folder exists from the start: should the job be killed, Snakemake finds an output of
+    # it on disk, marked incomplete, and the next run redoes the job (a job whose outputs are
+    # all missing is redone only when something downstream is out of date).
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     base_paths = {b: Path(p) for b, p in (bases or {}).items()}
     for base in getattr(spec, "BASES", ()):
         if base not in base_paths:  # run on its own (benchmarks): train the base beside
-            base_paths[base] = figures_dir.parent / "bases" / f"{base}.pt"
+            base_paths[base] = Path(metrics_path).parent / "bases" / f"{base}.pt"
             pretrain(name, base, scale, getattr(params, base).model_dump(), base_paths[base],
                      packages, threads, log)
     log(f"experiment {name} at scale {scale} with params {params}")
 
     started = time.perf_counter()
     runner = importlib.import_module(f"{spec.__name__}.run")
-    report: Report = runner.run(params, RunContext(scale, figures_dir, threads, log, base_paths))
+    report: Report = runner.run(params, RunContext(scale, threads, log, base_paths))
     wall = time.perf_counter() - started
 
     for claim in report.claims:
@@ -366,13 +382,14 @@ def reproduce(
         "params": params.model_dump(mode="json"),
         "metrics": report.metrics,
         "claims": report.claims,
-        "figures": report.figures,
+        "figures": list(report.figures),
         "reference": report.reference,
         "timing": report.timing | {"wall_time_s": round(wall, 2)},
         # the base models' files and their own provenance: what the result stands on
         "provenance": provenance() | {
             "bases": {base: _base_record(path) for base, path in sorted(base_paths.items())}},
     }
+    write_json_atomic(figures_dir / FIGURE_DATA, report.figures)
     write_json_atomic(metrics_path, metrics)
     verdicts = ", ".join(f"{c['id']}={c['verdict']}" for c in report.claims)
     log(f"done in {wall:.1f}s: {verdicts}")

@@ -30,7 +30,6 @@ from digestlab.data import CorpusSplits, build_splits, torch_source
 from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
 from digestlab.experiments.cla import VARIANTS, Params
-from digestlab.figures import log_x, new_figure, save_svg
 from digestlab.nn import GPT, share_initial_weights
 from digestlab.objectives import language_model
 from digestlab.train import map_runs, train
@@ -179,8 +178,13 @@ def run(params: Params, ctx: RunContext) -> Report:
     claims = decide_claims(variants, evaluation_noise(windows, params.seeds))
     means = [v["val_ppl_mean"] for v in variants.values()]
     paired_sds = [c["measured"]["paired sd"] for c in claims if "paired sd" in c["measured"]]
-    figures = [plot_front(variants, ctx.figures_dir / "ppl_vs_kv_bytes.svg"),
-               plot_curves(variants, ctx.figures_dir / "loss_curves.svg")]
+    figures = {
+        "ppl_vs_kv_bytes": {"designs": {name: {k: v[k] for k in ("kv_bytes_per_token",
+                                                                 "val_ppl_mean", "val_ppl_sd")}
+                                        for name, v in variants.items()},
+                            "paper": PAPER_1B},
+        "loss_curves": {name: v["curves"] for name, v in variants.items()},
+    }
     tokens_per_step = params.batch_size * params.seq_len
     return Report(
         seeds=list(params.seeds),
@@ -257,59 +261,3 @@ def decide_claims(variants: dict, eval_noise: dict[tuple[str, str], float] | Non
                                                           stats["sd"])
         claims.append(claim(claim_id, text, measured, expected, verdict))
     return claims
-
-
-# One colour per design, the same in every figure; one line style per seed.
-COLOURS = dict(zip(VARIANTS, ("tab:gray", "tab:purple", "tab:blue", "tab:green", "tab:orange",
-                              "tab:red", "tab:brown"), strict=True))
-SEED_STYLES = ("-", "--", ":", "-.")
-
-
-def plot_curves(variants: dict, path) -> str:
-    """Training loss (left) and validation loss (right) against tokens, every design and seed."""
-    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    for name, v in variants.items():
-        for i, curve in enumerate(v["curves"]):
-            style = SEED_STYLES[i % len(SEED_STYLES)]
-            label = name if i == 0 else None
-            tokens, losses = zip(*curve["train"], strict=True)
-            left.plot([t / 1e6 for t in tokens], losses, style, color=COLOURS[name], lw=1,
-                      label=label)
-            tokens, losses = zip(*curve["val"], strict=True)
-            right.plot([t / 1e6 for t in tokens], losses, style, color=COLOURS[name], lw=1,
-                       marker="o", ms=3, label=label)
-    # The first steps fall from ln(256) = 5.5; the comparison lives after the first fifth.
-    left.set_ylim(top=max(loss for v in variants.values() for c in v["curves"]
-                          for _, loss in c["train"][len(c["train"]) // 5:]))
-    left.set(xlabel="training tokens (millions)", ylabel="training loss (nats per byte)",
-             title="training loss, every design and seed (line style: seed)")
-    right.set(xlabel="training tokens (millions)", ylabel="validation loss (nats per byte)",
-              title="validation loss")
-    left.legend(fontsize=8)
-    return save_svg(fig, path)
-
-
-def plot_front(variants: dict, path) -> str:
-    """Validation perplexity against KV bytes per token (log x), ours beside the paper's."""
-    fig, (ours, paper) = new_figure(ncols=2, width=5.2, height=3.8)
-    # Designs with equal KV bytes (MQA d/2 and MQA-CLA2) share an x: stack their labels.
-    by_kv = sorted(variants, key=lambda n: (variants[n]["kv_bytes_per_token"],
-                                            -variants[n]["val_ppl_mean"]))
-    for name in by_kv:
-        v = variants[name]
-        same_x = [n for n in by_kv if variants[n]["kv_bytes_per_token"] == v["kv_bytes_per_token"]]
-        ours.errorbar(v["kv_bytes_per_token"], v["val_ppl_mean"], yerr=v["val_ppl_sd"] or 0.0,
-                      fmt="o", capsize=3, color=COLOURS[name])
-        ours.annotate(name, (v["kv_bytes_per_token"], v["val_ppl_mean"]),
-                      textcoords="offset points", xytext=(5, 4 - 11 * same_x.index(name)),
-                      fontsize=8)
-    log_x(ours, ticks=[v["kv_bytes_per_token"] for v in variants.values()])
-    ours.set(xlabel="KV-cache bytes per token (bf16)", ylabel="validation perplexity",
-             title="this reproduction (mean ± sd over seeds)")
-    for name, ppl, kv in PAPER_1B:
-        paper.plot(kv, ppl, "s", color="tab:gray")
-        paper.annotate(name, (kv, ppl), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    log_x(paper, ticks=[kv for _, _, kv in PAPER_1B])
-    paper.set(xlabel="KV-cache bytes per token (bf16)", ylabel="validation perplexity",
-              title="the paper, 1B parameters")
-    return save_svg(fig, path)

@@ -33,7 +33,6 @@ from digestlab.claims import (
 from digestlab.device import device_name, pick_device
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.fsdp_compile import Params, Setup, checkpoint_name, setups
-from digestlab.figures import new_figure, save_svg
 from digestlab.parallel import launch
 
 # The post's numbers (and fms-fsdp's): MFU of Llama-style models trained with FSDP.
@@ -214,80 +213,6 @@ def configuration_table(runs: dict[str, list[dict]], memory: dict[str, list[floa
     return rows
 
 
-def plot_throughput(table: list[dict], path: Path) -> str:
-    """Tokens/s (each run a dot, the mean a bar) and MFU of every configuration."""
-    fig, (speed, mfu) = new_figure(ncols=2, width=5.2, height=0.45 * len(table) + 1.4)
-    names = [row["name"] for row in table][::-1]
-    rows = {row["name"]: row for row in table}
-    y = range(len(names))
-    speed.barh(y, [rows[n]["tokens_per_s"] for n in names], color="tab:blue", alpha=0.35)
-    for i, n in enumerate(names):
-        speed.plot(rows[n]["tokens_per_s_runs"], [i] * rows[n]["runs"], "o", color="tab:blue",
-                   ms=3)
-    speed.set_yticks(list(y), names)
-    speed.set(xlabel="training tokens per second", title="throughput (dots: runs)")
-    mfu.barh(y, [100 * (rows[n]["mfu"] or 0) for n in names], color="tab:orange", alpha=0.6)
-    mfu.set_yticks(list(y), [""] * len(names))
-    mfu.set(xlabel="MFU (%) against the measured matmul peak", title="model FLOPs utilisation")
-    return save_svg(fig, path)
-
-
-def plot_checkpointing(params: Params, runs: dict[str, list[dict]],
-                       memory: dict[str, list[float]], path: Path) -> str:
-    """Training memory and tokens/s against the checkpointed fraction, each round a line."""
-    fig, (left, right) = new_figure(ncols=2, width=4.6, height=3.4)
-    fractions = params.checkpoint_fractions
-    names = [checkpoint_name(f) for f in fractions]
-    for seed in range(len(memory[names[0]])):
-        left.plot(fractions, [memory[n][seed] / 1e6 for n in names], "o-", color="tab:green",
-                  lw=1, ms=4, alpha=0.7)
-    for seed in range(params.checkpoint_rounds):
-        right.plot(fractions, [runs[n][seed]["tokens_per_s"] for n in names], "o-",
-                   color="tab:blue", lw=1, ms=4, alpha=0.7)
-    left.set(xlabel="fraction of blocks checkpointed", ylabel="training memory (MB)",
-             title="peak memory above the built model", xticks=fractions)
-    right.set(xlabel="fraction of blocks checkpointed", ylabel="training tokens per second",
-              title="throughput (one line per round)", xticks=fractions)
-    left.set_ylim(bottom=0)
-    right.set_ylim(bottom=0)
-    return save_svg(fig, path)
-
-
-def plot_losses(runs: dict[str, list[dict]], path: Path) -> str:
-    """Loss curves of one seed (eager, compiled, FSDP at each world size) and of a second
-    seed; beside them the step-by-step gaps, on a log scale."""
-    fig, (curves, gaps) = new_figure(ncols=2, width=5.2, height=3.6)
-    eager = runs["eager"][0]["loss_curve"]
-    steps = range(1, len(eager) + 1)
-    shown = {"eager, seed 0": eager, "eager, seed 1": runs["eager"][1]["loss_curve"],
-             "compile, seed 0": runs["compile"][0]["loss_curve"]}
-    sharded = {r["world"]: r["loss_curve"] for rs in runs.values() for r in rs
-               if r["setup"]["fsdp"] and not r["setup"]["compile"]
-               and not r["setup"]["bf16_params"]}
-    styles = {"eager, seed 0": ("-", "tab:gray"), "eager, seed 1": ("--", "tab:gray"),
-              "compile, seed 0": (":", "tab:red")}
-    for label, curve in shown.items():
-        style, colour = styles[label]
-        curves.plot(steps, curve, style, color=colour, lw=1.2, label=label)
-    for world, curve in sorted(sharded.items()):
-        curves.plot(steps, curve, "-.", lw=1, label=f"FSDP x{world}, seed 0")
-    curves.set(xlabel="step", ylabel="training loss (nats per byte)", title="loss curves")
-    curves.legend(fontsize=8)
-
-    def gap_line(a, b, label, style, colour=None):
-        gap = [abs(x - y) if x != y else math.nan for x, y in zip(a, b, strict=True)]
-        gaps.plot(steps, gap, style, color=colour, lw=1.2, label=label)
-
-    gap_line(eager, runs["eager"][1]["loss_curve"], "seed 0 vs seed 1", "--", "tab:gray")
-    gap_line(eager, runs["compile"][0]["loss_curve"], "compile vs eager", ":", "tab:red")
-    if 1 in sharded and 2 in sharded:
-        gap_line(sharded[1], sharded[2], "FSDP x2 vs x1", "-.", "tab:purple")
-    gaps.set_yscale("log")
-    gaps.set(xlabel="step", ylabel="|Δ training loss| (nats)", title="gaps (missing: exactly 0)")
-    gaps.legend(fontsize=8)
-    return save_svg(fig, path)
-
-
 def run(params: Params, ctx: RunContext) -> Report:
     """Run every configuration, decide the claims, draw the figures."""
     device = pick_device("auto")
@@ -306,11 +231,24 @@ def run(params: Params, ctx: RunContext) -> Report:
               for name, rs in (memory_runs or runs).items()}
 
     table = configuration_table(runs, memory)
-    figures = [
-        plot_throughput(table, ctx.figures_dir / "throughput.svg"),
-        plot_checkpointing(params, runs, memory, ctx.figures_dir / "checkpointing.svg"),
-        plot_losses(runs, ctx.figures_dir / "loss_curves.svg"),
-    ]
+    fractions = params.checkpoint_fractions
+    names = [checkpoint_name(f) for f in fractions]
+    figures = {
+        "throughput": [{k: row[k] for k in ("name", "tokens_per_s", "tokens_per_s_runs", "mfu")}
+                       for row in table],
+        "checkpointing": {
+            "fractions": fractions,
+            "memory_mb": [[memory[n][i] / 1e6 for n in names]
+                          for i in range(len(memory[names[0]]))],
+            "tokens_per_s": [[runs[n][i]["tokens_per_s"] for n in names]
+                             for i in range(params.checkpoint_rounds)]},
+        "loss_curves": {
+            "eager": [r["loss_curve"] for r in runs["eager"][:2]],
+            "compile": [runs["compile"][0]["loss_curve"]],
+            "fsdp": {str(r["world"]): r["loss_curve"] for rs in runs.values() for r in rs
+                     if r["setup"]["fsdp"] and not r["setup"]["compile"]
+                     and not r["setup"]["bf16_params"]}},
+    }
     first = runs["eager"][0]
     tokens_per_step = params.batch_size * params.seq_len
     return Report(

@@ -13,6 +13,7 @@ from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.experiments import LanguageModelParams
 
 BASES = ("lm",)
+EV_BAR = 0.65  # claim 1: the paper's bar on the SAE's explained variance
 
 
 class ProgramModel(LanguageModelParams):

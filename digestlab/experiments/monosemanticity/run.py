@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import scipy.stats
@@ -55,16 +54,14 @@ from digestlab.data import programs as program_data
 from digestlab.data.programs import ERROR_FIRST_BYTES, ERROR_TYPES, Program
 from digestlab.device import device_name, pick_device
 from digestlab.experiments import Report, RunContext
-from digestlab.experiments.monosemanticity import Params
+from digestlab.experiments.monosemanticity import EV_BAR, Params
 from digestlab.experiments.monosemanticity.base_lm import corpus
-from digestlab.figures import log_x, new_figure, save_svg
 from digestlab.nn import GPT
 from digestlab.nn.sae import SparseAutoencoder, evaluate_sae
 from digestlab.nn.sae import objective as sae_objective
 from digestlab.train import map_runs
 from digestlab.train import train as train_loop
 
-EV_BAR = 0.65  # claim 1: the paper's bar on explained variance
 L0_SHARE = 0.05  # claim 1: "far below the width" means at most this share of features active
 RECOVERED_BAR = 0.90  # claim 2: loss recovered against mean-ablation
 AUROC_BAR = 0.90  # claim 3: a feature per error type at least this good
@@ -611,9 +608,12 @@ def run(params: Params, ctx: RunContext) -> Report:
         "recipes": compare_recipes(params, sweep_rows, relu, topk),
         "browser": browser,
     }
-    figures = [plot_sweep(params, metrics, ctx.figures_dir / "sae_sweep.svg"),
-               plot_browser(browser, ctx.figures_dir / "feature_activations.svg"),
-               plot_steering(relu, ctx.figures_dir / "steering.svg")]
+    figures = {
+        "sae_sweep": {"width": params.width, "layer": params.layer, "sweep": sweep_rows,
+                      "relu": relu, "topk": topk},
+        "feature_activations": browser,
+        "steering": [r["steering"] for r in relu],
+    }
     return Report(
         seeds=list(params.sae_seeds),
         device=device_name(device),
@@ -791,66 +791,3 @@ def decide_claims(params: Params, metrics: dict) -> list[dict]:
          **samples_to_decide(v, s, 0.0)},
         "control effect < feature effect / 3, in both directions", v))
     return claims
-
-
-# --- figures -------------------------------------------------------------------------------------
-
-def plot_sweep(params: Params, metrics: dict, path: Path) -> str:
-    """Explained variance against L0: the ReLU lambda sweep, and every analysed SAE."""
-    fig, (ax,) = new_figure()
-    sweep = sorted(metrics["sweep"], key=lambda r: r["l0"])
-    ax.plot([r["l0"] for r in sweep], [r["explained_variance"] for r in sweep], "o-",
-            color="C0", label="ReLU, lambda sweep (seed 0)")
-    for r in sweep:
-        ax.annotate(f"λ={r['l1_coeff']:g}", (r["l0"], r["explained_variance"]),
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
-    for name, color, rows in (("ReLU", "C0", metrics["relu"]), ("TopK", "C1", metrics["topk"])):
-        ax.scatter([r["l0"] for r in rows], [r["explained_variance"] for r in rows],
-                   marker="s" if name == "ReLU" else "^", color=color, zorder=3,
-                   label=f"{name}, analysed seeds")
-    ax.axhline(EV_BAR, color="grey", linestyle="--", linewidth=1)
-    l0s = [r["l0"] for r in [*sweep, *metrics["relu"], *metrics["topk"]]]
-    log_x(ax, ticks=sorted({round(x) for x in l0s}))
-    ax.set_xlabel("L0 (active features per byte)")
-    ax.set_ylabel("explained variance")
-    ax.set_title(f"SAEs of width {params.width} on the residual stream after block "
-                 f"{params.layer}")
-    ax.legend(fontsize=8)
-    return save_svg(fig, path)
-
-
-def plot_browser(browser: list[dict], path: Path) -> str:
-    """Each browsed feature's activation at the output position: clean against buggy."""
-    ncols = min(3, len(browser))
-    fig, axes = new_figure(ncols=ncols, width=2.6, height=2.4, nrows=-(-len(browser) // ncols))
-    for ax in axes[len(browser):]:
-        ax.set_visible(False)
-    for ax, f in zip(axes, browser, strict=False):
-        top = max([*f["at_output"]["clean"], *f["at_output"]["buggy"], 1e-6])
-        bins = torch.linspace(0, top, 21).tolist()
-        ax.hist(f["at_output"]["clean"], bins=bins, color="C0", alpha=0.6, label="clean")
-        ax.hist(f["at_output"]["buggy"], bins=bins, color="C3", alpha=0.6, label="buggy")
-        ax.set_yscale("log")
-        ax.set_title(f"#{f['feature']}: {f['detects']}", fontsize=9)
-        ax.set_xlabel("activation")
-    axes[0].legend(fontsize=8)
-    return save_svg(fig, path)
-
-
-def plot_steering(relu: list[dict], path: Path) -> str:
-    """Error predictions before and after clamping, for the feature and the controls."""
-    fig, axes = new_figure(ncols=2, width=3.6, height=3.2)
-    for ax, direction, title in ((axes[0], "up", "clean programs, clamped high"),
-                                 (axes[1], "down", "buggy programs, clamped negative")):
-        for i, r in enumerate(relu):
-            st = r["steering"][direction]
-            x = i * 0.08
-            ax.scatter([0 + x], [st["base"]["rate"]], color="grey")
-            ax.scatter([1 + x], [st["clamped"]["rate"]], color="C3")
-            ax.scatter([2 + x] * len(st["control_rates"]), st["control_rates"], color="C0",
-                       s=10)
-        ax.set_xticks([0, 1, 2], ["no clamp", "code-error\nfeature", "random\nfeatures"])
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("predicts an error")
-    return save_svg(fig, path)

@@ -13,6 +13,9 @@ from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.experiments import LanguageModelParams
 
 BASES = ("lm",)
+# A model has an attention sink when some head gives the first token at least twice the
+# attention a uniform head would; StreamingLLM's claim is about such models.
+SINK_RATIO = 2.0
 
 
 class LanguageModel(LanguageModelParams):

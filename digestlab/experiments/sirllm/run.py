@@ -47,8 +47,7 @@ from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
 from digestlab.data.rng import SplitMix64, derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
-from digestlab.experiments.sirllm import Params
-from digestlab.figures import new_figure, save_svg
+from digestlab.experiments.sirllm import SINK_RATIO, Params
 from digestlab.nn import GPT, KVCache
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
 from digestlab.train import map_runs
@@ -58,9 +57,6 @@ PAPER_STREAMING_PPL = [["dense", 5641.0], ["window", 5158.0], ["recompute", 5.43
                        ["StreamingLLM", 5.40]]
 GROCERY_MARGIN = 0.20  # "far above": SirLLM's recall at least 20 points above StreamingLLM's
 CHANCE = 0.25  # one of four options
-# A model has an attention sink when some head gives the first token at least twice the
-# attention a uniform head would; StreamingLLM's claim is about such models.
-SINK_RATIO = 2.0
 PPL_NEAR = 1.10  # "near the recompute baseline": within 10% of its perplexity
 
 
@@ -342,10 +338,11 @@ def run(params: Params, ctx: RunContext) -> Report:
     perplexity = perplexity_metrics(params, results["ppl"])
     sinks = first_token_attention(model, params)
     claims = decide_claims(params, grocery, rps, perplexity, sinks)
-    figures = [plot_grocery(params, grocery, ctx.figures_dir / "grocery_recall.svg"),
-               plot_rps(rps, ctx.figures_dir / "rps_win_rate.svg"),
-               plot_perplexity(params, perplexity, sinks,
-                               ctx.figures_dir / "streaming_perplexity.svg")]
+    figures = {
+        "grocery_recall": {"budgets": params.budgets, "budget": params.budget} | grocery,
+        "rps_win_rate": {"win_per_game": rps["win_per_game"], "oracle_win": rps["oracle_win"]},
+        "streaming_perplexity": {"perplexity": perplexity, "sinks": sinks},
+    }
     train = saved["train"]
     return Report(
         seeds=[params.lm.train.seed],
@@ -518,84 +515,3 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
         verdict,
     ))
     return claims
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-COLOURS = {"window": "tab:gray", "StreamingLLM": "tab:blue", "random": "tab:olive",
-           "SirLLM": "tab:red", "SirLLM (reference scoring)": "tab:orange",
-           "recompute": "black", "recompute without <bos>": "tab:purple"}
-
-
-def plot_grocery(params: Params, grocery: dict, path) -> str:
-    """Recall accuracy against the cache budget (left) and against SirLLM's decay (right)."""
-    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    budgets = params.budgets
-    for name, colour in COLOURS.items():
-        if name in grocery["by_budget"][str(budgets[0])]:
-            left.plot(budgets, [grocery["by_budget"][str(b)][name]["accuracy"] for b in budgets],
-                      "o-", color=colour, label=name)
-            left.plot(budgets, [grocery["by_budget"][str(b)][name]["retained"] for b in budgets],
-                      "s--", color=colour, ms=3, lw=1)
-    for ax in (left, right):
-        ax.axhline(0.25, color="gray", ls=":", lw=1)
-        ax.axhline(grocery["in_context_accuracy"], color="black", ls="--", lw=1)
-        ax.set_ylim(0, 1.02)
-    left.set(xlabel="cache budget (tokens)",
-             ylabel="recall accuracy (4 choices); dashed: item still cached",
-             title=f"grocery, item ~{grocery['item_distance_mean']:.0f} tokens back")
-    left.set_xticks(budgets)
-    left.legend(fontsize=7)
-    decays, accuracy = zip(*grocery["decay_sweep"], strict=True)
-    right.plot(decays, accuracy, "o-", color=COLOURS["SirLLM"], label="SirLLM")
-    right.axhline(grocery["by_budget"][str(params.budget)]["StreamingLLM"]["accuracy"],
-                  color=COLOURS["StreamingLLM"], lw=1, label="StreamingLLM")
-    right.set(xlabel="decay ratio per turn", title=f"SirLLM's decay at {params.budget} tokens")
-    right.text(0.02, 0.03, "dashed: nothing evicted (short dialogues); dotted: chance",
-               transform=right.transAxes, fontsize=7)
-    right.legend(fontsize=7)
-    return save_svg(fig, path)
-
-
-def plot_rps(rps: dict, path) -> str:
-    """Win rate of every policy, mean and 95% band over games, with the perfect-memory player."""
-    fig, (ax,) = new_figure(width=6.4, height=3.6)
-    names = list(rps["win"])
-    for i, name in enumerate(names):
-        stats = summarize(rps["win_per_game"][name])
-        half = 1.96 * (stats["sd"] or 0.0) / math.sqrt(stats["n"])
-        ax.barh(i, stats["mean"], xerr=half, color=COLOURS.get(name, "tab:pink"), capsize=3)
-    ax.axvline(rps["oracle_win"], color="black", ls="--", lw=1, label="perfect memory")
-    ax.axvline(1 / 3, color="gray", ls=":", lw=1, label="random play")
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set(xlabel="win rate over the scored rounds", xlim=(0, 1),
-           title="rock-paper-scissors against a biased opponent")
-    ax.legend(fontsize=7)
-    return save_svg(fig, path)
-
-
-def plot_perplexity(params: Params, perplexity: dict, sinks: dict, path) -> str:
-    """NLL along the stream for each way of reading (left); attention on the first token by
-    layer against a uniform head's (right)."""
-    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    along = perplexity["along_stream"]
-    for name in ("window", "StreamingLLM", "recompute", "recompute without <bos>"):
-        left.plot(along["positions"], along[name], "o-", ms=3, color=COLOURS[name],
-                  label=f"{name} ({perplexity['ppl'][name]:.3f})")
-    left.set(xlabel="position in the stream (tokens)", ylabel="mean NLL (nats per token)",
-             title=f"cache of {perplexity['window']} tokens (perplexity in brackets)")
-    left.legend(fontsize=7)
-    layers = range(len(sinks["per_layer"]))
-    uniform = sinks["uniform"]
-    right.bar([i - 0.2 for i in layers], [a / uniform for a in sinks["per_layer"]], width=0.4,
-              label="mean head")
-    right.bar([i + 0.2 for i in layers], [a / uniform for a in sinks["top_head_per_layer"]],
-              width=0.4, label="top head")
-    right.axhline(1.0, color="gray", ls=":", lw=1, label="uniform attention")
-    right.axhline(SINK_RATIO, color="black", ls="--", lw=1, label="a sink, by our bar")
-    right.set(xlabel="layer", ylabel="attention on the first token / uniform's",
-              ylim=(0, max(SINK_RATIO + 1, *(a / uniform for a in sinks["top_head_per_layer"]))),
-              title="attention sinks")
-    right.set_xticks(list(layers))
-    right.legend(fontsize=7)
-    return save_svg(fig, path)

@@ -13,6 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from digestlab.configs import GPTConfig, TrainConfig
 
 BASES = ("sft",)
+# The round-2 methods besides SPO, by the names the results and the figure use
+SEQUENTIAL, MIXED, LAGRANGIAN, ORACLE = ("sequential DPO", "DPO on both", "Lagrangian",
+                                         "SPO, oracle margin")
+
+
+def spo_name(alpha: float) -> str:
+    return f"SPO α={alpha:g}"
+
 # The requests' tokens, len(digestlab.data.requests.TOKENS), written out so that reading the
 # spec (which the workflow does while it plans) imports neither the data package nor torch;
 # tests/test_spo.py checks that the two agree.

@@ -20,7 +20,6 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 
 import torch
 
@@ -32,9 +31,15 @@ from digestlab.data.requests import Request
 from digestlab.data.rng import derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import ExperimentError, Report, RunContext
-from digestlab.experiments.spo import Params
+from digestlab.experiments.spo import (
+    LAGRANGIAN,
+    MIXED,
+    ORACLE,
+    SEQUENTIAL,
+    Params,
+    spo_name,
+)
 from digestlab.experiments.spo.base_sft import examples
-from digestlab.figures import new_figure, save_svg
 from digestlab.nn import GPT
 from digestlab.objectives import (
     Pair,
@@ -50,14 +55,8 @@ from digestlab.train import Objective, TrainResult, evaluate, map_runs, train
 REPLY_TOKENS = requests.SIZE + 2  # the letters, the word and the end
 END_ID = requests.TOKENS.index(requests.END)
 GAIN_MARGIN = 0.2  # "comparable": SPO's harmlessness gain at least 80% of sequential DPO's
-SEQUENTIAL, MIXED, LAGRANGIAN, ORACLE = ("sequential DPO", "DPO on both", "Lagrangian",
-                                         "SPO, oracle margin")
 # seed streams: what each draw is for
 PAIRS_1, PAIRS_2, REPLIES_1, REPLIES_2, EVAL_PROMPTS, EVAL_REPLIES = range(6)
-
-
-def spo_name(alpha: float) -> str:
-    return f"SPO α={alpha:g}"
 
 
 def _quiet(line: str) -> None:
@@ -389,7 +388,13 @@ def run(params: Params, ctx: RunContext) -> Report:
                 + "; ".join(f"{k} {v['helpful']:.3f}/{v['harmless']:.3f}" for k, v in m.items()))
     methods = method_summary(results)
     claims = decide_claims(params, results, methods)
-    figures = [plot_plane(params, results, methods, ctx.figures_dir / "score_plane.svg")]
+    figures = {"score_plane": {
+        "curves": [trade_off_curve(r) for r in results],
+        "curve_steps": [*params.curve_steps, params.round2.steps],
+        "spo": [spo_name(alpha) for alpha in params.alphas],
+        "methods": {name: {"helpful": m["helpful"], "harmless": m["harmless"],
+                           "above_curve": m.get("above_curve", {}).get("per_seed")}
+                    for name, m in methods.items()}}}
     train_result = saved["train"]
     return Report(
         seeds=params.seeds,
@@ -411,53 +416,3 @@ def run(params: Params, ctx: RunContext) -> Report:
         figures=figures,
         timing={"workers": workers, "sft_tokens_per_s": train_result["items_per_s"]},
     )
-
-
-# --- figure ----------------------------------------------------------------------------------
-
-
-def plot_plane(params: Params, results: list[dict], methods: dict, path) -> str:
-    """Top: helpfulness against harmlessness, every method's mean +- sd over seeds, and
-    sequential DPO's curve for each seed (thin) from the round-1 policy to its full round.
-    Bottom: what claim 1 reads, each round-2 method's helpfulness above that curve, seed by
-    seed."""
-    fig, (ax, right) = new_figure(nrows=2, width=7.6, height=4.0)
-    curves = [trade_off_curve(r) for r in results]
-    for curve in curves:
-        ax.plot([x for x, _ in curve], [y for _, y in curve], color="tab:blue", alpha=0.25,
-                linewidth=1)
-    mean_curve = [(fmean(x for x, _ in column), fmean(y for _, y in column))
-                  for column in zip(*curves, strict=True)]
-    ax.plot([x for x, _ in mean_curve], [y for _, y in mean_curve], color="tab:blue",
-            linewidth=2, marker="o", markersize=3,
-            label=f"{SEQUENTIAL} (steps {', '.join(map(str, params.curve_steps))}, "
-                  f"{params.round2.steps})")
-    colours = {"SFT": "black", "round 1": "tab:gray", SEQUENTIAL: "tab:blue"}
-    shades = ["#f4a3a3", "tab:red", "#7a0f0f"]
-    for i, alpha in enumerate(params.alphas):
-        colours[spo_name(alpha)] = shades[i % len(shades)]
-    colours |= {ORACLE: "tab:orange", MIXED: "tab:green", LAGRANGIAN: "tab:purple"}
-    for name, colour in colours.items():
-        if name == SEQUENTIAL:
-            continue
-        m = methods[name]
-        ax.errorbar(m["harmless"]["mean"], m["helpful"]["mean"], xerr=m["harmless"]["sd"] or 0,
-                    yerr=m["helpful"]["sd"] or 0, fmt="s" if name.startswith("SPO") else "o",
-                    color=colour, capsize=3, label=name, markersize=5)
-    ax.set_xlabel("harmless (share of replies)")
-    ax.set_ylabel("helpful (share of replies)")
-    ax.set_title(f"mean ± sd over {len(results)} seeds")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-
-    names = [n for n in colours if n not in ("SFT", "round 1")]
-    for row, name in enumerate(names):
-        values = [100 * v for v in methods[name]["above_curve"]["per_seed"]]
-        right.scatter(values, [row] * len(values), color=colours[name], s=18, alpha=0.7)
-        right.plot([fmean(values)] * 2, [row - 0.3, row + 0.3], color=colours[name],
-                   linewidth=2)
-    right.axvline(0, color="black", linewidth=0.8)
-    right.set_yticks(range(len(names)), names)
-    right.invert_yaxis()
-    right.set_xlabel("helpful above sequential DPO's curve (points)")
-    right.set_title("at each method's own harmlessness, per seed")
-    return save_svg(fig, path)

@@ -1,0 +1,100 @@
+"""The SirLLM experiment's figures, drawn from the data `run.py` saves."""
+
+from __future__ import annotations
+
+import math
+
+from digestlab.claims import summarize
+from digestlab.experiments.sirllm import SINK_RATIO
+from digestlab.figures import new_figure
+
+COLOURS = {"window": "tab:gray", "StreamingLLM": "tab:blue", "random": "tab:olive",
+           "SirLLM": "tab:red", "SirLLM (reference scoring)": "tab:orange",
+           "recompute": "black", "recompute without <bos>": "tab:purple"}
+
+
+def grocery_recall(data: dict, _):
+    """Recall accuracy against the cache budget (left) and against SirLLM's decay (right).
+    data: {"budgets", "budget", "by_budget", "in_context_accuracy", "item_distance_mean",
+    "decay_sweep"}, as in metrics.json's "grocery"."""
+    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
+    budgets, by_budget = data["budgets"], data["by_budget"]
+    for name, colour in COLOURS.items():
+        if name in by_budget[str(budgets[0])]:
+            left.plot(budgets, [by_budget[str(b)][name]["accuracy"] for b in budgets],
+                      "o-", color=colour, label=name)
+            left.plot(budgets, [by_budget[str(b)][name]["retained"] for b in budgets],
+                      "s--", color=colour, ms=3, lw=1)
+    for ax in (left, right):
+        ax.axhline(0.25, color="gray", ls=":", lw=1)
+        ax.axhline(data["in_context_accuracy"], color="black", ls="--", lw=1)
+        ax.set_ylim(0, 1.02)
+    left.set(xlabel=_("cache budget (tokens)"),
+             ylabel=_("recall accuracy (4 choices); dashed: item still cached"),
+             title=_("grocery, item ~%(distance)s tokens back")
+             % {"distance": f"{data['item_distance_mean']:.0f}"})
+    left.set_xticks(budgets)
+    left.legend(fontsize=7)
+    decays, accuracy = zip(*data["decay_sweep"], strict=True)
+    right.plot(decays, accuracy, "o-", color=COLOURS["SirLLM"], label="SirLLM")
+    right.axhline(by_budget[str(data["budget"])]["StreamingLLM"]["accuracy"],
+                  color=COLOURS["StreamingLLM"], lw=1, label="StreamingLLM")
+    right.set(xlabel=_("decay ratio per turn"),
+              title=_("SirLLM's decay at %(budget)s tokens") % {"budget": data["budget"]})
+    right.text(0.02, 0.03, _("dashed: nothing evicted (short dialogues); dotted: chance"),
+               transform=right.transAxes, fontsize=7)
+    right.legend(fontsize=7)
+    return fig
+
+
+def rps_win_rate(data: dict, _):
+    """Win rate of every policy, mean and 95% band over games, with the perfect-memory player.
+    data: {"win_per_game": policy -> one win rate per game, "oracle_win"}."""
+    fig, (ax,) = new_figure(width=6.4, height=3.6)
+    names = list(data["win_per_game"])
+    for i, name in enumerate(names):
+        stats = summarize(data["win_per_game"][name])
+        half = 1.96 * (stats["sd"] or 0.0) / math.sqrt(stats["n"])
+        ax.barh(i, stats["mean"], xerr=half, color=COLOURS.get(name, "tab:pink"), capsize=3)
+    ax.axvline(data["oracle_win"], color="black", ls="--", lw=1, label=_("perfect memory"))
+    ax.axvline(1 / 3, color="gray", ls=":", lw=1, label=_("random play"))
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set(xlabel=_("win rate over the scored rounds"), xlim=(0, 1),
+           title=_("rock-paper-scissors against a biased opponent"))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def streaming_perplexity(data: dict, _):
+    """NLL along the stream for each way of reading (left); attention on the first token by
+    layer against a uniform head's (right). data: {"perplexity", "sinks"}, as in metrics.json's
+    "perplexity" and "attention_sinks"."""
+    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
+    perplexity, sinks = data["perplexity"], data["sinks"]
+    along = perplexity["along_stream"]
+    for name in ("window", "StreamingLLM", "recompute", "recompute without <bos>"):
+        left.plot(along["positions"], along[name], "o-", ms=3, color=COLOURS[name],
+                  label=f"{name} ({perplexity['ppl'][name]:.3f})")
+    left.set(xlabel=_("position in the stream (tokens)"),
+             ylabel=_("mean NLL (nats per token)"),
+             title=_("cache of %(window)s tokens (perplexity in brackets)")
+             % {"window": perplexity["window"]})
+    left.legend(fontsize=7)
+    layers = range(len(sinks["per_layer"]))
+    uniform = sinks["uniform"]
+    right.bar([i - 0.2 for i in layers], [a / uniform for a in sinks["per_layer"]], width=0.4,
+              label=_("mean head"))
+    right.bar([i + 0.2 for i in layers], [a / uniform for a in sinks["top_head_per_layer"]],
+              width=0.4, label=_("top head"))
+    right.axhline(1.0, color="gray", ls=":", lw=1, label=_("uniform attention"))
+    right.axhline(SINK_RATIO, color="black", ls="--", lw=1, label=_("a sink, by our bar"))
+    right.set(xlabel=_("layer"), ylabel=_("attention on the first token / uniform's"),
+              ylim=(0, max(SINK_RATIO + 1, *(a / uniform for a in sinks["top_head_per_layer"]))),
+              title=_("attention sinks"))
+    right.set_xticks(list(layers))
+    right.legend(fontsize=7)
+    return fig
+
+
+FIGURES = {"grocery_recall": grocery_recall, "rps_win_rate": rps_win_rate,
+           "streaming_perplexity": streaming_perplexity}
