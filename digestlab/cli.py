@@ -191,6 +191,7 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
             "authors": item.authors or (meta["authors"] if meta else []),
             "published": meta["published"] if meta else "",
             "digest_date": date.isoformat(),
+            "digest_position": n + 1,
             "tags": item.tags,
             "note": {"ko": "\n".join(item.commentary), "en": ""},
         }

@@ -211,6 +211,9 @@ class Paper(Strict):
         min_length=1, max_length=5000)
     published: dt.date
     digest_date: dt.date
+    # the entry's place in its digest (1 first): the home page lists a digest in this order,
+    # and entries without one after those with one, by title
+    digest_position: int | None = Field(None, ge=1, le=10_000)
     tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1, max_length=30)
     note: Note
     related: list[str] = Field(default_factory=list, max_length=200)
@@ -253,6 +256,20 @@ class Paper(Strict):
             "published": self.published.isoformat(),
             "url": self.url,
         }
+
+
+def related_fallback(arxiv_id: str) -> dict[str, Any]:
+    """What stands in for arXiv's answer about a related paper the digest does not hold: its id
+    and address, no title."""
+    return {"arxiv_id": arxiv_id, "title": None, "authors": [], "published": None,
+            "url": arxiv_abs_url(arxiv_id)}
+
+
+def related_arxiv_ids(paper: Paper, papers: Mapping[str, Paper]) -> list[str]:
+    """The arXiv ids (without version) of the related papers the digest does not hold: their
+    titles are fetched like the entries' own metadata."""
+    return [bare_arxiv_id(ref) for ref, entry in resolve_related(paper, papers)
+            if entry is None and is_arxiv_id(ref)]
 
 
 def resolve_related(paper: Paper, papers: Mapping[str, Paper]) -> list[tuple[str, Paper | None]]:
@@ -394,6 +411,9 @@ def read_paper(path: str | Path) -> Paper:
     return Paper.model_validate(data)
 
 
+TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
 def load_tags(path: str | Path) -> dict[str, dict[str, str]]:
     """Read the tag vocabulary: tag -> {language: label}."""
     path = Path(path)
@@ -406,7 +426,10 @@ def load_tags(path: str | Path) -> dict[str, dict[str, str]]:
     if not isinstance(data, dict) or not data:
         raise PaperError([f"{path}: (file): must map each tag to its labels"])
     for tag, labels in data.items():
-        if not isinstance(labels, dict) or set(labels) != set(LANGUAGES):
+        if not isinstance(tag, str) or not TAG.match(tag):
+            # tags name pages, CSS classes and filters
+            problems.append(f"{path}: {tag}: a tag is lowercase letters, digits and dashes")
+        elif not isinstance(labels, dict) or set(labels) != set(LANGUAGES):
             problems.append(f"{path}: {tag}: needs exactly the labels {', '.join(LANGUAGES)}")
         elif not all(isinstance(v, str) and v for v in labels.values()):
             problems.append(f"{path}: {tag}: labels must be non-empty strings")

@@ -9,6 +9,7 @@ digest's author writes in Markdown, are inserted as they are.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import unicodedata
@@ -22,10 +23,11 @@ import jinja2
 import markupsafe
 from babel.dates import format_date
 from babel.numbers import format_decimal
+from feedgen.feed import FeedGenerator
 
 from digestlab.claims import VERDICTS
 from digestlab.i18n import translations
-from digestlab.io import read_json, write_text_atomic
+from digestlab.io import read_json, write_bytes_atomic, write_text_atomic
 from digestlab.papers import (
     LANGUAGES,
     Paper,
@@ -35,7 +37,7 @@ from digestlab.papers import (
     read_paper,
     resolve_related,
 )
-from digestlab.site import PAGES
+from digestlab.site import BIBLIOGRAPHY, FEED, PAGES
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -131,35 +133,39 @@ class PaperView:
             links.append(("PDF", self.meta["pdf_url"]))
         return links + list(self.paper.links.items())
 
-    def related(self, papers: dict[str, Paper]) -> list[tuple[str, str]]:
-        """(label, target) for each related work: an entry's page when the digest has it."""
-        return [
-            (entry.title, f"{entry.id}.md")
-            if entry is not None
-            else (f"arXiv:{ref}", arxiv_abs_url(ref))
-            for ref, entry in resolve_related(self.paper, papers)
-        ]
+    def related(self, papers: dict[str, Paper], metadata: dict[str, dict[str, Any]]
+                ) -> list[tuple[str, str | None, str]]:
+        """(title, arXiv id, target) for each related work: an entry's page when the digest has
+        it, arXiv otherwise, titled from `metadata` (bare arXiv id -> fetched metadata) when the
+        fetch had one."""
+        related = []
+        for ref, entry in resolve_related(self.paper, papers):
+            if entry is not None:
+                related.append((entry.title, None, f"{entry.id}.md"))
+            else:
+                title = (metadata.get(bare_arxiv_id(ref)) or {}).get("title")
+                related.append((title, ref, arxiv_abs_url(ref)))
+        return related
 
     def verdict_counts(self) -> dict[str, int]:
         claims = self.result["claims"] if self.result else []
         return {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
 
-    def bibtex(self) -> str | None:
-        """A BibTeX entry for an arXiv paper."""
-        if not self.paper.arxiv_id:
-            return None
+    def bibtex(self) -> str:
+        """A BibTeX entry: an arXiv e-print, or the entry's own address."""
         meta = self.meta or {}
         year = (meta.get("published") or self.paper.published.isoformat())[:4]
         first = _ascii_word(self.authors[0].split()[-1]) if self.authors else "anon"
         word = next((_ascii_word(w) for w in self.title.split() if len(_ascii_word(w)) > 3), "")
+        arxiv_id = self.paper.arxiv_id
         fields = {
             "title": "{" + _bibtex_escape(self.title) + "}",
             "author": " and ".join(_bibtex_escape(a) for a in self.authors),
             "year": year,
-            "eprint": bare_arxiv_id(self.paper.arxiv_id),
-            "archivePrefix": "arXiv",
+            "eprint": bare_arxiv_id(arxiv_id) if arxiv_id else "",
+            "archivePrefix": "arXiv" if arxiv_id else "",
             "primaryClass": meta.get("primary_category") or "",
-            "url": arxiv_abs_url(self.paper.arxiv_id),
+            "url": arxiv_abs_url(arxiv_id) if arxiv_id else self.paper.url,
         }
         body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
         return f"@misc{{{first}{year}{word},\n{body}\n}}"
@@ -177,6 +183,14 @@ def _bibtex_escape(text: str) -> str:
 def first_paragraph(markdown: str) -> str:
     """The first paragraph of a note, for the home page (its CSS shows the first lines)."""
     return markdown.strip().split("\n\n", 1)[0].replace("\n", " ")
+
+
+def digest_order(view: PaperView) -> tuple:
+    """Newest digest first; within a digest, its own order (`digest_position`), then the entries
+    without one, by title."""
+    paper = view.paper
+    return (-paper.digest_date.toordinal(), paper.digest_position is None,
+            paper.digest_position or 0, paper.title.casefold())
 
 
 def load_view(entry: str | Path, arxiv: str | Path | None, metrics: str | Path | None) -> PaperView:
@@ -200,13 +214,17 @@ def render_paper_pages(
     metrics: str | Path | None,
     out: dict[str, str | Path],
     related_entries: list[str | Path] = (),
+    related_arxiv: list[str | Path] = (),
 ) -> None:
-    """Write one paper's page in every language; `related_entries` name the related entries."""
+    """Write one paper's page in every language; `related_entries` name the related entries,
+    `related_arxiv` the fetched metadata of related papers the digest does not hold."""
     view = load_view(entry, arxiv, metrics)
     vocabulary = load_tags(tags)
     papers = {Path(p).stem: read_paper(p) for p in related_entries}
+    metadata = {bare_arxiv_id(m["arxiv_id"]): m for m in map(read_json, related_arxiv)}
     for lang in LANGUAGES:
-        text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers)
+        text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers,
+                      related_metadata=metadata)
         write_text_atomic(out[lang], text)
 
 
@@ -217,20 +235,57 @@ def render_site_pages(
     metrics: dict[str, str | Path],
     out_dir: str | Path,
 ) -> None:
-    """Write the home, results and tags pages of every language. `arxiv` and `metrics` map
-    paper ids to their metadata and results files."""
+    """Write the home, results and tags pages and the Atom feed of every language, and the
+    whole catalogue in BibTeX. `arxiv` and `metrics` map paper ids to their metadata and
+    results files."""
     views = []
     for entry in entries:
         paper_id = Path(entry).stem
         views.append(load_view(entry, arxiv.get(paper_id), metrics.get(paper_id)))
-    # Newest digest first; within a day, the order of publication.
-    views.sort(key=lambda v: (v.paper.digest_date, v.paper.published, v.paper.id), reverse=True)
+    views.sort(key=digest_order)
     by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
     vocabulary = load_tags(tags)
+    # every claim of every result, for the dashboard, and the filters it offers
+    claims = [(v, c) for v in views if v.result for c in v.result["claims"]]
+    claim_tags = {tag: n for tag in vocabulary
+                  if (n := sum(tag in v.paper.tags for v, _ in claims))}
+    tag_counts = {tag: n for tag in vocabulary if (n := sum(tag in v.paper.tags for v in views))}
+    filter_ids = ["tag-all", *(f"tag-{t}" for t in claim_tags), "verdict-all",
+                  *(f"verdict-{v}" for v in VERDICTS)]
     for lang in LANGUAGES:
         context = dict(
-            views=views, by_date=by_date, tags=vocabulary, first_paragraph=first_paragraph
+            views=views, by_date=by_date, tags=vocabulary, first_paragraph=first_paragraph,
+            claims=claims, claim_tags=claim_tags, filter_ids=filter_ids, tag_counts=tag_counts,
         )
         for page in PAGES:
             text = render(f"{page}.md.j2", lang, **context)
             write_text_atomic(Path(out_dir) / lang / f"{page}.md", text)
+        write_bytes_atomic(Path(out_dir) / lang / FEED, atom_feed(views, vocabulary, lang))
+    bibliography = "\n".join(v.bibtex() for v in sorted(views, key=lambda v: v.paper.id))
+    write_text_atomic(Path(out_dir) / BIBLIOGRAPHY, bibliography)
+
+
+def atom_feed(views: list[PaperView], tags: dict[str, dict[str, str]], lang: str) -> bytes:
+    """An Atom feed of the digest's entries in language `lang`, newest digest first. Its links
+    are relative to the feed, which lies beside the language's home page."""
+    feed = FeedGenerator()
+    feed.id(f"tag:digestlab,2024:{lang}")
+    feed.title(translations(lang).gettext("digestlab: paper notes with reproductions"))
+    feed.language(lang)
+    feed.link(href=FEED, rel="self")
+    feed.link(href="./", rel="alternate")
+    days = [dt.datetime.combine(v.paper.digest_date, dt.time(), dt.UTC) for v in views]
+    feed.updated(max(days, default=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
+    for view, day in zip(views, days, strict=True):
+        entry = feed.add_entry(order="append")
+        entry.id(f"tag:digestlab,{view.paper.digest_date.isoformat()}:{view.paper.id}")
+        entry.title(view.title)
+        entry.link(href=f"papers/{view.paper.id}/")
+        entry.published(day)
+        entry.updated(day)
+        for author in view.authors[:20]:
+            entry.author(name=author)
+        for tag in view.paper.tags:
+            entry.category(term=tag, label=tags[tag][lang])
+        entry.summary(first_paragraph(getattr(view.paper.note, lang)))
+    return feed.atom_str(pretty=True)

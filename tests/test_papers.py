@@ -306,3 +306,12 @@ def test_two_entries_claiming_one_id_are_both_named(tmp_path):
     write_entry(tmp_path, entry("one", source={"arxiv": "2405.12982"}), name="copy")
     found = problems(tmp_path)
     assert any(p.startswith(f"{tmp_path / 'copy.yaml'}: id: ") for p in found)
+
+
+def test_a_tag_that_cannot_name_a_page_or_a_filter_is_refused(tmp_path):
+    tags = tmp_path / "tags.yaml"
+    tags.write_text("Long Context:\n  ko: 긴 문맥\n  en: Long context\n", encoding="utf-8")
+    with pytest.raises(PaperError) as caught:
+        load_tags(tags)
+    assert caught.value.problems == [
+        f"{tags}: Long Context: a tag is lowercase letters, digits and dashes"]

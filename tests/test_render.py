@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import ROOT, entry, write_entry
@@ -68,7 +69,7 @@ def test_tags_in_front_matter_use_each_languages_labels(tmp_path, paper_files):
 
 def test_text_from_arxiv_is_escaped(tmp_path, paper_files):
     # The BibTeX block is code, which Markdown shows as it is; everything else must be escaped.
-    page = render_both(tmp_path, paper_files)["en"].split("```bibtex")[0]
+    page = re.sub(r"```bibtex.*?```", "", render_both(tmp_path, paper_files)["en"], flags=re.S)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<img" not in page and "&lt;img" in page
     assert "<b>" not in page and "Ada &lt;b&gt;L&lt;/b&gt;" in page
@@ -88,7 +89,8 @@ def test_figures_and_bibtex_are_rendered(tmp_path, paper_files):
     assert "![f](../../assets/figures/cla/f.ko.svg)" in pages["ko"]
     page = pages["en"]
     assert "![f](../../assets/figures/cla/f.en.svg)\n<figcaption>f</figcaption>" in page
-    assert "```bibtex\n@misc{" in page and "eprint = {2405.12981}" in page
+    assert '??? quote "Cite (BibTeX)"\n\n    ```bibtex\n    @misc{' in page  # folded, near the top
+    assert "eprint = {2405.12981}" in page
     assert "Alex D'Amour" in page.split("```bibtex")[1]  # code is shown as it is, not escaped
 
 
@@ -131,7 +133,8 @@ def test_every_ui_string_is_translated_into_korean():
 def test_templates_and_figures_use_only_strings_in_the_catalog_template():
     from babel.messages.extract import extract_from_dir
 
-    method_map = [("templates/**.j2", "jinja2"), ("experiments/*/figures.py", "python")]
+    method_map = [("templates/**.j2", "jinja2"), ("experiments/*/figures.py", "python"),
+                  ("render.py", "python")]
     options = {"templates/**.j2": {"extensions": "jinja2.ext.i18n"}}
     found = {msg[2] for msg in extract_from_dir(ROOT / "digestlab", method_map,
                                                  options_map=options)}
@@ -186,7 +189,28 @@ def test_related_arxiv_id_of_another_entry_links_to_its_page(tmp_path):
     render_paper_pages(here, TAGS, None, None, out, related_entries=[there])
     page = out["en"].read_text()
     assert "- [The other entry](there.md)" in page
-    assert "- [arXiv:2309\\.17453](https://arxiv.org/abs/2309.17453)" in page
+    assert "- [arXiv:2309.17453](https://arxiv.org/abs/2309.17453)" in page  # no title fetched
+    fetched = tmp_path / "2309.17453.json"
+    fetched.write_text(json.dumps({"origin": "arxiv", "arxiv_id": "2309.17453",
+                                   "title": "Attention Sinks [v1]"}))
+    render_paper_pages(here, TAGS, None, None, out, related_entries=[there],
+                       related_arxiv=[fetched])
+    page = out["ko"].read_text()
+    assert ("- [Attention Sinks \\[v1\\]](https://arxiv.org/abs/2309.17453) · arXiv:2309.17453"
+            in page)
+
+
+def test_entries_of_one_digest_follow_its_order_then_title(tmp_path):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    for paper_id, position, title in (("pa", 2, "A"), ("pb", None, "B"), ("pc", 1, "C"),
+                                      ("pd", None, "Able")):
+        fields = {"digest_position": position} if position else {}
+        write_entry(papers, entry(paper_id, title=title, source={"url": "https://x.org/"},
+                                  **fields))
+    render_site_pages(sorted(papers.glob("*.yaml")), TAGS, {}, {}, tmp_path / "notes")
+    home = (tmp_path / "notes" / "en" / "index.md").read_text()
+    assert re.findall(r"\]\(papers/(\w+)\.md\)", home) == ["pc", "pa", "pd", "pb"]
 
 
 def test_bibtex_eprint_drops_the_arxiv_version(tmp_path):

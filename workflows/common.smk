@@ -11,8 +11,15 @@ from digestlab.experiments import (
     figure_sources,
     resolve_scale,
 )
-from digestlab.papers import ARXIV_ID, LANGUAGES, PAPER_ID, resolve_related
-from digestlab.site import PAGES
+from digestlab.papers import (
+    ARXIV_ID,
+    LANGUAGES,
+    PAPER_ID,
+    related_arxiv_ids,
+    related_fallback,
+    resolve_related,
+)
+from digestlab.site import BIBLIOGRAPHY, FEED, PAGES
 from digestlab.workflow import (
     clear_stale_locks,
     export_package_path,
@@ -84,6 +91,11 @@ def related_entries(wildcards):
     return [f"{config['papers_dir']}/{entry.id}.yaml" for _, entry in related if entry is not None]
 
 
+def related_arxiv_json(wildcards):
+    """The metadata of related papers the digest does not hold, for their titles."""
+    return [f"resources/arxiv/{i}.json" for i in related_arxiv_ids(PAPERS[wildcards.paper], PAPERS)]
+
+
 def arxiv_json_of(paper):
     return f"resources/arxiv/{PAPERS[paper].arxiv_id}.json" if PAPERS[paper].arxiv_id else None
 
@@ -117,11 +129,15 @@ def paper_pages():
 
 
 def site_pages():
-    return expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES)
+    """The pages, feeds and bibliography made from every entry at once."""
+    pages = expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES)
+    return pages + expand("notes/{lang}/{feed}", lang=LANGUAGES, feed=FEED) + [
+        f"notes/{BIBLIOGRAPHY}"]
 
 
 def fallback_metadata(wildcards):
-    return BY_ARXIV_ID[wildcards.arxiv_id].fallback_metadata()
+    paper = BY_ARXIV_ID.get(wildcards.arxiv_id)
+    return paper.fallback_metadata() if paper else related_fallback(wildcards.arxiv_id)
 
 
 def fetch_retry_token(wildcards):

@@ -8,6 +8,7 @@ rule render_paper:
         arxiv=arxiv_json,
         metrics=metrics_json,
         related=related_entries,
+        related_arxiv=related_arxiv_json,
         sources=RENDER_SOURCES,
     output:
         ko="notes/ko/papers/{paper}.md",

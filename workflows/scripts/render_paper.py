@@ -9,4 +9,5 @@ with logged(snakemake.log[0]):
         metrics=snakemake.input.metrics[0] if snakemake.input.metrics else None,
         out={"ko": snakemake.output.ko, "en": snakemake.output.en},
         related_entries=list(snakemake.input.related),
+        related_arxiv=list(snakemake.input.related_arxiv),
     )

@@ -1,0 +1,269 @@
+"""The reader's site, built from every entry under papers/ with smoke-scale results: its pages'
+structure and links, and (marked `browser`) what a reader does with it in Debian's headless
+Chromium, driven by Playwright. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from digestlab.fetch import offline_metadata
+from digestlab.figures import draw_figures
+from digestlab.papers import LANGUAGES, read_paper, resolve_related
+from digestlab.render import render_paper_pages, render_site_pages
+from digestlab.site import broken_links, build_site
+
+TAGS = ROOT / "config" / "tags.yaml"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the tests download no browser
+ARTIFACTS = ROOT / "test-artifacts"
+RELATED_TITLE = "Efficient Streaming Language Models with Attention Sinks"
+
+
+@pytest.fixture(scope="session")
+def built_site(smoke_runs, tmp_path_factory) -> Path:
+    """The site of every entry under papers/, with the smoke-scale result of each reproduction,
+    as the workflow's render stage builds it (arXiv offline, but one related paper's title
+    fetched)."""
+    root = tmp_path_factory.mktemp("site")
+    shutil.copy(ROOT / "mkdocs.yml", root)
+    (root / "digestlab").symlink_to(ROOT / "digestlab")  # mkdocs.yml names its hooks by path
+    for lang in LANGUAGES:
+        (root / "notes" / lang).mkdir(parents=True)
+        shutil.copy(ROOT / "notes" / lang / "about.md", root / "notes" / lang)
+    shutil.copytree(ROOT / "notes" / "stylesheets", root / "notes" / "stylesheets")
+    entries = sorted((ROOT / "papers").glob("*.yaml"))
+    papers = {path.stem: read_paper(path) for path in entries}
+    related = root / "related.json"
+    related.write_text(json.dumps({"origin": "arxiv", "arxiv_id": "2309.17453",
+                                   "title": RELATED_TITLE}))
+    arxiv, metrics = {}, {}
+    for path in entries:
+        paper = papers[path.stem]
+        if paper.arxiv_id:
+            arxiv[paper.id] = root / "arxiv" / f"{paper.id}.json"
+            arxiv[paper.id].parent.mkdir(exist_ok=True)
+            arxiv[paper.id].write_text(json.dumps(
+                offline_metadata(paper.fallback_metadata(), "the tests are offline")))
+        if paper.reproduction:
+            result, _ = smoke_runs(paper.reproduction.experiment)
+            metrics[paper.id] = result / "a" / "metrics.json"
+            draw_figures(paper.reproduction.experiment, result / "a" / "figures",
+                         root / "notes" / "assets" / "figures" / paper.id)
+        render_paper_pages(
+            path, TAGS, arxiv.get(paper.id), metrics.get(paper.id),
+            {lang: root / "notes" / lang / "papers" / f"{paper.id}.md" for lang in LANGUAGES},
+            related_entries=[ROOT / "papers" / f"{e.id}.yaml"
+                             for _, e in resolve_related(paper, papers) if e],
+            related_arxiv=[related] if "2309.17453" in paper.related else [])
+    render_site_pages(entries, TAGS, arxiv, metrics, root / "notes")
+    build_site(root / "mkdocs.yml", root / "notes", root / "site", keep_papers=list(papers),
+               tags=TAGS)
+    return root / "site"
+
+
+def test_every_link_of_the_built_site_leads_somewhere(built_site):
+    # build_site refuses a site with a broken link; this checks the check saw every page
+    assert len(list(built_site.rglob("*.html"))) > 20
+    assert broken_links(built_site) == []
+
+
+def test_the_link_check_finds_missing_files_anchors_and_links_out_of_the_site(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text('<h2 id="x">x</h2>')
+    (tmp_path / "index.html").write_text(
+        '<a href="a/">ok</a> <a href="a/#x">ok</a> <a href="https://example.org/">out</a>'
+        '<a href="/a/">ok</a> <a href="a/#y">no anchor</a> <img src="b.svg">'
+        '<a href="/other/a/">outside</a> <a href="../up/">above</a>')
+    assert broken_links(tmp_path) == [
+        "index.html: a/#y (no such anchor)", "index.html: b.svg",
+        "index.html: /other/a/", "index.html: ../up/"]
+    assert "index.html: /a/ (outside the site)" in broken_links(tmp_path, base_path="/sub/")
+
+
+def test_home_page_has_one_card_per_entry_in_digest_order_and_no_raw_markup(built_site):
+    order = [p.stem for p in sorted((ROOT / "papers").glob("*.yaml"),
+                                    key=lambda p: read_paper(p).digest_position)]
+    for home in (built_site / "index.html", built_site / "en" / "index.html"):
+        html = home.read_text(encoding="utf-8")
+        cards = html[html.index('<div class="grid cards">'):]
+        cards = cards[:cards.index("</div>")]
+        assert re.findall(r'<li>\s*<p><strong><a href="papers/([^/"]+)/"', cards) == order
+        assert "&lt;span" not in html and "{ .dl-summary }" not in html and "<pre" not in cards
+        assert html.count('class="dl-summary"') == len(order)
+        assert 'href="feed.xml"' in html and "digestlab.bib" in html
+
+
+def test_feeds_and_bibliography_list_every_entry(built_site):
+    entries = len(list((ROOT / "papers").glob("*.yaml")))
+    for lang, feed in (("ko", built_site / "feed.xml"), ("en", built_site / "en" / "feed.xml")):
+        xml = feed.read_text(encoding="utf-8")
+        assert xml.count("<entry>") == entries and f'xml:lang="{lang}"' in xml
+        assert '<link href="papers/sirllm/"/>' in xml
+    bib = (built_site / "assets" / "digestlab.bib").read_text(encoding="utf-8")
+    assert bib.count("@misc{") == entries and "eprint = {2405.12981}" in bib
+
+
+def test_paper_page_shows_related_titles_figures_and_the_command_that_reruns_it(built_site):
+    for page, caption in ((built_site / "papers" / "sirllm" / "index.html", "정책별 캐시"),
+                          (built_site / "en" / "papers" / "sirllm" / "index.html",
+                           "Grocery recall against the cache budget")):
+        html = page.read_text(encoding="utf-8")
+        assert RELATED_TITLE in html and "arXiv:2309.17453" in html
+        text = re.sub(r"<[^>]+>", "", html)  # the command is highlighted, token by token
+        assert "snakemake --cores all results/sirllm/metrics.json" in text
+        assert html.count("<figcaption>") == 3 and caption in html
+        assert all(alt for alt in re.findall(r'<img alt="([^"]*)" src="[^"]*figures/', html))
+        assert "<summary>" in html and "BibTeX" in html  # the citation, folded
+
+
+# --- in a browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(built_site):
+    """The built site over HTTP on loopback, as a reader's browser gets it."""
+    handler = functools.partial(_QuietHandler, directory=str(built_site))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, javascript: bool = True):
+    """A new page that records every console error and failed request."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900},
+                            java_script_enabled=javascript)
+    page.problems = []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("requestfailed", lambda r: page.problems.append(f"failed {r.url}"))
+    page.on("response", lambda r: r.status >= 400 and page.problems.append(
+        f"{r.status} {r.url}"))
+    return page
+
+
+def visit(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+
+
+@pytest.mark.browser
+def test_reader_switches_language_and_back(browser, server):
+    page = open_page(browser)
+    visit(page, f"{server}/papers/sirllm/")
+    assert page.locator("html").get_attribute("lang") == "ko"
+    page.hover(".md-header__option .md-select")
+    page.click("a.md-select__link[hreflang=en]")
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{server}/en/papers/sirllm/"
+    assert page.locator("html").get_attribute("lang") == "en"
+    page.hover(".md-header__option .md-select")
+    page.click("a.md-select__link[hreflang=ko]")
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{server}/papers/sirllm/"
+    assert page.problems == []
+
+
+@pytest.mark.browser
+def test_reader_goes_from_home_to_a_tag_to_a_paper_with_its_claims_and_figures(browser, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_page(browser)
+    visit(page, f"{server}/")
+    page.screenshot(path=ARTIFACTS / "home-ko.png", full_page=True)
+    page.click(".md-tabs a:text-is('태그')")
+    page.wait_for_load_state("networkidle")
+    page.click("a.dl-tag:has-text('효율 ·')")
+    assert page.url.endswith("#tag:효율") or page.url.endswith("#tag:%ED%9A%A8%EC%9C%A8")
+    page.click("article a:text-is('SirLLM: Streaming Infinite Retentive LLM')")
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{server}/papers/sirllm/"
+    assert page.locator("table th:text-is('판정')").count() == 1
+    figures = page.locator("figure.dl-figure img")
+    assert figures.count() == 3
+    for i in range(figures.count()):
+        figure = figures.nth(i)
+        assert figure.get_attribute("alt") and figure.get_attribute("src").endswith(".ko.svg")
+        assert figure.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=ARTIFACTS / "paper-ko.png", full_page=True)
+    visit(page, f"{server}/en/papers/sirllm/")
+    page.screenshot(path=ARTIFACTS / "paper-en.png", full_page=True)
+    assert page.problems == []
+
+
+def search(page, query: str) -> list[str]:
+    """The addresses of the results a search box gives for `query`."""
+    page.click("input.md-search__input")
+    page.fill("input.md-search__input", query)
+    page.keyboard.press("End")  # the theme searches on key events
+    page.wait_for_selector(".md-search-result__item", timeout=10_000)
+    return page.locator(".md-search-result__item > a").evaluate_all(
+        "links => links.map(a => a.href.split(/[?#]/)[0])")  # less the highlight query
+
+
+@pytest.mark.browser
+def test_search_finds_a_korean_stem_inside_a_sentence_and_english_words_on_english_pages(
+        browser, server):
+    note = read_paper(ROOT / "papers" / "sirllm.yaml").note
+    assert "캐시에" in note.ko and "entropy" in note.en  # a stem with its particle; a word
+    page = open_page(browser)
+    visit(page, f"{server}/")
+    found = search(page, "캐시")
+    assert f"{server}/papers/sirllm/" in found
+    assert not any("/en/" in url for url in found)
+    visit(page, f"{server}/en/")
+    found = search(page, "entropy")
+    assert f"{server}/en/papers/sirllm/" in found
+    assert all(url.startswith(f"{server}/en/") for url in found)
+    assert page.problems == []
+
+
+@pytest.mark.browser
+def test_pages_read_and_the_dashboard_filters_without_javascript(browser, server):
+    page = open_page(browser, javascript=False)
+    visit(page, f"{server}/en/results/")
+    rows = page.locator(".dl-dashboard tbody tr")
+    total = rows.count()
+    assert total > 5
+
+    def shown() -> list[str]:
+        return [rows.nth(i).get_attribute("class") for i in range(total)
+                if rows.nth(i).is_visible()]
+
+    assert len(shown()) == total
+    page.click("label[for=dl-verdict-not_reproduced]")
+    assert shown() and all("dl-verdict-not_reproduced" in c for c in shown())
+    page.click("label[for=dl-tag-efficiency]")
+    assert all("dl-tag-efficiency" in c and "dl-verdict-not_reproduced" in c for c in shown())
+    page.click("label[for=dl-verdict-all]")
+    page.click("label[for=dl-tag-all]")
+    assert len(shown()) == total
+    visit(page, f"{server}/papers/spo/")
+    assert page.locator("table th:text-is('판정')").is_visible()
+    assert page.locator("figure.dl-figure img").evaluate(
+        "img => img.complete && img.naturalWidth > 0")
+    assert page.problems == []
