@@ -117,7 +117,7 @@ def test_site_pages_list_the_digest_newest_first(tmp_path, paper_files):
         cards = home[home.index('<div class="grid cards"'):home.index("</div>")]
         lines = [line for line in cards.splitlines()[1:] if line.strip()]
         assert all(line.startswith(("-   ", "    ")) for line in lines), lines
-        assert sum(line.startswith("    <span class=\"dl-verdict") for line in lines) == 1
+        assert sum(line.startswith("    <span class=\"dl-count") for line in lines) == 1
 
 
 def test_every_ui_string_is_translated_into_korean():
