@@ -23,6 +23,11 @@ ARXIV_PAPERS = {
         "authors": ["William Brandon", "Mayank Mishra"],
         "abstract": "We share keys and values between adjacent layers.",
     },
+    "2405.05254": {  # a related paper the digest does not hold: its title is fetched too
+        "title": "You Only Cache Once: Decoder-Decoder Architectures for Language Models",
+        "authors": ["Yutao Sun"],
+        "abstract": "A decoder that caches key-value pairs only once.",
+    },
     "hep-th/9901001": {  # an old-style id, and hostile text in every field
         "title": "A <script>alert(1)</script> [x](javascript:alert(2)) { onmouseover=alert(3) }",
         "authors": ["Ada <b>Lovelace</b>"],

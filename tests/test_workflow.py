@@ -65,6 +65,7 @@ def test_full_run_builds_the_bilingual_site_then_does_nothing_then_only_new_work
     paper = (workspace / "site" / "papers" / "cla" / "index.html").read_text(encoding="utf-8")
     assert "Reducing Transformer Key-Value Cache Size" in paper  # the title arXiv answered with
     assert "한국어 노트입니다." in paper
+    assert "You Only Cache Once" in paper and "arXiv:2405.05254" in paper  # a related title
     assert (workspace / "site" / "assets" / "figures" / "cla" / "means.ko.svg").exists()
     assert "효율" in (workspace / "site" / "tags" / "index.html").read_text(encoding="utf-8")
     meta = json.loads((workspace / "resources" / "arxiv" / "2405.12981.json").read_text())
