@@ -31,7 +31,3 @@ def translations(lang: str) -> NullTranslations:
     buffer.seek(0)
     return Translations(buffer)
 
-
-def N_(message: str) -> str:  # noqa: N802 (the name pybabel looks for)
-    """Mark a string for the catalogs where it is defined; it is translated where it is shown."""
-    return message
