@@ -14,14 +14,13 @@ change costs and, for paired claims, the spread it gives.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from digestlab.experiments import load_spec, reproduce
+from digestlab.experiments import load_spec, overrides_from, reproduce
 
 
 def main() -> int:
@@ -35,18 +34,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="override a param, e.g. train.steps=900 (repeatable)")
     args = parser.parse_args()
-    overrides: dict = {}
-    for item in args.set:
-        path, _, text = item.partition("=")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        *parents, leaf = path.split(".")
-        node = overrides
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+    overrides = overrides_from(args.set)
 
     budget = load_spec(args.experiment).BUDGET_S[args.scale]
     out = args.keep or Path(tempfile.mkdtemp(prefix="digestlab-budget-"))

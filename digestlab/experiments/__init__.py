@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import platform
 import subprocess
@@ -236,6 +237,25 @@ def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]
             problems.append((".".join(str(part) for part in loc), message))
         return problems
     return []
+
+
+def overrides_from(assignments: list[str]) -> dict[str, Any]:
+    """Nested param overrides from `path=value` strings, as a paper entry's
+    `reproduction.params` would give them: the path dotted (`train.steps`), the value JSON or,
+    failing that, a plain string."""
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        path, _, text = item.partition("=")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, leaf = path.split(".")
+        node = overrides
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return overrides
 
 
 def merge_params(spec: ModuleType, scale: str, overrides: Mapping[str, Any]) -> BaseModel:

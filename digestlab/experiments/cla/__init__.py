@@ -77,7 +77,10 @@ SCALES = {
     # Sized for 2 cores: 12 single-threaded runs of 2.8M tokens, one per core, about 130 s
     # each. The MLP is narrow (2x) so that attention, the thing compared, carries more of the
     # model. Shorter runs (350-480 steps) left some seeds stalled on the loss plateau near 2.8
-    # nats for a hundred steps, which no paired design can average away.
+    # nats for a hundred steps, which no paired design can average away. The paired spread
+    # left (about 2%) is training variance, not evaluation noise, and no lever measured with
+    # benchmarks/cla_noise.py shrank it: half the batch for twice the steps reaches 5% lower
+    # perplexity but costs 8% more time, which the budget does not have.
     "cpu": Params(
         model=GPTConfig(block_size=128, n_layer=6, d_model=64, n_heads=4, n_kv_heads=4,
                         head_dim=16, mlp_ratio=2.0),

@@ -32,7 +32,7 @@ from digestlab.experiments import ExperimentError, Report, RunContext
 from digestlab.experiments.cla import VARIANTS, Params
 from digestlab.nn import GPT, share_initial_weights
 from digestlab.objectives import language_model
-from digestlab.train import map_runs, train
+from digestlab.train import Objective, TrainResult, map_runs, train
 
 # The paper's 1B-parameter results (its Table of validation perplexities, bf16 KV bytes/token).
 PAPER_1B = [
@@ -118,8 +118,11 @@ def _curve(points: list[tuple[int, float]], every: int, tokens_per_step: int) ->
     return out
 
 
-def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
-    name, seed, params, state, splits = job
+def train_design(name: str, seed: int, params: Params, state: dict[str, torch.Tensor],
+                 splits: CorpusSplits) -> tuple[GPT, TrainResult, Objective]:
+    """Train one design of one seed from the given initial weights, as the experiment does;
+    returns the trained model, what the loop measured and the objective (its validation
+    batches)."""
     device = pick_device()
     model = GPT(variant_config(name, params))
     model.load_state_dict(state)
@@ -130,6 +133,12 @@ def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
                    log=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
     if not math.isfinite(result.val_loss):
         raise ExperimentError(f"{name} seed {seed} diverged: validation loss {result.val_loss}")
+    return model, result, objective
+
+
+def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
+    name, seed, params, _, _ = job
+    model, result, objective = train_design(*job)
     tokens_per_step = params.batch_size * params.seq_len
     return {
         "variant": name, "seed": seed, "val_ppl": result.val_perplexity,
