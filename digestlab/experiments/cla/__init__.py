@@ -78,7 +78,8 @@ SCALES = {
     # each. The MLP is narrow (2x) so that attention, the thing compared, carries more of the
     # model. Shorter runs (350-480 steps) left some seeds stalled on the loss plateau near 2.8
     # nats for a hundred steps, which no paired design can average away. The paired spread
-    # left (about 2%) is training variance, not evaluation noise, and no lever measured with
+    # left (about 2%) is training variance, not evaluation noise: a run that falls behind in its
+    # first 300 steps stays behind (one in 24 by 0.07 nats). No lever measured with
     # benchmarks/cla_noise.py shrank it: half the batch for twice the steps reaches 5% lower
     # perplexity but costs 8% more time, which the budget does not have.
     "cpu": Params(
