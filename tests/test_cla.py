@@ -3,6 +3,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -177,3 +179,22 @@ def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
     assert one == two
     data = [(tmp_path / d / "figures" / "data.json").read_bytes() for d in ("one", "two")]
     assert data[0] == data[1]
+
+
+def test_noise_benchmark_trains_the_experiments_own_runs(smoke_runs):
+    """benchmarks/cla_noise.py trains what the experiment trains: its per-seed validation loss
+    is the experiment's, on the experiment's validation batches."""
+    _, (metrics, _) = smoke_runs("cla")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cla_noise.py"), "--scale", "smoke",
+         "--designs", "MQA", "MQA-CLA2", "--seeds", "0", "1", "--twins", "1", "--big-eval", "256"],
+        capture_output=True, text=True, check=True).stdout
+    exp_section = out.split("[exp]")[1].split("[big]")[0]
+    for design in ("MQA", "MQA-CLA2"):
+        line = next(row for row in exp_section.splitlines() if row.split()[:1] == [design])
+        losses = [float(x) for x in line.split()[1:3]]
+        expected = [math.log(p) for p in metrics["metrics"]["variants"][design]["val_ppl"]]
+        assert losses == pytest.approx(expected, abs=1e-4)
+    assert "MQA - MQA-CLA2" in exp_section and "paired sd" in exp_section
+    assert "[big] 256 windows" in out
+    assert out.count("twin 1 of") == 2 * 2 * 2  # 2 designs x 2 seeds, on both validation sets

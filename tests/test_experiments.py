@@ -17,6 +17,7 @@ from digestlab.experiments import (
     figure_sources,
     load_spec,
     merge_params,
+    overrides_from,
     param_problems,
     reproduce,
     resolve_scale,
@@ -148,6 +149,16 @@ def test_nested_params_merge_key_by_key():
         merge_params(spec, "smoke", {"model": {"n_layers": 4}})
     with pytest.raises(ExperimentError, match="seeds: List should have at least 1 item"):
         merge_params(spec, "smoke", {"seeds": []})
+
+
+def test_set_assignments_become_nested_overrides_that_merge_like_an_entrys():
+    overrides = overrides_from(["train.steps=5", "seeds=[3, 4]", "corpus=generated",
+                                "model.n_layer=4", "train.learning_rate=1e-3"])
+    assert overrides == {"train": {"steps": 5, "learning_rate": 1e-3}, "seeds": [3, 4],
+                         "corpus": "generated", "model": {"n_layer": 4}}
+    params = merge_params(load_spec("cla"), "smoke", overrides)
+    assert (params.train.steps, params.seeds, params.corpus) == (5, [3, 4], "generated")
+    assert params.train.warmup_steps == 4 and params.model.d_model == 32  # the rest kept
 
 
 def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):
