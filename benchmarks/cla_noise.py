@@ -34,9 +34,10 @@ import time
 
 import torch
 
-from digestlab.data import validation_windows
+from digestlab.data import CorpusSplits, validation_windows
 from digestlab.device import pick_device
 from digestlab.experiments import load_spec, merge_params, overrides_from
+from digestlab.experiments.cla import Params
 from digestlab.experiments.cla import run as cla
 from digestlab.train import map_runs
 
@@ -48,10 +49,10 @@ class Job:
     design: str
     seed: int
     twin: int | None  # perturbation seed; None for the run the experiment itself makes
-    params: object
-    state: dict
-    splits: object
-    big: list  # extra validation batches
+    params: Params
+    state: dict[str, torch.Tensor]
+    splits: CorpusSplits
+    big: list[tuple[torch.Tensor, torch.Tensor]]  # extra validation batches
 
 
 def perturbed(state: dict[str, torch.Tensor], eps: float, seed: int) -> dict[str, torch.Tensor]:
