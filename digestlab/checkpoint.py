@@ -34,14 +34,17 @@ def save_checkpoint(
     result: TrainResult,
     data_sha256: str,
     provenance: dict[str, Any] | None = None,
+    stages: dict[str, TrainResult] | None = None,
 ) -> None:
-    """Write the model's weights and config, the training result and the data's sha256 to
-    `path`, atomically. For a model in one process (a sharded model would save its shards)."""
+    """Write the model's weights and config, the training result (and those of earlier
+    training stages, by name) and the data's sha256 to `path`, atomically. For a model in one
+    process (a sharded model would save its shards)."""
     payload = {
         "format": FORMAT,
         "config": dataclasses.asdict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "train": dataclasses.asdict(result),
+        "stages": {name: dataclasses.asdict(r) for name, r in (stages or {}).items()},
         "data_sha256": data_sha256,
         "provenance": provenance or {},
     }

@@ -1,6 +1,7 @@
 """What the one training loop minimises: the objectives experiments share.
 
-- `language_model`: next-token prediction on random windows of a token stream (pretraining).
+- `language_model`: next-token prediction on random windows of a token stream (pretraining);
+  `weighted_next_token_loss` weighs each target (a chat model fine-tuned mostly on its replies).
 - `supervised`: next-token prediction on prompt/response pairs, the loss on response tokens
   only (supervised fine-tuning).
 - `dpo`: the DPO preference loss of a policy against a frozen reference model; `spo` is DPO
@@ -30,6 +31,15 @@ def next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     x, y = batch
     _, loss = model(x, y)
     return loss
+
+
+def weighted_next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of the next-token predictions, each target weighted: batch is (x, y, w)
+    with w of y's shape; the loss is sum(w * ce) / sum(w)."""
+    x, y, w = batch
+    logits, _ = model(x)
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+    return (ce * w.flatten()).sum() / w.sum()
 
 
 def language_model(

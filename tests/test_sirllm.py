@@ -14,6 +14,7 @@ from digestlab.experiments.sirllm import SCALES
 from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
 from digestlab.nn import GPT
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
+from digestlab.objectives import weighted_next_token_loss
 
 # --- dialogues -------------------------------------------------------------------------------
 
@@ -62,6 +63,39 @@ def test_training_rows_open_with_bos_and_shift_by_one():
     assert (x[:, 0] == dialogue.BOS).all()
     assert torch.equal(x[:, 1:], y[:, :-1])
     assert torch.equal(x[0, 1:], corpus.tokens[:31])
+
+
+def test_bot_turns_are_the_bot_s_turns_whole():
+    g = dialogue.grocery(SplitMix64(5), 4, mention_percent=50)
+    tokens = torch.tensor([t for turn in g.turns for t in turn] + [dialogue.END])
+    expected = [turn[0] == dialogue.TOKEN_ID["bot"] for turn in g.turns for _ in turn] + [False]
+    assert dialogue.bot_turns(tokens).tolist() == expected
+    assert any(expected) and not all(expected)
+
+
+def test_chat_rows_weigh_the_bot_s_turns_fully_and_the_user_s_lightly():
+    corpus = dialogue.DialogueCorpus.build(20, seed=0, mix=dialogue.Mixture())
+    starts = torch.tensor([0, 17, len(corpus.tokens) - 10])  # the last one wraps around
+    x, y = corpus.rows(starts, seq_len=48)
+    x_chat, y_chat, w = corpus.chat_rows(starts, seq_len=48, user_weight=0.05)
+    assert torch.equal(x, x_chat) and torch.equal(y, y_chat)
+    bot = corpus.bot[(starts[:, None] + torch.arange(48)) % len(corpus.tokens)]
+    assert (w[bot] == 1).all() and (w[~bot] == 0.05).all()
+    assert 0 < bot.float().mean() < 1
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_token_losses():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, n_layer=1, d_model=16, n_heads=2, n_kv_heads=2,
+                          head_dim=8))
+    x, y = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))
+    w = torch.rand(2, 16)
+    logits, _ = model(x)
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    assert torch.allclose(weighted_next_token_loss(model, (x, y, w)),
+                          (ce * w.flatten()).sum() / w.sum())
+    ones = torch.ones_like(w)
+    assert torch.allclose(weighted_next_token_loss(model, (x, y, ones)), ce.mean())
 
 
 # --- cache policies --------------------------------------------------------------------------
@@ -241,6 +275,12 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert metrics["figures"] == ["grocery_recall", "rps_win_rate", "streaming_perplexity"]
     assert (root / "a" / "figures" / "data.json").exists()
     assert set(metrics["provenance"]["bases"]) == {"lm"}
+    # pretrained, then fine-tuned on the bot's turns: both stages are on record
+    base = metrics["provenance"]["bases"]["lm"]
+    chat = SCALES["smoke"].lm.chat
+    assert base["train"]["items_seen"] == metrics["metrics"]["lm"]["chat_tokens"]
+    assert metrics["metrics"]["lm"]["chat_steps"] == chat.steps
+    assert base["stages"]["pretrain"]["items_seen"] == metrics["metrics"]["lm"]["train_tokens"]
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]

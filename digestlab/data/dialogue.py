@@ -338,32 +338,55 @@ def dialogue(seed: int, index: int, mix: Mixture) -> list[int]:
     return [token for turn in turns for token in turn] + [END]
 
 
+def bot_turns(tokens: torch.Tensor) -> torch.Tensor:
+    """Which tokens of a stream belong to the bot's turns, (N,) bool: from each "bot" speaker
+    word up to the next "user" word or <end>."""
+    marks = torch.full_like(tokens, -1)  # 1 opens a bot turn, 0 anything else; -1 carries on
+    marks[tokens == TOKEN_ID["bot"]] = 1
+    marks[(tokens == TOKEN_ID["user"]) | (tokens == END)] = 0
+    marked = torch.where(marks >= 0, torch.arange(len(tokens)), -1)
+    last = marked.cummax(dim=0).values  # the latest speaker mark at or before each token
+    return (last >= 0) & (marks[last.clamp(min=0)] == 1)
+
+
 @dataclass
 class DialogueCorpus:
     """Dialogues laid end to end in one token stream, with where each begins."""
 
     tokens: torch.Tensor  # (N,) int64
     starts: torch.Tensor  # (n_dialogues,) the offset of each dialogue's first token
+    bot: torch.Tensor  # (N,) bool, the tokens of the bot's turns (see bot_turns)
 
     @classmethod
     def build(cls, n_dialogues: int, seed: int, mix: Mixture) -> DialogueCorpus:
         """The first n_dialogues dialogues of the corpus with this seed."""
         dialogues = [dialogue(seed, i, mix) for i in range(n_dialogues)]
         lengths = torch.tensor([0] + [len(d) for d in dialogues[:-1]])
-        return cls(torch.tensor([t for d in dialogues for t in d], dtype=torch.long),
-                   lengths.cumsum(0))
+        tokens = torch.tensor([t for d in dialogues for t in d], dtype=torch.long)
+        return cls(tokens, lengths.cumsum(0), bot_turns(tokens))
 
     @property
     def sha256(self) -> str:
         """The sha256 of the token stream as int64 bytes."""
         return hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()
 
+    def _offsets(self, starts: torch.Tensor, seq_len: int) -> torch.Tensor:
+        return (starts[:, None] + torch.arange(seq_len)) % len(self.tokens)  # (B, T)
+
     def rows(self, starts: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training rows (x, y) of seq_len tokens: <bos>, then the stream from each start
         (wrapping around at its end); y is x shifted by one."""
-        offsets = (starts[:, None] + torch.arange(seq_len)) % len(self.tokens)  # (B, T)
+        offsets = self._offsets(starts, seq_len)
         window = torch.cat([torch.full((len(starts), 1), BOS), self.tokens[offsets]], dim=1)
         return window[:, :-1].contiguous(), window[:, 1:].contiguous()  # (B, T) each
+
+    def chat_rows(self, starts: torch.Tensor, seq_len: int, user_weight: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`rows` and the weight of each target, (x, y, w): 1 in the bot's turns, user_weight
+        elsewhere, for fine-tuning a chat model mostly on its replies."""
+        x, y = self.rows(starts, seq_len)
+        bot = self.bot[self._offsets(starts, seq_len)]  # y[:, t] is the token at offsets[:, t]
+        return x, y, torch.where(bot, 1.0, user_weight)
 
     def sample_starts(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Where rows begin: half at a dialogue's first token, half anywhere, so the model

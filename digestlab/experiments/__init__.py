@@ -85,8 +85,9 @@ class TrainedBase:
     the data it was trained on (checked again when the analysis loads it)."""
 
     model: GPT
-    result: TrainResult
+    result: TrainResult  # the last stage of training, whose weights these are
     data_sha256: str
+    stages: dict[str, TrainResult] = field(default_factory=dict)  # earlier stages, by name
 
 
 class LanguageModelParams(BaseModel):
@@ -309,9 +310,15 @@ def _base_record(path: Path) -> dict[str, Any]:
     from digestlab.checkpoint import file_sha256, read_checkpoint
 
     saved = read_checkpoint(path)
-    train = {k: v for k, v in saved["train"].items() if k != "loss_curve"}
-    return {"file": path.name, "sha256": file_sha256(path), "data_sha256": saved["data_sha256"],
-            "train": train, "provenance": saved["provenance"]}
+    def summary(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items() if k != "loss_curve"}
+
+    record = {"file": path.name, "sha256": file_sha256(path),
+              "data_sha256": saved["data_sha256"], "train": summary(saved["train"]),
+              "provenance": saved["provenance"]}
+    if saved.get("stages"):
+        record["stages"] = {name: summary(r) for name, r in saved["stages"].items()}
+    return record
 
 
 def pretrain(
@@ -350,8 +357,9 @@ def pretrain(
         torch.set_num_threads(saved_threads)
     save_checkpoint(checkpoint_path, trained.model, trained.result, trained.data_sha256,
                     provenance() | {"experiment": name, "base": base, "scale": scale,
-                                    "threads": max(1, threads)})
-    log(f"saved {checkpoint_path} ({trained.result.wall_time_s:.1f}s of training)")
+                                    "threads": max(1, threads)}, trained.stages)
+    seconds = sum(r.wall_time_s for r in [*trained.stages.values(), trained.result])
+    log(f"saved {checkpoint_path} ({seconds:.1f}s of training)")
 
 
 def reproduce(

@@ -26,6 +26,13 @@ class LanguageModel(LanguageModelParams):
     n_dialogues: int = Field(gt=1)  # training dialogues generated
     eval_batches: int = Field(8, gt=0)  # validation batches of batch_size rows
     mention_percent: int = Field(25, ge=0, le=100)  # chat turns that mention an item
+    # Fine-tuning mostly on the bot's turns after pretraining, as a chat model is made (the
+    # papers stream chat models); None skips it. The loss then falls on the replies, where
+    # answering from earlier turns pays; the user's turns keep chat_user_weight of it, so the
+    # model still predicts them and its token entropies stay meaningful there.
+    chat: TrainConfig | None = None
+    chat_batch_size: int = Field(16, gt=0)
+    chat_user_weight: float = Field(0.05, ge=0, le=1)
 
 
 class Params(BaseModel):
@@ -74,7 +81,7 @@ BUDGET_S = {"smoke": 30, "cpu": 480, "gpu": 600}
 
 
 def _lm(d_model: int, n_layer: int, steps: int, batch_size: int, n_dialogues: int,
-        compile: bool = False) -> LanguageModel:
+        chat_steps: int, compile: bool = False) -> LanguageModel:
     heads = max(1, d_model // 32)
     return LanguageModel(
         model=GPTConfig(block_size=256, n_layer=n_layer, d_model=d_model, n_heads=heads,
@@ -82,20 +89,26 @@ def _lm(d_model: int, n_layer: int, steps: int, batch_size: int, n_dialogues: in
         train=TrainConfig(steps=steps, learning_rate=3e-3, min_lr=3e-4,
                           warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
                           eval_every=max(1, steps // 4), compile=compile),
+        # a constant 1e-3 without weight decay
+        chat=TrainConfig(steps=chat_steps, learning_rate=1e-3, min_lr=1e-3, warmup_steps=0,
+                         weight_decay=0.0, log_every=max(1, chat_steps // 4),
+                         eval_every=max(1, chat_steps // 4), compile=compile),
         batch_size=batch_size, seq_len=256, n_dialogues=n_dialogues,
     )
 
 
 SCALES = {
     "smoke": Params(
-        lm=_lm(d_model=32, n_layer=2, steps=20, batch_size=8, n_dialogues=200),
+        lm=_lm(d_model=32, n_layer=2, steps=20, batch_size=8, n_dialogues=200, chat_steps=8),
         budgets=[16, 32], budget=32, decays=[1.0, 0.9],
         grocery_streams=4, grocery_exchanges=20, rps_streams=4, rps_rounds=20,
         rps_scored_from=8, ppl_streams=2, ppl_tokens=256, ppl_window=32,
     ),
-    # About 2 minutes of training on 2 cores (2.4M tokens), then the streams, one per core.
+    # About 4 minutes of training on 2 cores (2.4M tokens of pretraining, 3.3M of fine-tuning
+    # mostly on the bot's turns), then the streams, one per core.
     "cpu": Params(
-        lm=_lm(d_model=128, n_layer=2, steps=1200, batch_size=8, n_dialogues=20000),
+        lm=_lm(d_model=128, n_layer=2, steps=1200, batch_size=8, n_dialogues=20000,
+               chat_steps=800),
         budgets=[32, 64, 96], budget=64, decays=[1.0, 0.99, 0.95, 0.9],
         grocery_streams=120, grocery_exchanges=60, rps_streams=200, rps_rounds=100,
         rps_scored_from=30, ppl_streams=4, ppl_tokens=4096, ppl_window=64,
@@ -103,7 +116,7 @@ SCALES = {
     # Not yet run on a GPU: sized by the CPU's costs, streams being latency-bound there too.
     "gpu": Params(
         lm=_lm(d_model=256, n_layer=4, steps=3000, batch_size=32, n_dialogues=100000,
-               compile=True),
+               chat_steps=800, compile=True),
         budgets=[32, 64, 96], budget=64, decays=[1.0, 0.99, 0.95, 0.9],
         grocery_streams=300, grocery_exchanges=60, rps_streams=150, rps_rounds=100,
         rps_scored_from=30, ppl_streams=16, ppl_tokens=8192, ppl_window=64,

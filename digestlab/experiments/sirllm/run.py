@@ -343,14 +343,18 @@ def run(params: Params, ctx: RunContext) -> Report:
         "rps_win_rate": {"win_per_game": rps["win_per_game"], "oracle_win": rps["oracle_win"]},
         "streaming_perplexity": {"perplexity": perplexity, "sinks": sinks},
     }
-    train = saved["train"]
+    chat = saved["train"] if saved.get("stages") else None  # the fine-tuning on bot turns
+    train = saved["stages"].get("pretrain", saved["train"]) if chat else saved["train"]
     return Report(
         seeds=[params.lm.train.seed],
         device=device_name(device),
         metrics={
             "lm": {"params": model.num_params(), "val_loss": train["val_loss"],
                    "train_tokens": train["items_seen"], "context": params.lm.seq_len,
-                   "vocab_size": dialogue.VOCAB_SIZE},
+                   "vocab_size": dialogue.VOCAB_SIZE}
+            | ({"chat_steps": params.lm.chat.steps, "chat_tokens": chat["items_seen"],
+                "chat_user_weight": params.lm.chat_user_weight,
+                "chat_val_loss": chat["val_loss"]} if chat else {}),
             "grocery": grocery, "rps": rps, "perplexity": perplexity, "attention_sinks": sinks,
         },
         claims=claims,
