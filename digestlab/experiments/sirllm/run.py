@@ -343,8 +343,9 @@ def run(params: Params, ctx: RunContext) -> Report:
         "rps_win_rate": {"win_per_game": rps["win_per_game"], "oracle_win": rps["oracle_win"]},
         "streaming_perplexity": {"perplexity": perplexity, "sinks": sinks},
     }
-    chat = saved["train"] if saved.get("stages") else None  # the fine-tuning on bot turns
-    train = saved["stages"].get("pretrain", saved["train"]) if chat else saved["train"]
+    stages = saved.get("stages", {})
+    train = stages.get("pretrain", saved["train"])
+    chat = saved["train"] if "pretrain" in stages else None  # the fine-tuning, when there was one
     return Report(
         seeds=[params.lm.train.seed],
         device=device_name(device),
