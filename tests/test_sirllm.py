@@ -11,6 +11,7 @@ from digestlab.configs import GPTConfig
 from digestlab.data import dialogue
 from digestlab.data.rng import SplitMix64
 from digestlab.experiments.sirllm import SCALES
+from digestlab.experiments.sirllm.base_lm import first_token_attention, sink_probes
 from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
 from digestlab.nn import GPT
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
@@ -178,6 +179,24 @@ def test_attention_weights_are_causal_distributions():
     torch.testing.assert_close(uniform[0, 0, 0, 4], torch.full((5,), 0.2))
 
 
+def test_first_token_attention_of_uniform_heads_is_the_uniform_share():
+    config = GPTConfig(block_size=64, n_layer=2, d_model=32, n_heads=4, n_kv_heads=4,
+                       head_dim=8)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    rows = torch.randint(0, 256, (3, 40))
+    trained = first_token_attention(model, rows, from_query=8)
+    assert len(trained["per_layer"]) == len(trained["top_head_per_layer"]) == 2
+    assert trained["context"] == 40 and trained["from_query"] == 8
+    for block in model.blocks:  # queries of zero: every key weighs the same
+        torch.nn.init.zeros_(block.attn.q_proj.weight)
+    uniform = first_token_attention(model, rows, from_query=8)
+    assert uniform["uniform"] == pytest.approx(sum(1 / (t + 1) for t in range(8, 40)) / 32)
+    assert uniform["per_layer"] == pytest.approx([uniform["uniform"]] * 2)
+    probes = sink_probes(rows)
+    assert [probes[name](model) for name in ("top_head", "mean_head")] == pytest.approx([1, 1])
+
+
 # --- the streaming reader --------------------------------------------------------------------
 
 
@@ -238,7 +257,8 @@ def outcomes(sir: list[int], streaming: list[int], wins: tuple[list, list],
     rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1]},
            "win": {"SirLLM": 0.5, "StreamingLLM": 0.5}, "oracle_win": 0.6}
     perplexity = {"per_stream": ppl, "tokens": 4096, "window": 64}
-    sinks = {"top_head_per_layer": [0.01, sink], "uniform": 0.02}
+    sinks = {"top_head_per_layer": [0.01, sink], "uniform": 0.02,
+             "along_training": {"pretrain": {"top_head": [1.0, 2.5 * sink / 0.02]}}}
     return decide_claims(params, grocery, rps, perplexity, sinks)
 
 
@@ -265,6 +285,7 @@ def test_claims_whose_premise_the_model_lacks_are_not_judged():
                       ceiling=0.27, sink=0.03)
     assert claims[0]["verdict"] == claims[2]["verdict"] == "inconclusive"
     assert claims[0]["measured"]["testable"] is claims[2]["measured"]["testable"] is False
+    assert claims[2]["measured"]["highest along training"] == pytest.approx(3.75)
 
 
 def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
@@ -272,7 +293,8 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     metrics = runs[0]
     assert [c["id"] for c in metrics["claims"]] == [
         "sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity"]
-    assert metrics["figures"] == ["grocery_recall", "rps_win_rate", "streaming_perplexity"]
+    assert metrics["figures"] == ["grocery_recall", "rps_win_rate", "streaming_perplexity",
+                                  "attention_sinks"]
     assert (root / "a" / "figures" / "data.json").exists()
     assert set(metrics["provenance"]["bases"]) == {"lm"}
     # pretrained, then fine-tuned on the bot's turns: both stages are on record
@@ -281,6 +303,14 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert base["train"]["items_seen"] == metrics["metrics"]["lm"]["chat_tokens"]
     assert metrics["metrics"]["lm"]["chat_steps"] == chat.steps
     assert base["stages"]["pretrain"]["items_seen"] == metrics["metrics"]["lm"]["train_tokens"]
+    # attention on <bos> measured along both stages, on one axis of training tokens
+    along = metrics["metrics"]["attention_sinks"]["along_training"]
+    assert list(along) == ["pretrain", "chat"]
+    tokens = along["pretrain"]["tokens"] + along["chat"]["tokens"]
+    assert tokens == sorted(set(tokens))
+    assert along["pretrain"]["tokens"][-1] == base["stages"]["pretrain"]["items_seen"]
+    assert tokens[-1] == base["stages"]["pretrain"]["items_seen"] + base["train"]["items_seen"]
+    assert all(v > 0 for curve in along.values() for v in curve["top_head"] + curve["mean_head"])
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]

@@ -119,7 +119,7 @@ def test_paper_page_shows_related_titles_figures_and_the_command_that_reruns_it(
         assert RELATED_TITLE in html and "arXiv:2309.17453" in html
         text = re.sub(r"<[^>]+>", "", html)  # the command is highlighted, token by token
         assert "snakemake --cores all results/sirllm/metrics.json" in text
-        assert html.count("<figcaption>") == 3 and caption in html
+        assert html.count("<figcaption>") == 4 and caption in html
         assert all(alt for alt in re.findall(r'<img alt="([^"]*)" src="[^"]*figures/', html))
         assert "<summary>" in html and "BibTeX" in html  # the citation, folded
 
@@ -204,7 +204,7 @@ def test_reader_goes_from_home_to_a_tag_to_a_paper_with_its_claims_and_figures(b
     assert page.url == f"{server}/papers/sirllm/"
     assert page.locator("table th:text-is('판정')").count() == 1
     figures = page.locator("figure.dl-figure img")
-    assert figures.count() == 3
+    assert figures.count() == 4
     for i in range(figures.count()):
         figure = figures.nth(i)
         assert figure.get_attribute("alt") and figure.get_attribute("src").endswith(".ko.svg")

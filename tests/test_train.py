@@ -78,6 +78,31 @@ def test_validation_curve_without_changing_the_training_trajectory(splits):
     assert plain.val_curve == [(12, plain.val_loss)]
 
 
+def test_probes_are_measured_where_validation_is_and_leave_training_untouched(splits):
+    silent = [].append
+    plain_model, probed_model = tiny_model(), tiny_model()
+    plain = train(plain_model, lm(plain_model, splits, val=False), tiny_config(steps=12), CPU,
+                  log=silent)
+    modes = []
+
+    def weight_norm(model: GPT) -> float:
+        modes.append(model.training)
+        return model.lm_head.weight.norm().item()
+
+    probed = train(probed_model, lm(probed_model, splits, val=False),
+                   tiny_config(steps=12, eval_every=5), CPU, log=silent,
+                   probes={"norm": weight_norm, "zero": lambda model: 0})
+    # without validation batches, probes alone make the evaluation points
+    assert [step for step, _ in probed.probe_curves["norm"]] == [5, 10, 12]
+    assert probed.probe_curves["zero"] == [(5, 0.0), (10, 0.0), (12, 0.0)]
+    assert probed.probe_curves["norm"][-1][1] == pytest.approx(
+        probed_model.lm_head.weight.norm().item())
+    assert len({value for _, value in probed.probe_curves["norm"]}) == 3  # the model moved
+    assert modes == [False] * 3 and probed_model.training  # eval mode, then restored
+    assert probed.loss_curve == plain.loss_curve and probed.val_curve == plain.val_curve == []
+    assert plain.probe_curves == {}
+
+
 @pytest.mark.parametrize("autocast", ["none", "bf16"])
 def test_same_seed_gives_bitwise_identical_loss_curves(splits, autocast):
     silent = [].append

@@ -88,11 +88,11 @@ def _lm(d_model: int, n_layer: int, steps: int, batch_size: int, n_dialogues: in
                         n_kv_heads=heads, head_dim=d_model // heads),
         train=TrainConfig(steps=steps, learning_rate=3e-3, min_lr=3e-4,
                           warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
-                          eval_every=max(1, steps // 4), compile=compile),
+                          eval_every=max(1, steps // 10), compile=compile),
         # a constant 1e-3 without weight decay
         chat=TrainConfig(steps=chat_steps, learning_rate=1e-3, min_lr=1e-3, warmup_steps=0,
                          weight_decay=0.0, log_every=max(1, chat_steps // 4),
-                         eval_every=max(1, chat_steps // 4), compile=compile),
+                         eval_every=max(1, chat_steps // 10), compile=compile),
         batch_size=batch_size, seq_len=256, n_dialogues=n_dialogues,
     )
 

@@ -10,6 +10,9 @@ lost the item among them."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
+
 import torch
 
 from digestlab.data.dialogue import VOCAB_SIZE, DialogueCorpus, Mixture, training_corpora
@@ -20,6 +23,31 @@ from digestlab.nn import GPT
 from digestlab.objectives import next_token_loss, weighted_next_token_loss
 from digestlab.train import Batch, Objective
 from digestlab.train import train as train_loop
+
+
+def first_token_attention(model: GPT, idx: torch.Tensor, from_query: int = 16) -> dict:
+    """How much attention each layer pays to the first token of the rows idx (B, T), against
+    the 1/(t+1) a uniform head would pay: per head, the mean over rows and over queries
+    t >= from_query; then the mean head and the most attentive head of each layer."""
+    weights = model.attention_weights(idx.to(model.wte.weight.device)).cpu()  # (L, B, H, T, T)
+    T = idx.shape[1]
+    per_head = weights[..., from_query:, 0].mean(dim=(1, 3))  # (L, H)
+    uniform = (1.0 / torch.arange(from_query + 1, T + 1, dtype=torch.float64)).mean().item()
+    return {"per_layer": per_head.mean(dim=1).tolist(),
+            "top_head_per_layer": per_head.max(dim=1).values.tolist(),
+            "uniform": uniform, "from_query": from_query, "context": T}
+
+
+def sink_probes(rows: torch.Tensor) -> dict[str, Callable[[GPT], float]]:
+    """Probes for the training loop: attention on the first token (<bos>) of validation rows,
+    of the most attentive head and of the mean head over the model, as a multiple of a
+    uniform head's. Attention sinks, if the model grows them, show up here as they form."""
+    def ratio(model: GPT, key: str, reduce: Callable[[list[float]], float]) -> float:
+        a = first_token_attention(model, rows)
+        return reduce(a[key]) / a["uniform"]
+
+    return {"top_head": lambda model: ratio(model, "top_head_per_layer", max),
+            "mean_head": lambda model: ratio(model, "per_layer", statistics.fmean)}
 
 
 def train(params: LanguageModel, ctx: RunContext) -> TrainedBase:
@@ -48,11 +76,13 @@ def train(params: LanguageModel, ctx: RunContext) -> TrainedBase:
                          for i in range(0, n_val, batch_size)],
         )
 
+    # the opening windows of validation dialogues, as the perplexity streams open
+    probes = sink_probes(val.rows(val.starts[: params.batch_size], params.seq_len)[0])
     result = train_loop(model, objective(params.batch_size, False), params.train, device,
-                        log=ctx.log)
+                        log=ctx.log, probes=probes)
     if params.chat is None:
         return TrainedBase(model, result, corpus.sha256)
     ctx.log("fine-tuning mostly on the bot's turns")
     chat = train_loop(model, objective(params.chat_batch_size, True), params.chat, device,
-                      log=ctx.log)
+                      log=ctx.log, probes=probes)
     return TrainedBase(model, chat, corpus.sha256, stages={"pretrain": result})

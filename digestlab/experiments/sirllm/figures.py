@@ -66,35 +66,53 @@ def rps_win_rate(data: dict, _):
 
 
 def streaming_perplexity(data: dict, _):
-    """NLL along the stream for each way of reading (left); attention on the first token by
-    layer against a uniform head's (right). data: {"perplexity", "sinks"}, as in metrics.json's
-    "perplexity" and "attention_sinks"."""
-    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    perplexity, sinks = data["perplexity"], data["sinks"]
-    along = perplexity["along_stream"]
+    """Mean NLL along the stream for each way of reading it. data: metrics.json's
+    "perplexity"."""
+    fig, (ax,) = new_figure(width=6.4, height=3.6)
+    along = data["along_stream"]
     for name in ("window", "StreamingLLM", "recompute", "recompute without <bos>"):
-        left.plot(along["positions"], along[name], "o-", ms=3, color=COLOURS[name],
-                  label=f"{name} ({perplexity['ppl'][name]:.3f})")
-    left.set(xlabel=_("position in the stream (tokens)"),
-             ylabel=_("mean NLL (nats per token)"),
-             title=_("cache of %(window)s tokens (perplexity in brackets)")
-             % {"window": perplexity["window"]})
+        ax.plot(along["positions"], along[name], "o-", ms=3, color=COLOURS[name],
+                label=f"{name} ({data['ppl'][name]:.3f})")
+    ax.set(xlabel=_("position in the stream (tokens)"), ylabel=_("mean NLL (nats per token)"),
+           title=_("cache of %(window)s tokens (perplexity in brackets)")
+           % {"window": data["window"]})
+    ax.legend(fontsize=7)
+    return fig
+
+
+def attention_sinks(data: dict, _):
+    """Attention on the first token against a uniform head's: by layer in the trained model
+    (left), and along training, stage by stage (right). data: metrics.json's
+    "attention_sinks"."""
+    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
+    uniform = data["uniform"]
+    layers = range(len(data["per_layer"]))
+    top = [a / uniform for a in data["top_head_per_layer"]]
+    left.bar([i - 0.2 for i in layers], [a / uniform for a in data["per_layer"]], width=0.4,
+             label=_("mean head"))
+    left.bar([i + 0.2 for i in layers], top, width=0.4, label=_("top head"))
+    left.set(xlabel=_("layer"), ylabel=_("attention on the first token / uniform's"),
+             title=_("the trained model, by layer"))
+    left.set_xticks(list(layers))
+    highest, previous_end = max(top), None
+    for curve in data["along_training"].values():  # pretraining, then any fine-tuning
+        first = previous_end is None
+        right.plot(curve["tokens"], curve["mean_head"], "o-", ms=3, color="tab:blue",
+                   label=_("mean head") if first else None)
+        right.plot(curve["tokens"], curve["top_head"], "o-", ms=3, color="tab:orange",
+                   label=_("top head") if first else None)
+        if not first:
+            right.axvline(previous_end, color="gray", lw=1)
+            right.text(previous_end, 0.08, " " + _("fine-tuning"), fontsize=7, color="gray")
+        highest, previous_end = max(highest, *curve["top_head"]), curve["tokens"][-1]
+    right.set(xlabel=_("training tokens"), title=_("along training"))
+    for ax in (left, right):
+        ax.axhline(1.0, color="gray", ls=":", lw=1, label=_("uniform attention"))
+        ax.axhline(SINK_RATIO, color="black", ls="--", lw=1, label=_("a sink, by our bar"))
+        ax.set_ylim(0, max(SINK_RATIO + 1, highest * 1.1))
     left.legend(fontsize=7)
-    layers = range(len(sinks["per_layer"]))
-    uniform = sinks["uniform"]
-    right.bar([i - 0.2 for i in layers], [a / uniform for a in sinks["per_layer"]], width=0.4,
-              label=_("mean head"))
-    right.bar([i + 0.2 for i in layers], [a / uniform for a in sinks["top_head_per_layer"]],
-              width=0.4, label=_("top head"))
-    right.axhline(1.0, color="gray", ls=":", lw=1, label=_("uniform attention"))
-    right.axhline(SINK_RATIO, color="black", ls="--", lw=1, label=_("a sink, by our bar"))
-    right.set(xlabel=_("layer"), ylabel=_("attention on the first token / uniform's"),
-              ylim=(0, max(SINK_RATIO + 1, *(a / uniform for a in sinks["top_head_per_layer"]))),
-              title=_("attention sinks"))
-    right.set_xticks(list(layers))
-    right.legend(fontsize=7)
     return fig
 
 
 FIGURES = {"grocery_recall": grocery_recall, "rps_win_rate": rps_win_rate,
-           "streaming_perplexity": streaming_perplexity}
+           "streaming_perplexity": streaming_perplexity, "attention_sinks": attention_sinks}

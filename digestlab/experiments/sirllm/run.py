@@ -48,6 +48,7 @@ from digestlab.data.rng import SplitMix64, derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.sirllm import SINK_RATIO, Params
+from digestlab.experiments.sirllm.base_lm import first_token_attention
 from digestlab.nn import GPT, KVCache
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
 from digestlab.train import map_runs
@@ -285,22 +286,37 @@ def scored_positions(params: Params) -> torch.Tensor:
     return torch.arange(params.ppl_window + 1, params.ppl_tokens, params.recompute_every)
 
 
+def training_stages(saved: dict) -> dict[str, dict]:
+    """The checkpoint's training results by stage: "pretrain", then "chat" when the model was
+    fine-tuned (the checkpoint's own result is its last stage's)."""
+    stages = saved.get("stages", {})
+    if "pretrain" in stages:
+        return {"pretrain": stages["pretrain"], "chat": saved["train"]}
+    return {"pretrain": saved["train"]}
+
+
 # --- attention sinks -------------------------------------------------------------------------
 
 
-def first_token_attention(model: GPT, params: Params, from_query: int = 16) -> dict:
-    """How much attention each layer pays to the first token (<bos>) of a context, against
-    the 1/(t+1) a uniform head would pay: mean over heads and over queries t >= from_query of
-    the first perplexity streams' opening training-length windows."""
+def attention_sinks(model: GPT, params: Params, saved: dict) -> dict:
+    """Attention on the first token (<bos>) by layer, on the opening training-length windows
+    of the perplexity streams, against a uniform head's; and the same measured along training
+    (validation windows), stage by stage, from the checkpoint."""
     T = min(params.lm.seq_len, params.ppl_tokens)
     idx = torch.stack([perplexity_stream(params, i)[:T] for i in range(params.ppl_streams)])
-    weights = model.attention_weights(idx.to(model.wte.weight.device)).cpu()  # (L, B, H, T, T)
-    first = weights[..., from_query:, 0]  # (L, B, H, T - from_query)
-    per_head = first.mean(dim=(1, 3))  # (L, H)
-    uniform = (1.0 / torch.arange(from_query + 1, T + 1, dtype=torch.float64)).mean().item()
-    return {"per_layer": per_head.mean(dim=1).tolist(),
-            "top_head_per_layer": per_head.max(dim=1).values.tolist(),
-            "uniform": uniform, "from_query": from_query, "context": T}
+    along, tokens_before = {}, 0
+    for name, result in training_stages(saved).items():
+        curves = result.get("probe_curves", {})
+        if curves:
+            tokens_per_step = result["items_seen"] // curves["top_head"][-1][0]  # at the end
+            along[name] = {
+                "tokens": [tokens_before + step * tokens_per_step
+                           for step, _ in curves["top_head"]],
+                "top_head": [v for _, v in curves["top_head"]],
+                "mean_head": [v for _, v in curves["mean_head"]],
+            }
+        tokens_before += result["items_seen"]
+    return first_token_attention(model, idx) | {"along_training": along}
 
 
 # --- the experiment --------------------------------------------------------------------------
@@ -336,16 +352,16 @@ def run(params: Params, ctx: RunContext) -> Report:
     grocery["in_context_dialogues"] = params.grocery_streams
     rps = rps_metrics(results["rps"])
     perplexity = perplexity_metrics(params, results["ppl"])
-    sinks = first_token_attention(model, params)
+    sinks = attention_sinks(model, params, saved)
     claims = decide_claims(params, grocery, rps, perplexity, sinks)
     figures = {
         "grocery_recall": {"budgets": params.budgets, "budget": params.budget} | grocery,
         "rps_win_rate": {"win_per_game": rps["win_per_game"], "oracle_win": rps["oracle_win"]},
-        "streaming_perplexity": {"perplexity": perplexity, "sinks": sinks},
+        "streaming_perplexity": perplexity,
+        "attention_sinks": sinks,
     }
-    stages = saved.get("stages", {})
-    train = stages.get("pretrain", saved["train"])
-    chat = saved["train"] if "pretrain" in stages else None  # the fine-tuning, when there was one
+    stages = training_stages(saved)
+    train, chat = stages["pretrain"], stages.get("chat")
     return Report(
         seeds=[params.lm.train.seed],
         device=device_name(device),
@@ -498,6 +514,7 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
     # StreamingLLM's claim is about models whose heads park attention on the first token.
     sink_ratio = max(sinks["top_head_per_layer"]) / sinks["uniform"]
     has_sinks = sink_ratio >= SINK_RATIO
+    in_training = [v for curve in sinks["along_training"].values() for v in curve["top_head"]]
     if not has_sinks:
         verdict = INCONCLUSIVE
     claims.append(claim(
@@ -513,7 +530,8 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
          "paired sd": max(near_stats["sd"] or 0.0, worse_stats["sd"] or 0.0),
          "streams": near_stats["n"], "tokens per stream": perplexity["tokens"],
          "cache": perplexity["window"], "bound": PPL_NEAR,
-         "first-token attention / uniform": sink_ratio}
+         "first-token attention / uniform": sink_ratio,
+         "highest along training": max(in_training, default=None)}
         | ({} if has_sinks else {"testable": False}),
         f"ppl(StreamingLLM) / ppl(recompute) < {PPL_NEAR} and "
         f"ppl(window) / ppl(recompute) > {PPL_NEAR}",
