@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from matplotlib.ticker import EngFormatter
+
 from digestlab.claims import summarize
 from digestlab.experiments.sirllm import SINK_RATIO
 from digestlab.figures import new_figure
@@ -106,6 +108,7 @@ def attention_sinks(data: dict, _):
             right.text(previous_end, 0.08, " " + _("fine-tuning"), fontsize=7, color="gray")
         highest, previous_end = max(highest, *curve["top_head"]), curve["tokens"][-1]
     right.set(xlabel=_("training tokens"), title=_("along training"))
+    right.xaxis.set_major_formatter(EngFormatter())  # 2M, not 2 with 1e6 in the corner
     for ax in (left, right):
         ax.axhline(1.0, color="gray", ls=":", lw=1, label=_("uniform attention"))
         ax.axhline(SINK_RATIO, color="black", ls="--", lw=1, label=_("a sink, by our bar"))
