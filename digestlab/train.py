@@ -5,7 +5,7 @@ function); `digestlab/objectives.py` builds the usual ones: next-token predictio
 pretraining and supervised fine-tuning, and DPO against a frozen reference. Everything else is
 here, once: AdamW with decay on matrices only, linear warmup then cosine decay to a floor,
 global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve (and a
-validation curve every `eval_every` steps, beside the curves of any probes: measurements of the
+validation curve every `eval_every` steps, beside the curves of a probe: measurements of the
 model such as where its attention goes), and honest throughput: items (tokens or samples) per
 second after warmup, the median step time, and MFU against the measured matmul peak. Progress
 goes to plain log lines (a progress bar too when stderr is a terminal), so Snakemake logs show it.
@@ -39,7 +39,7 @@ from tqdm import tqdm
 from digestlab.configs import TrainConfig
 from digestlab.device import measure_peak_flops, seed_everything, spec_peak_flops, synchronize
 
-__all__ = ["Objective", "TrainConfig", "TrainResult", "evaluate", "map_runs", "run_probes",
+__all__ = ["Objective", "TrainConfig", "TrainResult", "evaluate", "map_runs", "run_probe",
            "train"]
 
 # What autocast="auto" means on CPU, chosen by measurement on the 2-core EPYC (AVX512-BF16).
@@ -51,6 +51,7 @@ CPU_AUTOCAST_DEFAULT = "none"
 
 T, R = TypeVar("T"), TypeVar("R")
 Batch = tuple[torch.Tensor, ...]  # tensors whose first axis is the batch's rows
+Probe = Callable[[nn.Module], Mapping[str, float]]  # a model's measurements, by name
 
 
 @dataclass
@@ -83,7 +84,7 @@ class TrainResult:
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss), every step
     # (steps done, validation loss) every cfg.eval_every steps and at the end, when validating
     val_curve: list[tuple[int, float]] = field(default_factory=list)
-    # each probe's (steps done, value), at the same points and at the end
+    # each value the probe measures, by name: (steps done, value) at the same points and the end
     probe_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
@@ -186,12 +187,11 @@ def evaluate(
 
 
 @torch.no_grad()
-def run_probes(model: nn.Module, probes: Mapping[str, Callable[[nn.Module], float]]
-               ) -> dict[str, float]:
-    """Each probe's value on the model in eval mode; the model's mode is restored."""
+def run_probe(model: nn.Module, probe: Probe) -> dict[str, float]:
+    """What the probe measures on the model in eval mode; the model's mode is restored."""
     was_training = model.training
     model.eval()
-    values = {name: float(probe(model)) for name, probe in probes.items()}
+    values = {name: float(value) for name, value in probe(model).items()}
     model.train(was_training)
     return values
 
@@ -259,12 +259,12 @@ def train(
     cfg: TrainConfig,
     device: torch.device,
     log: Callable[[str], None] = _log_line,
-    probes: Mapping[str, Callable[[nn.Module], float]] | None = None,
+    probe: Probe | None = None,
 ) -> TrainResult:
     """Train the model in place on the objective's batches and return what was measured.
-    `probes` are measured wherever validation is (every cfg.eval_every steps and at the end),
-    without gradients and outside the timed throughput; every rank runs them, as a sharded
-    model needs. Same seed, same model init and CPU: bitwise the same losses."""
+    The `probe` measures the model wherever validation is (every cfg.eval_every steps and at
+    the end), without gradients and outside the timed throughput; every rank runs it, as a
+    sharded model needs. Same seed, same model init and CPU: bitwise the same losses."""
     wall_start = time.perf_counter()
     seed_everything(cfg.seed)
     batch_generator = torch.Generator().manual_seed(cfg.seed)  # batches drawn on the CPU
@@ -290,12 +290,12 @@ def train(
     pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     loss_curve: list[tuple[int, float]] = []
     val_curve: list[tuple[int, float]] = []
-    probes = probes or {}
-    probe_curves: dict[str, list[tuple[int, float]]] = {name: [] for name in probes}
+    probe_curves: dict[str, list[tuple[int, float]]] = {}
 
-    def probe(steps_done: int) -> None:
-        for name, value in run_probes(model, probes).items():
-            probe_curves[name].append((steps_done, value))
+    def measure(steps_done: int) -> None:
+        if probe is not None:
+            for name, value in run_probe(model, probe).items():
+                probe_curves.setdefault(name, []).append((steps_done, value))
 
     eval_time = 0.0  # validation inside the timed window, taken out of the throughput
     timed_windows: list[float] = []  # seconds per step of each log window after warmup
@@ -334,13 +334,13 @@ def train(
                     f"step {step + 1:>6}/{cfg.steps} | loss {losses[-1]:.4f} | lr {lr:.2e} | "
                     f"grad norm {grad_norm_value:.3f} | {window_rate:,.0f} {unit}/s"
                 )
-        if ((objective.val_batches or probes) and cfg.eval_every
+        if ((objective.val_batches or probe) and cfg.eval_every
                 and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps):
             eval_start = time.perf_counter()
             if objective.val_batches:
                 val_curve.append((step + 1, evaluate(model, objective.val_batches,
                                                      objective.loss, device, cfg.autocast)))
-            probe(step + 1)
+            measure(step + 1)
             if step >= timed_from:
                 eval_time += time.perf_counter() - eval_start
             window_start += time.perf_counter() - eval_start
@@ -361,7 +361,7 @@ def train(
         # Every rank evaluates every batch: sharded models need all ranks in each forward.
         val_loss = evaluate(model, objective.val_batches, objective.loss, device, cfg.autocast)
         val_curve.append((cfg.steps, val_loss))
-    probe(cfg.steps)
+    measure(cfg.steps)
     tail = [loss for _, loss in loss_curve[-10:]]
     result = TrainResult(
         final_train_loss=sum(tail) / len(tail),

@@ -11,7 +11,7 @@ from digestlab.configs import GPTConfig
 from digestlab.data import dialogue
 from digestlab.data.rng import SplitMix64
 from digestlab.experiments.sirllm import SCALES
-from digestlab.experiments.sirllm.base_lm import first_token_attention, sink_probes
+from digestlab.experiments.sirllm.base_lm import first_token_attention, sink_probe
 from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
 from digestlab.nn import GPT
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
@@ -193,8 +193,7 @@ def test_first_token_attention_of_uniform_heads_is_the_uniform_share():
     uniform = first_token_attention(model, rows, from_query=8)
     assert uniform["uniform"] == pytest.approx(sum(1 / (t + 1) for t in range(8, 40)) / 32)
     assert uniform["per_layer"] == pytest.approx([uniform["uniform"]] * 2)
-    probes = sink_probes(rows)
-    assert [probes[name](model) for name in ("top_head", "mean_head")] == pytest.approx([1, 1])
+    assert sink_probe(rows)(model) == pytest.approx({"top_head": 1, "mean_head": 1})
 
 
 # --- the streaming reader --------------------------------------------------------------------

@@ -78,21 +78,20 @@ def test_validation_curve_without_changing_the_training_trajectory(splits):
     assert plain.val_curve == [(12, plain.val_loss)]
 
 
-def test_probes_are_measured_where_validation_is_and_leave_training_untouched(splits):
+def test_a_probe_is_measured_where_validation_is_and_leaves_training_untouched(splits):
     silent = [].append
     plain_model, probed_model = tiny_model(), tiny_model()
     plain = train(plain_model, lm(plain_model, splits, val=False), tiny_config(steps=12), CPU,
                   log=silent)
     modes = []
 
-    def weight_norm(model: GPT) -> float:
+    def probe(model: GPT) -> dict[str, float]:
         modes.append(model.training)
-        return model.lm_head.weight.norm().item()
+        return {"norm": model.lm_head.weight.norm().item(), "zero": 0}
 
     probed = train(probed_model, lm(probed_model, splits, val=False),
-                   tiny_config(steps=12, eval_every=5), CPU, log=silent,
-                   probes={"norm": weight_norm, "zero": lambda model: 0})
-    # without validation batches, probes alone make the evaluation points
+                   tiny_config(steps=12, eval_every=5), CPU, log=silent, probe=probe)
+    # without validation batches, the probe alone makes the evaluation points
     assert [step for step, _ in probed.probe_curves["norm"]] == [5, 10, 12]
     assert probed.probe_curves["zero"] == [(5, 0.0), (10, 0.0), (12, 0.0)]
     assert probed.probe_curves["norm"][-1][1] == pytest.approx(

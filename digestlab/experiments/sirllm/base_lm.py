@@ -38,16 +38,16 @@ def first_token_attention(model: GPT, idx: torch.Tensor, from_query: int = 16) -
             "uniform": uniform, "from_query": from_query, "context": T}
 
 
-def sink_probes(rows: torch.Tensor) -> dict[str, Callable[[GPT], float]]:
-    """Probes for the training loop: attention on the first token (<bos>) of validation rows,
-    of the most attentive head and of the mean head over the model, as a multiple of a
-    uniform head's. Attention sinks, if the model grows them, show up here as they form."""
-    def ratio(model: GPT, key: str, reduce: Callable[[list[float]], float]) -> float:
+def sink_probe(rows: torch.Tensor) -> Callable[[GPT], dict[str, float]]:
+    """A probe for the training loop: attention on the first token (<bos>) of the rows, of the
+    most attentive head and of the mean head over the model, as multiples of a uniform head's.
+    Attention sinks, if the model grows them, show up here as they form."""
+    def probe(model: GPT) -> dict[str, float]:
         a = first_token_attention(model, rows)
-        return reduce(a[key]) / a["uniform"]
+        return {"top_head": max(a["top_head_per_layer"]) / a["uniform"],
+                "mean_head": statistics.fmean(a["per_layer"]) / a["uniform"]}
 
-    return {"top_head": lambda model: ratio(model, "top_head_per_layer", max),
-            "mean_head": lambda model: ratio(model, "per_layer", statistics.fmean)}
+    return probe
 
 
 def train(params: LanguageModel, ctx: RunContext) -> TrainedBase:
@@ -77,12 +77,12 @@ def train(params: LanguageModel, ctx: RunContext) -> TrainedBase:
         )
 
     # the opening windows of validation dialogues, as the perplexity streams open
-    probes = sink_probes(val.rows(val.starts[: params.batch_size], params.seq_len)[0])
+    probe = sink_probe(val.rows(val.starts[: params.batch_size], params.seq_len)[0])
     result = train_loop(model, objective(params.batch_size, False), params.train, device,
-                        log=ctx.log, probes=probes)
+                        log=ctx.log, probe=probe)
     if params.chat is None:
         return TrainedBase(model, result, corpus.sha256)
     ctx.log("fine-tuning mostly on the bot's turns")
     chat = train_loop(model, objective(params.chat_batch_size, True), params.chat, device,
-                      log=ctx.log, probes=probes)
+                      log=ctx.log, probe=probe)
     return TrainedBase(model, chat, corpus.sha256, stages={"pretrain": result})
