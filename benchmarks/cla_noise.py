@@ -1,14 +1,16 @@
 """Where the CLA experiment's paired spread comes from: training variance or evaluation noise.
 
-    python benchmarks/cla_noise.py --designs MQA MQA-CLA2 --seeds 0 1 2 --big-eval 12288
+    python benchmarks/cla_noise.py --designs MQA MQA-CLA2 --big-eval 12288
     python benchmarks/cla_noise.py --designs MQA --seeds 0 --twins 1 2      # how chaotic
     python benchmarks/cla_noise.py --set batch_size=12 --set train.steps=1800 \
-        --set train.warmup_steps=180 --seeds 0 1 2 3                        # try a lever
+        --set train.warmup_steps=180                                        # try a lever
 
-Trains the chosen designs for the chosen seeds exactly as the experiment does (the seed's
-common initial weights, its batches, the one loop), two runs at a time, one per core. Then
-evaluates every run on the experiment's validation batches ("exp") and, with --big-eval, on that
-many windows spread over the whole validation split ("big"), and prints for each set:
+A tuning tool: by default it trains the scale's tuning seeds (those the cpu scale's settings
+were chosen on), never the seeds that score the claims. Trains the chosen designs for those
+seeds exactly as the experiment does (the seed's common initial weights, its batches, the one
+loop), two runs at a time, one per core. Then evaluates every run on the experiment's validation
+batches ("exp") and, with --big-eval, on that many windows spread over the whole validation split
+("big"), and prints for each set:
 
 - per design, the validation loss of every seed and its sd across seeds;
 - per pair, the per-seed loss differences (the log-perplexity ratios the claims use), their sd
@@ -107,7 +109,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=("smoke", "cpu", "gpu"))
     parser.add_argument("--designs", nargs="+", default=["MQA", "MQA-CLA2"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds to train (default: the scale's tuning seeds)")
     parser.add_argument("--big-eval", type=int, default=0, metavar="WINDOWS",
                         help="also evaluate on this many windows of the validation split")
     parser.add_argument("--twins", nargs="*", type=int, default=[], metavar="SEED",
@@ -119,6 +122,9 @@ def main() -> int:
     args = parser.parse_args()
 
     params = merge_params(load_spec("cla"), args.scale, overrides_from(args.set))
+    seeds = params.tuning_seeds if args.seeds is None else args.seeds
+    if not seeds:
+        parser.error(f"the {args.scale} scale has no tuning seeds; choose some with --seeds")
     unknown = [d for d in args.designs if d not in params.designs]
     if unknown:
         parser.error(f"designs {unknown} are not trained at this scale: {params.designs}")
@@ -128,7 +134,7 @@ def main() -> int:
         x, y = validation_windows(splits.val, args.big_eval, params.seq_len)
         big = [(x[i:i + 64], y[i:i + 64]) for i in range(0, len(x), 64)]
     jobs = []
-    for seed in args.seeds:
+    for seed in seeds:
         states = dict(zip(params.designs, cla.initial_states(params, seed), strict=True))
         for design in args.designs:
             for twin in [None, *args.twins]:
@@ -141,7 +147,7 @@ def main() -> int:
           f"{params.seq_len} tokens in {time.perf_counter() - started:,.0f} s "
           f"({statistics.mean(r['seconds'] for r in runs):.0f} s per run)")
     for which in ("exp", "big") if big else ("exp",):
-        report(runs, args.designs, args.seeds, which)
+        report(runs, args.designs, seeds, which)
     return 0
 
 

@@ -47,14 +47,13 @@ def main() -> int:
     print(f"\n{args.experiment} at {args.scale} scale on {metrics['device']} "
           f"({args.threads} threads)")
     for claim in metrics["claims"]:
-        m = claim["measured"]
-        paired = ""
-        if m.get("paired sd") is not None and m.get("95% band"):
-            low, high = m["95% band"]
-            mean = (f"mean ratio {m['mean ratio']:.4f}" if "mean ratio" in m
-                    else f"mean difference {m['mean difference']:.4f}")
-            paired = f"  {mean}, paired sd {m['paired sd']:.4f}, 95% band {low:.4f}-{high:.4f}"
-        print(f"  {claim['verdict']:>15}  {claim['id']}{paired}")
+        print(f"  {claim['verdict']:>15}  {claim['id']} ({claim['n']} {claim['unit']})")
+        for t in claim["comparisons"]:
+            spread = f", sd {t['sd']:.4f}" if t["sd"] is not None else ""
+            interval = (f", {t['level']:.0%} interval {t['interval'][0]:.4f}-{t['interval'][1]:.4f}"
+                        if t["interval"] else "")
+            print(f"{'':19}{t['statistic']} {t['direction']} {t['bound']['value']:g}: "
+                  f"{t['estimate']:.4f}{spread}{interval}")
     within = wall <= budget
     print(f"wall time {wall:,.1f} s, budget {budget:,} s: {'within' if within else 'OVER'} budget")
     return 0 if within else 1

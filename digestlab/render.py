@@ -25,7 +25,7 @@ from babel.dates import format_date
 from babel.numbers import format_decimal
 from feedgen.feed import FeedGenerator
 
-from digestlab.claims import VERDICTS
+from digestlab.claims import SCHEMA_VERSION, VERDICTS, Claim
 from digestlab.i18n import translations
 from digestlab.io import read_json, write_bytes_atomic, write_text_atomic
 from digestlab.papers import (
@@ -147,9 +147,14 @@ class PaperView:
                 related.append((title, ref, arxiv_abs_url(ref)))
         return related
 
-    def verdict_counts(self) -> dict[str, int]:
+    @property
+    def findings(self) -> list[Claim]:
+        """The result's claims about the paper (checks of the implementation left out)."""
         claims = self.result["claims"] if self.result else []
-        return {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+        return [c for c in claims if c.kind == "finding"]
+
+    def verdict_counts(self) -> dict[str, int]:
+        return {v: sum(c.verdict == v for c in self.findings) for v in VERDICTS}
 
     def bibtex(self) -> str:
         """A BibTeX entry: an arXiv e-print, or the entry's own address."""
@@ -193,12 +198,28 @@ def digest_order(view: PaperView) -> tuple:
             paper.digest_position or 0, paper.title.casefold())
 
 
+class StaleResult(ValueError):
+    """A metrics.json written by code whose claims records this code cannot read."""
+
+
+def read_result(metrics: str | Path) -> dict[str, Any]:
+    """A result with its claims as typed records (digestlab.claims.Claim)."""
+    result = read_json(metrics)
+    schema = result.get("claims_schema", 1)
+    if schema != SCHEMA_VERSION:
+        raise StaleResult(f"{metrics}: its claims are of schema {schema} and this code reads "
+                          f"{SCHEMA_VERSION}; rerun the reproduction (snakemake --cores all "
+                          f"--forcerun reproduce)")
+    result["claims"] = [Claim.model_validate(c) for c in result["claims"]]
+    return result
+
+
 def load_view(entry: str | Path, arxiv: str | Path | None, metrics: str | Path | None) -> PaperView:
     """Read one paper's entry, metadata and result."""
     return PaperView(
         paper=read_paper(entry),
         meta=read_json(arxiv) if arxiv else None,
-        result=read_json(metrics) if metrics else None,
+        result=read_result(metrics) if metrics else None,
     )
 
 
@@ -245,8 +266,8 @@ def render_site_pages(
     views.sort(key=digest_order)
     by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
     vocabulary = load_tags(tags)
-    # every claim of every result, for the dashboard, and the filters it offers
-    claims = [(v, c) for v in views if v.result for c in v.result["claims"]]
+    # every claim about a paper in every result, for the dashboard, and the filters it offers
+    claims = [(v, c) for v in views for c in v.findings]
     claim_tags = {tag: n for tag in vocabulary
                   if (n := sum(tag in v.paper.tags for v, _ in claims))}
     tag_counts = {tag: n for tag in vocabulary if (n := sum(tag in v.paper.tags for v in views))}

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import html
 import json
 import math
 import subprocess
@@ -10,14 +9,17 @@ import pytest
 import torch
 from conftest import ROOT, entry, write_entry
 
-from digestlab.experiments import reproduce
-from digestlab.experiments.cla import CLAIMED, SCALES, VARIANTS, Params
+from digestlab.experiments import load_spec, param_problems, reproduce
+from digestlab.experiments.cla import CLAIMED, CLAIMS, SCALES, VARIANTS, Params
 from digestlab.experiments.cla.run import (
+    PAIRED_CLAIMS,
     decide_claims,
     evaluation_noise,
     initial_states,
+    measured_kv_bytes_per_token,
     variant_config,
 )
+from digestlab.nn import GPT
 from digestlab.render import number, render_paper_pages
 
 
@@ -84,18 +86,32 @@ def test_claims_follow_the_paired_ratios():
         "MQA d/2": [10.3, 11.4, 12.5],  # CLA2 better on every seed
         "MQA-CLA3": [9.5, 10.4, 11.5],  # CLA3 better than CLA2 on every seed
     })
-    claims = {c["id"]: c for c in decide_claims(variants)}
-    assert {k: c["verdict"] for k, c in claims.items()} == {
+    claims = {c.id: c for c in decide_claims(variants)}
+    assert list(claims) == list(CLAIMS)
+    assert {k: c.verdict for k, c in claims.items()} == {
         "cla2-halves-kv": "reproduced",
         "cla2-matches-mqa": "reproduced",
         "cla2-beats-smaller-heads": "reproduced",
         "cla2-beats-cla3": "not_reproduced",
     }
-    measured = claims["cla2-matches-mqa"]["measured"]
-    assert measured["per-seed ratios"] == pytest.approx([1.005, 11.02 / 11, 12.1 / 12])
-    low, high = measured["95% band"]
-    assert low < measured["mean ratio"] < high < 1.02
-    assert "seeds to decide" not in measured
+    matches = claims["cla2-matches-mqa"]
+    assert (matches.unit, matches.n, matches.base_models) == ("training seeds", 3, None)
+    ratio = matches.comparisons[0]
+    assert ratio.scale == "log" and ratio.bound.value == 1.02 and ratio.bound.source == "ours"
+    assert ratio.values == pytest.approx([1.005, 11.02 / 11, 12.1 / 12])
+    low, high = ratio.interval
+    assert low < ratio.estimate < high < 1.02
+    assert ratio.to_decide is None
+    assert claims["cla2-halves-kv"].kind == "property"
+    assert all(c.kind == "finding" for k, c in claims.items() if k != "cla2-halves-kv")
+
+
+def test_a_cache_that_does_not_halve_fails_the_exact_check():
+    variants = fake_variants({name: [10.0, 11.0] for name in CLAIMED})
+    variants["MQA-CLA2"]["kv_bytes_per_token"] += 2  # one more bf16 element than half
+    claim = {c.id: c for c in decide_claims(variants)}["cla2-halves-kv"]
+    assert claim.verdict == "not_reproduced"
+    assert claim.comparisons[0].rule == "exact"
 
 
 def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_decide_it():
@@ -103,11 +119,54 @@ def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_dec
         "MQA": [10.0, 11.0, 12.0], "MQA-CLA2": [9.0, 11.6, 12.3],
         "MQA d/2": [9.5, 11.5, 12.2], "MQA-CLA3": [9.1, 11.7, 12.4],
     })
-    claim = {c["id"]: c for c in decide_claims(variants)}["cla2-beats-smaller-heads"]
-    assert claim["verdict"] == "inconclusive"
-    low, high = claim["measured"]["95% band"]
-    assert low < 1.0 < high
-    assert claim["measured"]["seeds to decide"] > 3
+    claim = {c.id: c for c in decide_claims(variants)}["cla2-beats-smaller-heads"]
+    assert claim.verdict == "inconclusive"
+    ratio = claim.comparisons[0]
+    low, high = ratio.interval
+    assert low < 1.0 < high and ratio.level == pytest.approx(0.9)
+    assert ratio.to_decide > 3
+
+
+def test_every_bound_says_where_it_comes_from_and_the_paper_numbers_are_its_table_1():
+    for spec in CLAIMS.values():
+        for comparison in spec.comparisons.values():
+            bound = comparison.bound
+            assert bound.where if bound.source == "paper" else bound.why["en"]
+    theirs = {k: c.theirs.value for k, c in CLAIMS.items()}
+    assert theirs == pytest.approx({"cla2-halves-kv": 0.5, "cla2-matches-mqa": 13.60 / 13.54,
+                                    "cla2-beats-smaller-heads": 13.60 / 13.81,
+                                    "cla2-beats-cla3": 13.60 / 13.77})
+    # the paired claims in the run are exactly the declared ones, comparing the claimed designs
+    assert {claim_id for claim_id, *_ in PAIRED_CLAIMS} == set(CLAIMS) - {"cla2-halves-kv"}
+    for claim_id, a, b in PAIRED_CLAIMS:
+        assert CLAIMS[claim_id].comparisons["ratio"].statistic == f"ppl({a}) / ppl({b})"
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu"])
+def test_kv_bytes_are_measured_in_a_filled_cache_and_agree_with_the_config(scale):
+    params = SCALES[scale]
+    prompt = torch.randint(0, 256, (2, 4))
+    measured = {}
+    for name in params.designs:
+        torch.manual_seed(0)
+        model = GPT(variant_config(name, params))
+        measured[name] = measured_kv_bytes_per_token(model, prompt)
+        assert measured[name] == variant_config(name, params).kv_bytes_per_token(), name
+        assert next(model.parameters()).dtype == torch.float32  # measured on a bf16 copy
+    assert measured["MQA-CLA2"] / measured["MQA"] == 0.5
+
+
+def test_tuning_seeds_never_score_the_claims():
+    spec = load_spec("cla")
+    cpu = SCALES["cpu"]
+    assert cpu.tuning_seeds == [0, 1, 2, 3, 4, 5] and cpu.seeds == [6, 7, 8]
+    for params in SCALES.values():
+        assert not set(params.tuning_seeds) & set(params.seeds)
+    assert param_problems(spec, "cpu", {}) == []
+    problems = param_problems(spec, "cpu", {"tuning_seeds": [6]})
+    assert [field for field, _ in problems] == ["tuning_seeds"]
+    assert "[6]" in problems[0][1]
+    assert param_problems(spec, "smoke", {"seeds": [0, 1], "tuning_seeds": [2]}) == []
 
 
 def test_evaluation_noise_is_the_standard_error_of_the_paired_window_differences():
@@ -150,25 +209,40 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     assert corpus["name"] == "torch-source" and len(corpus["sha256"]) == 64
     assert 0.5 < corpus["xz_bits_per_byte"] < 3
 
-    # the page shows every paired claim's ratios, band and bound, and says why it is undecided
+    # the design table shows the bytes the filled caches held, which the config's count confirms
+    for name, v in variants.items():
+        assert v["kv_bytes_per_token"] == v["kv_bytes_per_token_from_config"], name
+    assert variants["MQA-CLA2"]["kv_bytes_per_token"] * 2 == variants["MQA"]["kv_bytes_per_token"]
+    halves = metrics["claims"][0]
+    assert halves["kind"] == "property" and halves["verdict"] == "reproduced"
+    assert halves["comparisons"][0]["values"] == [0.5]
+
+    # the paired spread and the evaluation noise of each paired claim, read from the claims
+    pairs = metrics["metrics"]["pairs"]
+    assert list(pairs) == [claim_id for claim_id, *_ in PAIRED_CLAIMS]
+    sds = {c["id"]: c["comparisons"][0]["sd"] for c in metrics["claims"][1:]}
+    assert {k: p["paired_sd"] for k, p in pairs.items()} == sds
+    assert all(0 < p["evaluation_noise"] < 0.1 for p in pairs.values())
+    spread = metrics["metrics"]["design_spread"]
+    low, high = metrics["metrics"]["paired_sd_range"]
+    assert spread > 0 and [low, high] == [min(sds.values()), max(sds.values())]
+
+    # the page explains the paired comparisons and shows each pair's spread and noise
     path = write_entry(tmp_path, entry("cla", reproduction={"experiment": "cla"}))
     out = {lang: tmp_path / lang / "cla.md" for lang in ("ko", "en")}
     render_paper_pages(path, ROOT / "config" / "tags.yaml", None, tmp_path / "metrics.json", out)
     pages = {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
     assert "### Paired comparisons" in pages["en"] and "### 짝지은 비교" in pages["ko"]
+    assert "so it is a two-sided 90% interval" in pages["en"]
     assert "loss_curves.en.svg" in pages["en"]
-    spread = metrics["metrics"]["design_spread"]
-    low, high = metrics["metrics"]["paired_sd_range"]
-    assert spread > 0 and 0 < low <= high
     assert f"mean perplexities lie within {number(100 * spread)}% of each other" in pages["en"]
-    paired = [c for c in metrics["claims"] if "95% band" in c["measured"]]
-    assert len(paired) == 3
-    for c in paired:
-        shown = f"per-seed ratios = {number(c['measured']['per-seed ratios'][0])}, "
-        assert shown in pages["en"]
-        why = "undecided" if c["verdict"] == "inconclusive" else "decided"
-        shown_text = html.unescape(pages["en"]).replace("\\", "")  # as Markdown shows it
-        assert f"{c['text']['en']}: {why}, because the band" in shown_text
+    for p in pairs.values():
+        a, b = p["designs"]
+        row = (f"| ppl({a}) / ppl({b}) | {number(100 * p['paired_sd'])}% | "
+               f"{number(100 * p['evaluation_noise'])}% |")
+        assert row in pages["en"]
+    mqa = f"| MQA | {number(variants['MQA']['kv_bytes_per_token'])} |"
+    assert mqa in pages["en"]
 
 
 def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
@@ -198,3 +272,13 @@ def test_noise_benchmark_trains_the_experiments_own_runs(smoke_runs):
     assert "MQA - MQA-CLA2" in exp_section and "paired sd" in exp_section
     assert "[big] 256 windows" in out
     assert out.count("twin 1 of") == 2 * 2 * 2  # 2 designs x 2 seeds, on both validation sets
+
+
+def test_noise_benchmark_tunes_on_the_tuning_seeds_only():
+    """Without --seeds the benchmark trains the scale's tuning seeds; the smoke scale has none,
+    so it refuses rather than train the seeds that score the claims."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cla_noise.py"), "--scale", "smoke"],
+        capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "smoke scale has no tuning seeds" in done.stderr

@@ -1,85 +1,203 @@
+import math
+
 import pytest
+from pydantic import ValidationError
 
 from digestlab.claims import (
     INCONCLUSIVE,
+    LEVEL,
     NOT_REPRODUCED,
+    NOT_TESTABLE,
     REPRODUCED,
-    claim,
-    decide_above,
-    decide_below,
-    decide_equal,
-    seeds_to_decide,
+    Bound,
+    Claim,
+    ClaimSpec,
+    ComparisonSpec,
+    PremiseSpec,
+    binomial_interval,
+    combine,
+    compare,
+    holm,
+    our_bound,
+    paired_differences,
+    paired_ratios,
+    paper_bound,
     summarize,
     t95,
+    units_to_decide,
 )
+
+WHY = {"ko": "이유", "en": "a reason"}
+
+
+def below(value: float = 1.0, **kwargs) -> ComparisonSpec:
+    return ComparisonSpec(statistic="x", direction="<", bound=paper_bound(value, "Table 1"),
+                          **kwargs)
+
+
+def above(value: float = 1.0, **kwargs) -> ComparisonSpec:
+    return ComparisonSpec(statistic="x", direction=">", bound=paper_bound(value, "Table 1"),
+                          **kwargs)
+
+
+def spec(comparisons=None, premises=None, claim_id="c") -> ClaimSpec:
+    return ClaimSpec(id=claim_id, text={"ko": "주장 {n}", "en": "claim {n}"},
+                     comparisons=comparisons or {"x": below()}, premises=premises or {})
 
 
 def test_summary_uses_the_sample_standard_deviation():
-    stats = summarize([1.0, 2.0, 3.0])
-    assert stats == {"mean": 2.0, "sd": 1.0, "n": 3}
+    assert summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
 
 
-def test_clearly_below_is_reproduced():
-    verdict, stats = decide_below([0.95, 0.96, 0.97], 1.0)
-    assert verdict == REPRODUCED and stats["high"] < 1.0
+def test_clearly_below_is_reproduced_with_a_90_percent_interval_below_the_bound():
+    t = compare("x", below(), [0.95, 0.96, 0.97])
+    assert t.verdict == REPRODUCED and t.interval[1] < 1.0 and t.level == LEVEL == 0.9
+    assert t.p < 0.05
 
 
 def test_clearly_above_is_not_reproduced():
-    assert decide_below([1.05, 1.06, 1.07], 1.0)[0] == NOT_REPRODUCED
+    t = compare("x", below(), [1.05, 1.06, 1.07])
+    assert t.verdict == NOT_REPRODUCED and t.interval[0] > 1.0 and t.p < 0.05
 
 
-def test_spread_straddling_the_bound_is_inconclusive():
+def test_spread_straddling_the_bound_is_inconclusive_and_says_how_many_units_would_decide():
     # The mean is below the bound, but three seeds this far apart cannot say so.
-    verdict, stats = decide_below([0.90, 1.02, 0.99], 1.0)
-    assert stats["mean"] < 1.0 and verdict == INCONCLUSIVE
+    t = compare("x", below(), [0.90, 1.02, 0.99])
+    assert t.estimate < 1.0 and t.verdict == INCONCLUSIVE
+    assert t.to_decide == units_to_decide(t.estimate - 1.0, t.sd) > 3
 
 
 def test_above_mirrors_below():
-    verdict, stats = decide_above([1.05, 1.06, 1.07], 1.0)
-    assert verdict == REPRODUCED and 1.0 < stats["low"] < stats["mean"] < stats["high"]
-    assert decide_above([0.95, 0.96, 0.97], 1.0)[0] == NOT_REPRODUCED
-    assert decide_above([1.10, 0.98, 1.01], 1.0)[0] == INCONCLUSIVE
-    assert decide_above([2.0], 1.0)[1]["low"] is None
+    assert compare("x", above(), [1.05, 1.06, 1.07]).verdict == REPRODUCED
+    assert compare("x", above(), [0.95, 0.96, 0.97]).verdict == NOT_REPRODUCED
+    assert compare("x", above(), [1.10, 0.98, 1.01]).verdict == INCONCLUSIVE
 
 
-def test_seeds_to_decide_grows_as_the_gap_shrinks():
-    # t(0.95, 1) * 0.01 / sqrt(2) = 0.045 > 0.03 > t(0.95, 2) * 0.01 / sqrt(3) = 0.017
-    assert seeds_to_decide(0.03, 0.01) == 3
-    assert seeds_to_decide(0.005, 0.01) > seeds_to_decide(0.01, 0.01) > 3
-    assert seeds_to_decide(1e-6, 0.01) is None
+def test_the_interval_ends_are_the_one_sided_95_percent_t_bounds():
+    # mean 2, sd 1, n 3: the margin is t95(2) / sqrt(3) = 2.920 / 1.732.
+    t = compare("x", below(10.0), [1.0, 2.0, 3.0])
+    assert t.interval == pytest.approx((2 - 1.6859, 2 + 1.6859), abs=1e-4)
 
 
-def test_single_seed_is_inconclusive():
-    verdict, stats = decide_below([0.5], 1.0)
-    assert verdict == INCONCLUSIVE and stats["sd"] is None and stats["high"] is None
+def test_ratios_are_decided_on_their_logs_and_shown_as_ratios():
+    ratios = [1.01, 1.03, 1.02]
+    t = compare("r", below(1.05, scale="log"), ratios)
+    logs = [math.log(r) for r in ratios]
+    assert t.estimate == pytest.approx(math.exp(sum(logs) / 3))
+    assert t.sd == pytest.approx(summarize(logs)["sd"])
+    assert t.interval[0] < t.estimate < t.interval[1] < 1.05 and t.verdict == REPRODUCED
+
+
+def test_single_unit_is_inconclusive_without_an_interval():
+    t = compare("x", below(), [0.5])
+    assert t.verdict == INCONCLUSIVE and t.sd is None and t.interval is None and t.p is None
+
+
+def test_every_rule_needs_every_unit_on_the_claimed_side():
+    assert compare("x", below(0.1, rule="every"), [0.01, 0.05]).verdict == REPRODUCED
+    assert compare("x", below(0.1, rule="every"), [0.01, 0.2]).verdict == NOT_REPRODUCED
+
+
+def test_exact_quantities_compare_exactly():
+    exact = ComparisonSpec(statistic="bytes ratio", direction="=", rule="exact",
+                           bound=paper_bound(0.5, "§3"))
+    assert compare("b", exact, 0.5).verdict == REPRODUCED
+    assert compare("b", exact, 0.5000001).verdict == NOT_REPRODUCED
 
 
 @pytest.mark.parametrize(("dof", "quantile"), [
-    (1, 6.3138), (2, 2.9200), (5, 2.0150), (10, 1.8125), (30, 1.6973), (31, 1.6955),
-    (40, 1.6839), (120, 1.6577), (10**6, 1.6449),
+    (1, 6.3138), (2, 2.9200), (5, 2.0150), (10, 1.8125), (30, 1.6973), (40, 1.6839),
+    (120, 1.6577), (10**6, 1.6449),
 ])
 def test_t95_matches_the_one_sided_95_percent_table(dof, quantile):
     assert t95(dof) == pytest.approx(quantile, abs=1e-4)
 
 
-def test_t95_refuses_fewer_than_one_degree_of_freedom():
-    with pytest.raises(ValueError, match="at least one degree of freedom"):
-        t95(0)
+def test_units_to_decide_grows_as_the_gap_shrinks():
+    # t(0.95, 1) * 0.01 / sqrt(2) = 0.045 > 0.03 > t(0.95, 2) * 0.01 / sqrt(3) = 0.017
+    assert units_to_decide(0.03, 0.01) == 3
+    assert units_to_decide(0.005, 0.01) > units_to_decide(0.01, 0.01) > 3
+    assert units_to_decide(1e-6, 0.01) is None
 
 
-def test_bounds_are_the_mean_plus_and_minus_the_one_sided_t_margin():
-    # mean 2, sd 1, n 3: the margin is t95(2) / sqrt(3) = 2.920 / 1.732.
-    verdict, stats = decide_below([1.0, 2.0, 3.0], 10.0)
-    assert stats["high"] == pytest.approx(2 + 1.6859, abs=1e-4)
-    assert stats["low"] == pytest.approx(2 - 1.6859, abs=1e-4)
-    assert verdict == REPRODUCED
-
-
-def test_exact_quantities_compare_exactly():
-    assert decide_equal(0.5, 0.5) == REPRODUCED
-    assert decide_equal(0.5000001, 0.5) == NOT_REPRODUCED
-
-
-def test_claim_requires_both_languages():
+def test_paired_helpers_pair_unit_by_unit():
+    assert paired_ratios([2.0, 3.0], [1.0, 2.0]) == [2.0, 1.5]
+    assert paired_differences([2.0, 3.0], [1.0, 2.0]) == [1.0, 1.0]
     with pytest.raises(ValueError):
-        claim("x", {"en": "only English"}, {}, "", REPRODUCED)
+        paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_binomial_interval_is_wilsons():
+    low, high = binomial_interval(0, 20)
+    assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-3)  # Wilson, 95%
+    low90, high90 = binomial_interval(10, 20, level=0.9)
+    low95, high95 = binomial_interval(10, 20)
+    assert low95 < low90 < 0.5 < high90 < high95
+
+
+def test_combined_claims_need_every_part():
+    assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert combine([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([INCONCLUSIVE, NOT_REPRODUCED]) == NOT_REPRODUCED
+
+
+def test_a_bound_says_where_it_comes_from():
+    with pytest.raises(ValidationError, match="names where"):
+        Bound(value=1.0, source="paper")
+    with pytest.raises(ValidationError, match="says why"):
+        Bound(value=1.0, source="ours")
+    with pytest.raises(ValidationError, match="ko and en"):
+        Bound(value=1.0, source="ours", why={"en": "only English"})
+    assert our_bound(0.2, "한국어", "English").why == {"ko": "한국어", "en": "English"}
+
+
+def test_claim_text_needs_both_languages():
+    with pytest.raises(ValidationError):
+        ClaimSpec(id="c", text={"en": "only English"}, comparisons={"x": below()})
+
+
+def test_a_missing_premise_makes_the_claim_not_testable_but_keeps_its_numbers():
+    sink = PremiseSpec(text={"ko": "싱크", "en": "a sink"}, statistic="attention / uniform",
+                       direction=">=", bound=our_bound(2.0, **WHY))
+    claim = spec(premises={"sink": sink}).decide({"x": [0.5, 0.6, 0.55]}, "streams",
+                                                 {"sink": 0.9}, base_models=1, fields={"n": 4})
+    assert claim.verdict == NOT_TESTABLE and claim.comparisons[0].verdict == REPRODUCED
+    (premise,) = claim.premises
+    assert not premise.holds and premise.value == 0.9 and premise.bound.value == 2.0
+    assert claim.text == {"ko": "주장 4", "en": "claim 4"} and claim.base_models == 1
+    held = spec(premises={"sink": sink}).decide({"x": [0.5, 0.6, 0.55]}, "streams",
+                                                {"sink": 2.0}, fields={"n": 4})
+    assert held.verdict == REPRODUCED
+
+
+def test_premises_and_comparisons_must_be_the_declared_ones():
+    with pytest.raises(ValueError, match="premises measured"):
+        spec().decide({"x": [1.0]}, "streams", {"undeclared": 1.0})
+    with pytest.raises(ValueError, match="values for"):
+        spec().decide({"y": [1.0]}, "streams")
+
+
+def test_claim_records_round_trip_through_json():
+    claim = spec().decide({"x": [0.9, 0.95]}, "training seeds", fields={"n": 1})
+    assert Claim.model_validate_json(claim.model_dump_json()) == claim
+
+
+def test_holm_marks_a_verdict_that_the_family_wise_correction_would_undo():
+    # alone at p < 0.05 each; Holm's smallest threshold for three claims is 0.05 / 3
+    strong = spec(claim_id="strong").decide({"x": [0.5, 0.51, 0.52]}, "rounds",
+                                            fields={"n": 1})
+    weak = spec(claim_id="weak").decide({"x": [0.9, 0.99, 0.95, 0.97]}, "rounds",
+                                        fields={"n": 1})
+    open_ = spec(claim_id="open").decide({"x": [0.9, 1.1]}, "rounds", fields={"n": 1})
+    assert weak.verdict == REPRODUCED and 0.05 / 3 < weak.comparisons[0].p < 0.05
+    out = {c.id: c for c in holm([strong, weak, open_])}
+    assert out["strong"].holm.verdict == REPRODUCED and not out["strong"].flips_under_holm
+    assert out["weak"].holm.verdict == INCONCLUSIVE and out["weak"].flips_under_holm
+    assert out["open"].holm.verdict == INCONCLUSIVE and out["strong"].holm.family == 3
+
+
+def test_holm_leaves_checks_and_untestable_claims_out_of_the_family():
+    check = spec(claim_id="check").model_copy(update={"kind": "property"}).decide(
+        {"x": [0.5, 0.51]}, "rounds", fields={"n": 1})
+    (out,) = holm([check])
+    assert out.holm is None

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 import digestlab.experiments as experiments_package
+from digestlab.claims import SCHEMA_VERSION, Claim, ClaimSpec
 from digestlab.experiments import (
     ExperimentError,
+    Selection,
     base_sources,
     experiment_exists,
     experiment_sources,
@@ -21,6 +23,7 @@ from digestlab.experiments import (
     param_problems,
     reproduce,
     resolve_scale,
+    selection_problems,
 )
 
 PACKAGES = ("digestlab.experiments", "experiments_for_tests")
@@ -83,13 +86,16 @@ def test_specs_import_without_torch():
 def test_metrics_json_follows_the_contract(tmp_path):
     metrics = run(tmp_path, {"samples": 50})
     assert metrics["experiment"] == "noisy_mean" and metrics["scale"] == "smoke"
-    assert metrics["params"] == {"true_mean": 0.0, "bound": 1.0, "samples": 50, "seeds": [0, 1, 2],
+    assert metrics["params"] == {"true_mean": 0.0, "samples": 50, "seeds": [0, 1, 2],
                                  "pause_s": 0.0}
     assert metrics["provenance"]["bases"] == {}
     assert metrics["seeds"] == [0, 1, 2] and metrics["device"] == "cpu"
+    assert metrics["claims_schema"] == SCHEMA_VERSION
     (claim,) = metrics["claims"]
-    assert set(claim) == {"id", "text", "measured", "expected", "verdict", "from_clock"}
-    assert claim["verdict"] == "reproduced"
+    assert Claim.model_validate(claim).verdict == "reproduced"
+    assert claim["unit"] == "training seeds" and claim["n"] == 3
+    (comparison,) = claim["comparisons"]
+    assert comparison["bound"]["source"] == "ours" and comparison["level"] == 0.9
     assert metrics["figures"] == ["means"]
     assert json.loads((tmp_path / "figures" / "data.json").read_text())["means"]["bound"] == 1.0
     assert {"digestlab", "git_commit", "python"} <= set(metrics["provenance"])
@@ -111,7 +117,7 @@ def test_same_seed_gives_the_same_metrics_apart_from_timing(tmp_path):
 
 def test_unknown_param_names_the_allowed_ones():
     spec = load_spec("noisy_mean", PACKAGES)
-    with pytest.raises(ExperimentError, match="steps: unknown param.*allowed: true_mean, bound"):
+    with pytest.raises(ExperimentError, match="steps: unknown param.*allowed: true_mean, samples"):
         merge_params(spec, "smoke", {"steps": 3})
 
 
@@ -170,7 +176,9 @@ def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):
 def test_single_seed_keeps_metrics_valid_json(tmp_path):
     metrics = run(tmp_path, {"seeds": [7]})
     assert metrics["claims"][0]["verdict"] == "inconclusive"
-    assert metrics["claims"][0]["measured"]["sd"] is None
+    (comparison,) = metrics["claims"][0]["comparisons"]
+    assert comparison["sd"] is None and comparison["interval"] is None
+    assert json.loads(json.dumps(metrics)) == metrics
 
 
 def test_a_base_model_is_trained_saved_and_recorded_with_its_provenance(tmp_path):
@@ -194,6 +202,10 @@ def clock_free(metrics: dict) -> dict:
     the numbers and verdicts of claims decided from timings (`from_clock`)."""
     out = {k: v for k, v in metrics.items() if k not in ("timing", "provenance")}
     out["claims"] = [{"id": c["id"]} if c["from_clock"] else c for c in metrics["claims"]]
+    # Holm ranks a paper's claims together: with one decided from the clock among them, every
+    # claim's correction moves with the clock
+    if any(c["from_clock"] and c["holm"] for c in metrics["claims"]):
+        out["claims"] = [{k: v for k, v in c.items() if k != "holm"} for c in out["claims"]]
     return out
 
 
@@ -237,3 +249,51 @@ def test_every_registered_experiments_figures_are_drawn_and_shown_in_both_langua
         for figure in metrics["figures"]:
             assert f"../../assets/figures/paper/{figure}.{lang}.svg)" in page, (lang, figure)
         assert page.count("<figcaption>") == len(metrics["figures"])
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_experiment_declares_its_claims_bounds_and_premises_in_its_spec(name):
+    spec = load_spec(name)
+    assert spec.CLAIMS and all(isinstance(c, ClaimSpec) for c in spec.CLAIMS.values())
+    assert all(claim_id == c.id for claim_id, c in spec.CLAIMS.items())
+    for c in spec.CLAIMS.values():
+        for bound in [t.bound for t in c.comparisons.values()] + [
+                p.bound for p in c.premises.values()]:
+            # the paper's number says where it stands, ours says why in both languages
+            assert bound.where if bound.source == "paper" else bound.why, (c.id, bound)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_experiments_claims_come_from_its_spec_with_their_declared_premises(
+        smoke_runs, name):
+    spec = load_spec(name)
+    _, (metrics, _) = smoke_runs(name)
+    for claim in map(Claim.model_validate, metrics["claims"]):
+        declared = spec.CLAIMS[claim.id]
+        assert [p.name for p in claim.premises] == list(declared.premises), claim.id
+        # comparisons may follow the params (one per step of a sweep), their bounds may not
+        declared_bounds = [t.bound for t in declared.comparisons.values()]
+        assert all(t.bound in declared_bounds for t in claim.comparisons), claim.id
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_what_a_spec_chose_by_measurement_was_never_chosen_on_what_votes(name):
+    spec = load_spec(name)
+    for scale, params in spec.SCALES.items():
+        assert selection_problems(spec, params) == [], (name, scale)
+
+
+def test_tuning_units_that_overlap_the_scored_ones_are_refused():
+    import types
+
+    spec = types.SimpleNamespace(__name__="x.fake", SELECTIONS=(
+        Selection("the learning rate", "tuning_seeds", "seeds"),))
+    from pydantic import BaseModel
+
+    class Params(BaseModel):
+        tuning_seeds: list[int]
+        seeds: list[int]
+
+    assert selection_problems(spec, Params(tuning_seeds=[0, 1], seeds=[2, 3])) == []
+    (problem,) = selection_problems(spec, Params(tuning_seeds=[0, 1], seeds=[1, 2]))
+    assert problem[0] == "tuning_seeds" and "[1]" in problem[1] and "seeds" in problem[1]

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from digestlab.claims import Claim
 from digestlab.configs import GPTConfig
 from digestlab.experiments import ExperimentError, load_spec, merge_params
 from digestlab.experiments.fsdp_compile import SCALES, Params, checkpoint_name, setups
@@ -105,9 +106,10 @@ def test_rounds_pair_every_single_process_configuration_and_memory_runs_only_on_
                                               "FSDP x1 + bf16 params"]
 
 
-def fake_runs(p: Params, speed: dict[str, list[float]], curves: dict[str, list[list[float]]]
-              ) -> dict[str, list[dict]]:
-    """Runs as the workers report them, with the given tokens/s and loss curves."""
+def fake_runs(p: Params, speed: dict[str, list[float]], curves: dict[str, list[list[float]]],
+              eager_mfu: float = 0.4) -> dict[str, list[dict]]:
+    """Runs as the workers report them, with the given tokens/s and loss curves; MFU follows
+    speed, eager at `eager_mfu`, against one measured peak."""
     runs = {}
     for name, values in speed.items():
         fsdp = name.startswith("FSDP")
@@ -116,6 +118,7 @@ def fake_runs(p: Params, speed: dict[str, list[float]], curves: dict[str, list[l
             "setup": {"name": name, "seed": i, "compile": "compile" in name, "fsdp": fsdp,
                       "world": world, "checkpoint": 0.0, "bf16_params": False},
             "world": world, "tokens_per_s": v, "loss_curve": curves[name][i],
+            "mfu": eager_mfu * v / speed["eager"][i % len(speed["eager"])], "peak_flops": 1e12,
         } for i, v in enumerate(values)]
     return runs
 
@@ -127,14 +130,14 @@ def curve(start: float, wiggle: float = 0.0) -> list[float]:
 EAGER_CURVES = [curve(5.0), curve(5.0, 0.05), curve(5.0, -0.05)]
 
 
-def decided(speed, memory, curves=None) -> dict[str, dict]:
+def decided(speed, memory, curves=None, eager_mfu=0.4) -> dict[str, Claim]:
     p = SCALES["cpu"]
     curves = curves or {}
     curves = {"eager": EAGER_CURVES, "compile": [c[:] for c in EAGER_CURVES],
               "checkpoint 0.5": EAGER_CURVES, "checkpoint 1": EAGER_CURVES,
               "FSDP x1": EAGER_CURVES[:1], "FSDP x2": [EAGER_CURVES[0][:]]} | curves
-    runs = fake_runs(p, speed, curves)
-    return {c["id"]: c for c in decide_claims(p, runs, memory)}
+    runs = fake_runs(p, speed, curves, eager_mfu)
+    return {c.id: c for c in decide_claims(p, runs, memory)}
 
 
 SPEED = {"eager": [100.0, 102.0, 98.0], "compile": [130.0, 131.0, 128.0],
@@ -144,40 +147,98 @@ MEMORY = {"eager": [150e6, 150.1e6, 149.9e6], "checkpoint 0.5": [130e6, 130.1e6,
           "checkpoint 1": [110e6, 110.2e6, 109.9e6]}
 
 
+def test_params_no_longer_take_the_claims_bounds():
+    for bound in ({"compile_gain": 1.2}, {"agreement": 0.5}):
+        with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+            Params.model_validate(params(**bound))
+
+
+def test_every_claim_is_declared_and_its_bounds_say_where_they_come_from():
+    spec = load_spec("fsdp_compile")
+    assert set(spec.CLAIMS) == {"compile-speeds-up", "compile-keeps-the-loss",
+                                "checkpointing-trades-speed-for-memory",
+                                "fsdp-world-size-keeps-the-loss"}
+    speed_up = spec.CLAIMS["compile-speeds-up"].comparisons["speed-up"].bound
+    assert (speed_up.value, speed_up.source) == (1.10, "paper") and speed_up.where
+    assert spec.CLAIMS["compile-keeps-the-loss"].kind == "property"
+    assert spec.CLAIMS["checkpointing-trades-speed-for-memory"].kind == "property"
+    assert spec.CLAIMS["fsdp-world-size-keeps-the-loss"].kind == "finding"
+
+
 def test_clear_measurements_reproduce_every_claim():
     claims = decided(SPEED, MEMORY)
-    assert {k: c["verdict"] for k, c in claims.items()} == dict.fromkeys(claims, "reproduced")
-    assert claims["compile-speeds-up"]["from_clock"]
-    assert not claims["compile-keeps-the-loss"]["from_clock"]
-    low, high = claims["compile-speeds-up"]["measured"]["95% band"]
+    assert {k: c.verdict for k, c in claims.items()} == dict.fromkeys(claims, "reproduced")
+    assert claims["compile-speeds-up"].from_clock
+    assert not claims["compile-keeps-the-loss"].from_clock
+    speed_up = claims["compile-speeds-up"].comparisons[0]
+    assert speed_up.values == pytest.approx([1.3, 131 / 102, 128 / 98])
+    low, high = speed_up.interval
     assert 1.1 < low < 1.3 < high
+    assert (claims["compile-speeds-up"].unit, claims["compile-speeds-up"].n) == ("rounds", 3)
 
 
 def test_a_compile_gain_below_the_bound_is_not_reproduced_and_a_noisy_one_is_undecided():
     slow = decided(SPEED | {"compile": [104.0, 106.0, 102.0]}, MEMORY)["compile-speeds-up"]
-    assert slow["verdict"] == "not_reproduced"
+    assert slow.verdict == "not_reproduced"
     noisy = decided(SPEED | {"compile": [150.0, 105.0, 112.0]}, MEMORY)["compile-speeds-up"]
-    assert noisy["verdict"] == "inconclusive" and noisy["measured"]["rounds to decide"] > 3
+    assert noisy.verdict == "inconclusive" and noisy.comparisons[0].to_decide > 3
+
+
+@pytest.mark.parametrize(("eager_mfu", "verdict"), [(0.77, "not_testable"), (0.57, "reproduced")])
+def test_the_compile_claim_is_tested_only_where_eager_leaves_the_matmul_units_idle(
+        eager_mfu, verdict):
+    claim = decided(SPEED, MEMORY, eager_mfu=eager_mfu)["compile-speeds-up"]
+    assert claim.verdict == verdict
+    (premise,) = claim.premises
+    assert premise.value == pytest.approx(eager_mfu) and premise.holds == (eager_mfu <= 0.6)
+    # the ratio is measured and kept either way
+    assert claim.comparisons[0].verdict == "reproduced"
+
+
+def test_a_slow_compile_on_a_busy_device_is_not_testable_rather_than_not_reproduced():
+    slow = SPEED | {"compile": [104.0, 106.0, 102.0]}
+    assert decided(slow, MEMORY, eager_mfu=0.77)["compile-speeds-up"].verdict == "not_testable"
+    assert decided(slow, MEMORY, eager_mfu=0.5)["compile-speeds-up"].verdict == (
+        "not_reproduced")
 
 
 def test_loss_curves_apart_by_a_seed_gap_do_not_agree():
     drifted = {"compile": [curve(5.0, 0.03) for _ in range(3)]}
     claim = decided(SPEED, MEMORY, drifted)["compile-keeps-the-loss"]
-    assert claim["verdict"] == "not_reproduced"
-    assert max(claim["measured"]["ratio"]) > 0.1
+    assert claim.verdict == "not_reproduced" and claim.kind == "property"
+    assert max(claim.comparisons[0].values) > 0.1
+
+
+def test_checkpointing_compares_each_step_up_for_memory_and_speed():
+    claim = decided(SPEED, MEMORY)["checkpointing-trades-speed-for-memory"]
+    assert [c.name for c in claim.comparisons] == [
+        "memory, 0 → 0.5", "tokens/s, 0 → 0.5", "memory, 0.5 → 1", "tokens/s, 0.5 → 1"]
+    assert claim.comparisons[1].values == pytest.approx([0.9, 91 / 102, 88 / 98])
+    assert all(c.scale == "log" and c.verdict == "reproduced" for c in claim.comparisons)
 
 
 def test_checkpointing_that_saves_no_memory_is_not_reproduced():
     flat = MEMORY | {"checkpoint 1": [131e6, 131.1e6, 130.9e6]}
-    assert decided(SPEED, flat)["checkpointing-trades-speed-for-memory"]["verdict"] == (
-        "not_reproduced")
+    claim = decided(SPEED, flat)["checkpointing-trades-speed-for-memory"]
+    assert claim.verdict == "not_reproduced"
+    assert [c.verdict for c in claim.comparisons] == [
+        "reproduced", "reproduced", "not_reproduced", "reproduced"]
 
 
-def test_without_a_second_rank_the_world_size_claim_stays_open():
+def test_without_a_second_rank_the_world_size_claim_is_not_testable():
     speed = {k: v for k, v in SPEED.items() if k != "FSDP x2"}
     claim = decided(speed, MEMORY)["fsdp-world-size-keeps-the-loss"]
-    assert claim["verdict"] == "inconclusive"
-    assert claim["measured"] == {"world sizes run": [1]}
+    assert claim.verdict == "not_testable"
+    (premise,) = claim.premises
+    assert (premise.value, premise.holds) == (1, False)
+    assert claim.comparisons[0].values == [0.0]  # FSDP x1 against eager, still recorded
+
+
+def test_a_second_rank_that_drifts_from_the_single_process_curve_is_not_reproduced():
+    claims = decided(SPEED, MEMORY, {"FSDP x2": [curve(5.0, 0.03)]})
+    claim = claims["fsdp-world-size-keeps-the-loss"]
+    assert claim.verdict == "not_reproduced" and claim.premises[0].holds
+    assert (claim.unit, claim.n) == ("runs", 2)
 
 
 def test_mean_abs_gap_is_stepwise():
@@ -199,8 +260,14 @@ def test_smoke_run_measures_every_configuration_and_repeats_its_losses(smoke_run
     # between seeds; these follow from the arithmetic, not the clock.
     assert claims["compile-keeps-the-loss"]["verdict"] == "reproduced"
     assert claims["fsdp-world-size-keeps-the-loss"]["verdict"] == "reproduced"
-    assert claims["fsdp-world-size-keeps-the-loss"]["measured"][
-        "mean |Δloss|, FSDP x1 vs eager"] == 0.0
+    assert first["metrics"]["loss_gaps"]["fsdp_vs_eager"]["1"] == 0.0
+    # The compile claim's premise is the eager runs' MFU, against the same peak as the table's
+    (regime,) = claims["compile-speeds-up"]["premises"]
+    eager = first["timing"]["configurations"][0]
+    assert regime["value"] == pytest.approx(eager["mfu"])  # two runs: median and mean agree
+    assert regime["holds"] == (regime["value"] <= 0.6)
+    assert (claims["compile-speeds-up"]["verdict"] == "not_testable") == (not regime["holds"])
+    assert claims["checkpointing-trades-speed-for-memory"]["kind"] == "property"
     figures = json.loads((root / "a" / "figures" / "data.json").read_text())
     assert first["figures"] == list(figures) == ["throughput", "checkpointing", "loss_curves"]
 

@@ -6,10 +6,21 @@ import re
 import pytest
 from conftest import ROOT, entry, write_entry
 
+from digestlab.claims import (
+    SCHEMA_VERSION,
+    ClaimSpec,
+    ComparisonSpec,
+    PremiseSpec,
+    TheirNumber,
+    holm,
+    our_bound,
+    paper_bound,
+)
 from digestlab.experiments import ExperimentError
 from digestlab.figures import draw_figures
 from digestlab.i18n import translations
 from digestlab.render import (
+    StaleResult,
     number,
     render_paper_pages,
     render_site_pages,
@@ -18,6 +29,31 @@ from digestlab.site import SiteError, build_site
 
 TAGS = ROOT / "config" / "tags.yaml"
 PACKAGES = ("digestlab.experiments", "experiments_for_tests")
+
+
+SMALL = ClaimSpec(
+    id="c1", text={"ko": "평균이 작다", "en": "The mean is small"},
+    comparisons={"r": ComparisonSpec(statistic="a | b", direction="<", scale="log",
+                                     bound=paper_bound(1.0, "§3.2, Table 1"))},
+    theirs=TheirNumber(value=0.985, where="Table 1"))
+SINK = ClaimSpec(
+    id="c2", text={"ko": "싱크가 perplexity를 지킨다", "en": "Sinks keep perplexity"},
+    comparisons={"near": ComparisonSpec(
+        statistic="ppl ratio", direction="<", scale="log",
+        bound=our_bound(1.1, ko="10% 안이면 가깝다고 봅니다.", en="Within 10% counts as near."))},
+    premises={"sink": PremiseSpec(
+        text={"ko": "첫 토큰에 주의가 몰리는 헤드", "en": "a head that attends to the first token"},
+        statistic="attention / uniform", direction=">=",
+        bound=our_bound(2.0, ko="균등의 두 배입니다.", en="Twice uniform."))})
+CHECK = ClaimSpec(
+    id="c3", kind="property", text={"ko": "바이트가 절반이다", "en": "Bytes halve"},
+    comparisons={"bytes": ComparisonSpec(statistic="bytes ratio", direction="=", rule="exact",
+                                         bound=paper_bound(0.5, "§3"))})
+CLAIMS = [
+    SMALL.decide({"r": [1.02, 1.03, 1.025]}, "training seeds"),
+    SINK.decide({"near": [1.01, 1.0, 1.02]}, "streams", {"sink": 0.88}, base_models=1),
+    CHECK.decide({"bytes": 0.5}, "runs"),
+]
 
 
 @pytest.fixture
@@ -36,9 +72,8 @@ def paper_files(tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({
         "experiment": "noisy_mean", "scale": "smoke", "device": "cpu", "seeds": [0, 1],
-        "claims": [{"id": "c1", "text": {"ko": "평균이 작다", "en": "The mean is small"},
-                    "measured": {"ratio": 0.98765}, "expected": "ratio < 1 | tight",
-                    "verdict": "not_reproduced"}],
+        "claims_schema": SCHEMA_VERSION,
+        "claims": [c.model_dump(mode="json") for c in holm(CLAIMS)],
         "figures": ["f"], "reference": {}, "timing": {"wall_time_s": 1.5},
         "provenance": {"digestlab": "0.1.0", "git_commit": None, "python": "3.11"},
     }))
@@ -81,7 +116,51 @@ def test_text_from_arxiv_is_escaped(tmp_path, paper_files):
 def test_claims_table_keeps_its_columns_when_text_has_a_pipe(tmp_path, paper_files):
     page = render_both(tmp_path, paper_files)["en"]
     row = next(line for line in page.splitlines() if line.startswith("| The mean is small"))
-    assert "ratio &lt; 1 \\| tight" in row and "ratio = 0.9877" in row
+    assert "a \\| b &lt; 1" in row and row.count(" | ") == 5
+
+
+def test_each_claim_shows_the_papers_number_ours_the_interval_the_bounds_source_and_units(
+        tmp_path, paper_files):
+    pages = render_both(tmp_path, paper_files)
+    row = next(line for line in pages["en"].splitlines()
+               if line.startswith("| The mean is small"))
+    assert "0.985 (Table 1)" in row and "1.025 (90% interval" in row
+    assert "paper, §3\\.2, Table 1" in row and "training seeds: 3" in row
+    assert "Not reproduced" in row
+    ko_row = next(line for line in pages["ko"].splitlines() if line.startswith("| 평균이 작다"))
+    assert "90% 구간" in ko_row and "논문" in ko_row and "학습 시드 3개" in ko_row
+    # our bounds say why, in the page's language
+    assert "Within 10% counts as near" in pages["en"] and "10% 안이면" in pages["ko"]
+    assert "Within 10%" not in pages["ko"]
+
+
+def test_a_claim_without_its_premise_reads_not_testable_with_the_premises_number(
+        tmp_path, paper_files):
+    pages = render_both(tmp_path, paper_files)
+    assert "Not testable" in pages["en"] and "판정 불가" in pages["ko"]
+    line = next(line for line in pages["en"].splitlines() if line.startswith("- Sinks keep"))
+    assert "not testable here" in line and "0.88" in line and "&gt;= 2" in line
+    assert "streams: 3, of one model" in pages["en"]
+
+
+def test_checks_of_the_implementation_are_shown_apart_and_never_counted(tmp_path, paper_files):
+    page = render_both(tmp_path, paper_files)["en"]
+    assert "Checks of the implementation" in page
+    row = next(line for line in page.splitlines() if line.startswith("| Bytes halve"))
+    assert "Holds" in row and "Reproduced" not in row
+
+
+def test_holm_correction_is_stated_on_the_page(tmp_path, paper_files):
+    page = render_both(tmp_path, paper_files)["en"]
+    assert "Under Holm's correction" in page and "no verdict would change" in page
+
+
+def test_a_result_of_an_older_claims_schema_is_refused_in_one_line(tmp_path, paper_files):
+    path, meta, metrics = paper_files
+    old = json.loads(metrics.read_text()) | {"claims_schema": 1}
+    metrics.write_text(json.dumps(old))
+    with pytest.raises(StaleResult, match="schema 1 .* rerun the reproduction"):
+        render_both(tmp_path, paper_files)
 
 
 def test_figures_and_bibtex_are_rendered(tmp_path, paper_files):
@@ -128,6 +207,25 @@ def test_every_ui_string_is_translated_into_korean():
     ko = translations("ko")
     untranslated = [m for m in template if ko.gettext(m) == m]
     assert template and untranslated == []
+
+
+def test_every_korean_string_takes_the_same_placeholders_as_its_english_one():
+    # templates format every string with %, so there a stray % or a lost %(name)s breaks the
+    # page; figure labels are not formatted
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.pofile import read_po
+
+    options = {"templates/**.j2": {"extensions": "jinja2.ext.i18n"}}
+    in_templates = {msg[2] for msg in extract_from_dir(
+        ROOT / "digestlab", [("templates/**.j2", "jinja2")], options_map=options)}
+    with open(ROOT / "digestlab" / "locale" / "ko" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        catalog = [m for m in read_po(f) if m.id in in_templates and m.string]
+    assert catalog
+    placeholder = re.compile(r"%\(\w+\)s")
+    for m in catalog:
+        assert sorted(set(placeholder.findall(m.string))) == sorted(
+            set(placeholder.findall(m.id))), m.id
+        m.string % {name: 1 for name in re.findall(r"%\((\w+)\)s", m.id)}  # a stray % raises
 
 
 def test_templates_and_figures_use_only_strings_in_the_catalog_template():

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from digestlab.claims import LEVEL, binomial_interval
 from digestlab.configs import GPTConfig
 from digestlab.data import dialogue
 from digestlab.data.rng import SplitMix64
-from digestlab.experiments.sirllm import SCALES
+from digestlab.experiments.sirllm import CHANCE, GROCERY_MARGIN, SCALES, SINK_RATIO
 from digestlab.experiments.sirllm.base_lm import first_token_attention, sink_probe
 from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
 from digestlab.nn import GPT
@@ -244,47 +245,66 @@ def test_every_row_keeps_to_the_budget_under_its_own_policy():
 
 
 def outcomes(sir: list[int], streaming: list[int], wins: tuple[list, list],
-             ppl: dict[str, list[float]], ceiling: float = 0.95, sink: float = 0.2
-             ) -> list[dict]:
-    params = SCALES["smoke"]
+             ppl: dict[str, list[float]], ceiling: tuple[int, int] = (190, 200),
+             sink: float = 10.0) -> list:
+    """The claims decided from made-up measurements: per-stream recall, per-game wins,
+    per-stream perplexities, in-context recall (correct, dialogues) and the sink ratio."""
     grocery = {"correct_at_budget": {"SirLLM": sir, "StreamingLLM": streaming},
-               "by_budget": {str(params.budget): {
-                   "SirLLM": {"accuracy": sum(sir) / len(sir), "retained": 1.0},
-                   "StreamingLLM": {"accuracy": sum(streaming) / len(sir), "retained": 0.0}}},
-               "item_distance_mean": 900.0, "in_context_accuracy": ceiling,
-               "in_context_dialogues": 200}
-    rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1]},
-           "win": {"SirLLM": 0.5, "StreamingLLM": 0.5}, "oracle_win": 0.6}
-    perplexity = {"per_stream": ppl, "tokens": 4096, "window": 64}
-    sinks = {"top_head_per_layer": [0.01, sink], "uniform": 0.02,
-             "along_training": {"pretrain": {"top_head": [1.0, 2.5 * sink / 0.02]}}}
-    return decide_claims(params, grocery, rps, perplexity, sinks)
+               "in_context_correct": ceiling[0], "in_context_dialogues": ceiling[1]}
+    rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1]}}
+    perplexity = {"per_stream": ppl}
+    return decide_claims(SCALES["smoke"], grocery, rps, perplexity, {"top_head_ratio": sink})
+
+
+PPL_HOLDS = {"recompute": [2.0, 2.1, 2.0, 1.9], "StreamingLLM": [2.02, 2.1, 2.03, 1.92],
+             "window": [3.0, 3.2, 2.9, 3.1]}
 
 
 def test_claims_follow_the_paired_differences():
     n = 40
-    ppl_holds = {"recompute": [2.0, 2.1, 2.0, 1.9], "StreamingLLM": [2.02, 2.1, 2.03, 1.92],
-                 "window": [3.0, 3.2, 2.9, 3.1]}
-    claims = outcomes([1] * n, [0, 1] * (n // 2), ([0.6, 0.62, 0.58, 0.61], [0.4, 0.41,
-                                                                             0.39, 0.42]),
-                      ppl_holds)
-    assert [c["verdict"] for c in claims] == ["reproduced"] * 3
-    no_sinks_needed = ppl_holds | {"window": ppl_holds["StreamingLLM"]}
-    claims = outcomes([0, 1] * (n // 2), [0, 1] * (n // 2), ([0.4, 0.41, 0.39, 0.42],
-                                                             [0.6, 0.62, 0.58, 0.61]),
-                      no_sinks_needed)
-    assert [c["verdict"] for c in claims] == ["not_reproduced"] * 3
-    assert claims[0]["measured"]["mean difference"] == 0.0
+    claims = outcomes([1] * n, [0, 1] * (n // 2),
+                      ([0.6, 0.62, 0.58, 0.61], [0.4, 0.41, 0.39, 0.42]), PPL_HOLDS)
+    assert [c.verdict for c in claims] == ["reproduced"] * 3
+    assert [c.unit for c in claims] == ["streams", "games", "streams"]
+    assert all(c.base_models == 1 for c in claims)
+    assert f"({SCALES['smoke'].budget} tokens)" in claims[0].text["en"]
+    window_like_sinks = PPL_HOLDS | {"window": PPL_HOLDS["StreamingLLM"]}
+    claims = outcomes([0, 1] * (n // 2), [0, 1] * (n // 2),
+                      ([0.4, 0.41, 0.39, 0.42], [0.6, 0.62, 0.58, 0.61]), window_like_sinks)
+    assert [c.verdict for c in claims] == ["not_reproduced"] * 3
+    assert claims[0].comparisons[0].estimate == 0.0
+    near, degrades = claims[2].comparisons
+    assert near.verdict == "reproduced" and degrades.verdict == "not_reproduced"
 
 
-def test_claims_whose_premise_the_model_lacks_are_not_judged():
-    # recall with nothing evicted near chance; no head above twice uniform on the first token
-    claims = outcomes([1, 0] * 20, [0] * 40, ([0.5] * 4, [0.5] * 4),
-                      {"recompute": [2.0] * 2, "StreamingLLM": [2.0] * 2, "window": [3.0] * 2},
-                      ceiling=0.27, sink=0.03)
-    assert claims[0]["verdict"] == claims[2]["verdict"] == "inconclusive"
-    assert claims[0]["measured"]["testable"] is claims[2]["measured"]["testable"] is False
-    assert claims[2]["measured"]["highest along training"] == pytest.approx(3.75)
+def test_the_sink_claim_is_not_testable_without_a_sink_and_still_records_its_comparisons():
+    claims = outcomes([1] * 40, [0] * 40, ([0.6] * 4, [0.4] * 4), PPL_HOLDS,
+                      sink=0.75 * SINK_RATIO)
+    sinks = claims[2]
+    assert sinks.id == "sinks-keep-perplexity" and sinks.verdict == "not_testable"
+    (premise,) = sinks.premises
+    assert premise.value == 0.75 * SINK_RATIO and not premise.holds
+    # the comparisons are decided and kept all the same
+    assert [t.verdict for t in sinks.comparisons] == ["reproduced", "reproduced"]
+    assert sinks.comparisons[1].values == pytest.approx(
+        [w / r for w, r in zip(PPL_HOLDS["window"], PPL_HOLDS["recompute"], strict=True)])
+    # the claims that need no sink are untouched
+    assert claims[0].verdict == claims[1].verdict == "reproduced"
+
+
+def test_the_grocery_premise_reads_the_upper_end_of_the_binomial_interval():
+    # 8 of 20 is below chance plus the margin, but the interval's upper end is above it
+    claims = outcomes([1] * 40, [0] * 40, ([0.6] * 4, [0.4] * 4), PPL_HOLDS, ceiling=(8, 20))
+    (premise,) = claims[0].premises
+    assert 8 / 20 < CHANCE + GROCERY_MARGIN < premise.value
+    assert premise.value == pytest.approx(binomial_interval(8, 20, LEVEL)[1])
+    assert premise.holds and claims[0].verdict == "reproduced"
+    # 60 of 200: the whole interval lies below, so the claim cannot be tested
+    claims = outcomes([1] * 40, [0] * 40, ([0.6] * 4, [0.4] * 4), PPL_HOLDS, ceiling=(60, 200))
+    (premise,) = claims[0].premises
+    assert premise.value == pytest.approx(binomial_interval(60, 200, LEVEL)[1])
+    assert premise.value < CHANCE + GROCERY_MARGIN
+    assert claims[0].verdict == "not_testable" and claims[0].comparisons[0].estimate == 1.0
 
 
 def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
@@ -310,6 +330,15 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert along["pretrain"]["tokens"][-1] == base["stages"]["pretrain"]["items_seen"]
     assert tokens[-1] == base["stages"]["pretrain"]["items_seen"] + base["train"]["items_seen"]
     assert all(v > 0 for curve in along.values() for v in curve["top_head"] + curve["mean_head"])
+    sinks = metrics["metrics"]["attention_sinks"]
+    assert sinks["peak_along_training"] == max(v for c in along.values() for v in c["top_head"])
+    # the sink claim carries the premise measured on the final model, and is judged by it
+    claim = next(c for c in metrics["claims"] if c["id"] == "sinks-keep-perplexity")
+    (premise,) = claim["premises"]
+    assert premise["value"] == sinks["top_head_ratio"]
+    assert premise["value"] == max(sinks["top_head_per_layer"]) / sinks["uniform"]
+    assert (claim["verdict"] == "not_testable") == (premise["value"] < SINK_RATIO)
+    assert len(claim["comparisons"]) == 2
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]

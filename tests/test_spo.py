@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from pydantic import ValidationError
 
-from digestlab.experiments.spo import SCALES, Params
+from digestlab.experiments.spo import GAIN_MARGIN, SCALES, Params
 from digestlab.experiments.spo.run import (
     LAGRANGIAN,
     MIXED,
@@ -50,7 +50,7 @@ def results_for(spo_points: list[tuple[float, float]]) -> list[dict]:
     return out
 
 
-def decided(spo_points: list[tuple[float, float]]) -> list[dict]:
+def decided(spo_points: list[tuple[float, float]]) -> list:
     params = SCALES["smoke"]
     results = results_for(spo_points)
     return decide_claims(params, results, method_summary(results))
@@ -59,20 +59,33 @@ def decided(spo_points: list[tuple[float, float]]) -> list[dict]:
 def test_a_method_that_only_slows_round_two_down_lands_on_the_curve_and_earns_nothing():
     # SPO on sequential DPO's curve, as an early-stopped sequential DPO would be
     keeps, gains = decided([(0.6, 0.6), (0.595, 0.61), (0.605, 0.59)])
-    assert keeps["verdict"] != "reproduced"
-    assert keeps["measured"]["mean difference"] == pytest.approx(0.0, abs=1e-9)
-    assert gains["verdict"] == "not_reproduced"  # half of sequential DPO's gain, not 80%
+    assert keeps.verdict != "reproduced"
+    assert keeps.comparisons[0].estimate == pytest.approx(0.0, abs=1e-9)
+    assert gains.verdict == "not_reproduced"  # half of sequential DPO's gain, not 80%
+    # gain 0.2 against sequential DPO's 0.4, seed by seed
+    assert gains.comparisons[0].values == pytest.approx([0.2 - (1 - GAIN_MARGIN) * 0.4] * 3,
+                                                        abs=0.011)
 
 
 def test_claims_follow_the_paired_values():
     claims = decided([(0.6, 0.78), (0.61, 0.79), (0.62, 0.8)])  # above the curve, full gain
-    assert [c["verdict"] for c in claims] == ["reproduced", "reproduced"]
-    assert claims[0]["measured"]["mean difference"] == pytest.approx(0.1, abs=0.02)
+    assert [c.id for c in claims] == ["spo-keeps-dimension-1", "spo-gains-dimension-2"]
+    assert [c.verdict for c in claims] == ["reproduced", "reproduced"]
+    assert claims[0].comparisons[0].estimate == pytest.approx(0.1, abs=0.02)
+    assert all(c.unit == "alignment seeds" and c.base_models == 1 and c.n == 3 for c in claims)
     claims = decided([(0.45, 0.78), (0.44, 0.79), (0.46, 0.8)])  # below the curve
-    assert claims[0]["verdict"] == "not_reproduced"
+    assert claims[0].verdict == "not_reproduced"
     claims = decided([(0.6, 0.78), (0.4, 0.79), (0.55, 0.8)])  # too noisy to tell
-    assert claims[0]["verdict"] == "inconclusive"
-    assert "seeds to decide" in claims[0]["measured"]
+    assert claims[0].verdict == "inconclusive"
+    assert claims[0].comparisons[0].to_decide is not None
+
+
+def test_the_gain_margin_is_ours_and_named_in_the_statistic():
+    from digestlab.experiments.spo import CLAIMS
+
+    (share,) = CLAIMS["spo-gains-dimension-2"].comparisons.values()
+    assert share.bound.source == "ours" and share.bound.why["en"]
+    assert f"{1 - GAIN_MARGIN:.1f} × gain(sequential DPO)" in share.statistic
 
 
 def test_the_spec_knows_the_requests_vocabulary_without_importing_it():
@@ -105,6 +118,14 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
     methods = metrics["metrics"]["methods"]
     assert {"SFT", "round 1", SEQUENTIAL, ORACLE, MIXED, LAGRANGIAN} <= set(methods)
     assert len(methods[SEQUENTIAL]["helpful"]["per_seed"]) == len(SCALES["smoke"].seeds)
+    # what the page reads beside the claims: the margin and each method's gain per seed
+    assert metrics["metrics"]["gain_margin"] == GAIN_MARGIN
+    gain = metrics["metrics"]["harmlessness_gain"]
+    (share,) = next(c for c in metrics["claims"] if c["id"] == "spo-gains-dimension-2")[
+        "comparisons"]
+    assert share["values"] == pytest.approx(
+        [g - (1 - GAIN_MARGIN) * b for g, b in zip(gain["SPO α=1"]["per_seed"],
+                                                   gain[SEQUENTIAL]["per_seed"], strict=True)])
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]
@@ -119,3 +140,4 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
     assert "Above the curve" in pages["en"] and "곡선 위" in pages["ko"]
     assert "SPO α=1" in pages["en"] and "score_plane.ko.svg" in pages["ko"]
     assert "Above the curve" not in pages["ko"]
+    assert f"minus {100 * (1 - GAIN_MARGIN):.0f}% of sequential DPO's" in pages["en"]

@@ -8,6 +8,9 @@ is the spec, importable without torch, so the workflow reads it while it parses:
     SCALES: dict[str, Params]         # the params of "smoke", "cpu" and "gpu"
     BUDGET_S: dict[str, float]        # seconds each scale may take (see benchmarks/)
     BASES: tuple[str, ...] = ()       # base models it stands on, each a field of Params
+    CLAIMS: dict[str, claims.ClaimSpec]  # the paper's claims, declared before any run (claims.py):
+                                      # bounds with their sources, premises, the paper's numbers
+    SELECTIONS: tuple[Selection, ...] = ()  # what the spec chose by measurement, and on what
 
 Its module `run.py` holds `run(params: Params, ctx: RunContext) -> Report`, the analysis; its
 module `figures.py`, when it has one, draws the figures from what the analysis saved for them
@@ -17,8 +20,13 @@ by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of its own wh
 and not the training.
 
 `reproduce` merges an entry's params over the chosen scale's, runs the experiment and writes
-`metrics.json`: what was run, what was measured, the claims with their verdicts, and where the
-numbers (and the base models) came from; and `figures/data.json`, the data of its figures.
+`metrics.json`: what was run, what was measured, the claims with their verdicts (typed records,
+with Holm's correction over the paper's findings), and where the numbers (and the base models)
+came from; and `figures/data.json`, the data of its figures.
+
+Anything a spec chose by measurement (a learning rate, a lambda, a feature) was chosen on
+units that never vote: each `Selection` names the param holding those tuning units and the one
+holding the scored units, and params whose two overlap are refused.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from digestlab import package_files
+from digestlab.claims import SCHEMA_VERSION, Claim, holm
 from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.io import write_json_atomic
 
@@ -66,6 +75,17 @@ class RunContext:
     bases: dict[str, Path] = field(default_factory=dict)  # base model name -> its checkpoint
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Something a spec chose by measurement (`what`), the param that holds the units it was
+    chosen on (`tuned_on`: tuning seeds, or the seed of a selection split) and the param that
+    holds the units that vote (`scored_on`). The two must never share a unit."""
+
+    what: str
+    tuned_on: str  # a dotted path into Params: an int or a list of ints
+    scored_on: str
+
+
 @dataclass
 class Report:
     """What an experiment returns. `timing` holds everything that depends on the clock."""
@@ -73,7 +93,7 @@ class Report:
     seeds: list[int]
     device: str
     metrics: dict[str, Any]
-    claims: list[dict[str, Any]]
+    claims: list[Claim]
     figures: dict[str, Any] = field(default_factory=dict)  # figure name -> what it shows
     timing: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # the paper's own numbers, if any
@@ -217,6 +237,27 @@ def _field_type(model: type, loc: tuple) -> type | None:
     return model
 
 
+def _units(params: BaseModel, path: str) -> set[int]:
+    value: Any = params
+    for part in path.split("."):
+        value = getattr(value, part)
+    return set(value) if isinstance(value, list | tuple | set) else {value}
+
+
+def selection_problems(spec: ModuleType, params: BaseModel) -> list[tuple[str, str]]:
+    """Each declared selection whose tuning units overlap the scored ones, as (field, what is
+    wrong): something chosen by measurement must never be chosen on what votes."""
+    problems = []
+    for selection in getattr(spec, "SELECTIONS", ()):
+        shared = _units(params, selection.tuned_on) & _units(params, selection.scored_on)
+        if shared:
+            problems.append((selection.tuned_on,
+                             f"{selection.what} is chosen on {sorted(shared)}, which "
+                             f"{selection.scored_on} also scores; tuning and scored units must "
+                             "be disjoint"))
+    return problems
+
+
 def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]
                    ) -> list[tuple[str, str]]:
     """Each problem of `overrides` over the `scale` params, as (field, what is wrong); the field
@@ -226,7 +267,7 @@ def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]
         return [("", f"experiment {name!r} has no {scale!r} scale")]
     merged = _merged(spec.SCALES[scale].model_dump(), overrides)
     try:
-        spec.Params.model_validate(merged)
+        params = spec.Params.model_validate(merged)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -237,7 +278,7 @@ def param_problems(spec: ModuleType, scale: str, overrides: Mapping[str, Any]
                 message = error["msg"].removeprefix("Value error, ")
             problems.append((".".join(str(part) for part in loc), message))
         return problems
-    return []
+    return selection_problems(spec, params)
 
 
 def overrides_from(assignments: list[str]) -> dict[str, Any]:
@@ -398,10 +439,11 @@ def reproduce(
     report: Report = runner.run(params, RunContext(scale, threads, log, base_paths))
     wall = time.perf_counter() - started
 
+    declared = getattr(spec, "CLAIMS", {})
     for claim in report.claims:
-        missing = {"id", "text", "measured", "expected", "verdict"} - set(claim)
-        if missing:
-            raise ExperimentError(f"claim {claim.get('id')!r} lacks {', '.join(sorted(missing))}")
+        if claim.id not in declared:
+            raise ExperimentError(f"claim {claim.id!r} is not declared in {name}'s spec CLAIMS")
+    claims = holm(report.claims)
     metrics = {
         "experiment": name,
         "scale": scale,
@@ -409,7 +451,8 @@ def reproduce(
         "seeds": report.seeds,
         "params": params.model_dump(mode="json"),
         "metrics": report.metrics,
-        "claims": report.claims,
+        "claims_schema": SCHEMA_VERSION,
+        "claims": [c.model_dump(mode="json") for c in claims],
         "figures": list(report.figures),
         "reference": report.reference,
         "timing": report.timing | {"wall_time_s": round(wall, 2)},
@@ -419,6 +462,6 @@ def reproduce(
     }
     write_json_atomic(figures_dir / FIGURE_DATA, report.figures)
     write_json_atomic(metrics_path, metrics)
-    verdicts = ", ".join(f"{c['id']}={c['verdict']}" for c in report.claims)
+    verdicts = ", ".join(f"{c.id}={c.verdict}" for c in claims)
     log(f"done in {wall:.1f}s: {verdicts}")
     return metrics

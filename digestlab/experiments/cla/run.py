@@ -5,11 +5,14 @@ three adjacent layers share one K/V, and at larger scales MHA, GQA and a DeepSee
 latent KV) are trained from scratch with the same data, tokens, steps and learning rate. Each
 seed is a block of common random numbers: every design of the seed starts from the same initial
 weights wherever parameter shapes agree and sees the same batches in the same order. So designs
-are compared by paired per-seed log-perplexity ratios, and the claims are decided from those.
+are compared by paired per-seed perplexity ratios, and the claims are decided from those. KV bytes
+per token are measured: every trained model decodes a few tokens through its KV cache, in bf16
+like the paper's 16-bit numbers, and the filled cache's bytes are read back.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import lzma
 import math
@@ -17,19 +20,12 @@ import math
 import torch
 from torch.nn import functional as F
 
-from digestlab.claims import (
-    INCONCLUSIVE,
-    claim,
-    decide_below,
-    decide_equal,
-    seeds_to_decide,
-    summarize,
-)
+from digestlab.claims import Claim, paired_ratios, summarize
 from digestlab.configs import GPTConfig
 from digestlab.data import CorpusSplits, build_splits, torch_source
 from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
-from digestlab.experiments.cla import VARIANTS, Params
+from digestlab.experiments.cla import CLAIMS, VARIANTS, Params
 from digestlab.nn import GPT, share_initial_weights
 from digestlab.objectives import language_model
 from digestlab.train import Objective, TrainResult, map_runs, train
@@ -41,21 +37,15 @@ PAPER_1B = [
     ["H64-MQA", 13.81, 5120],
 ]
 
-# The paired claims: (id, design a, design b, bound on ppl(a) / ppl(b), text, expected).
+# The paired claims: (id, design a, design b), each decided on the per-seed ppl(a) / ppl(b).
 PAIRED_CLAIMS = (
-    ("cla2-matches-mqa", "MQA-CLA2", "MQA", 1.02,
-     {"ko": "MQA-CLA2의 perplexity는 같은 head_dim의 MQA보다 2% 넘게 나쁘지 않다",
-      "en": "MQA-CLA2's perplexity is no more than 2% above MQA's at the same head_dim"},
-     "ppl(MQA-CLA2) / ppl(MQA) < 1.02"),
-    ("cla2-beats-smaller-heads", "MQA-CLA2", "MQA d/2", 1.0,
-     {"ko": "같은 KV 바이트에서 MQA-CLA2(d)가 MQA(d/2)보다 perplexity가 낮다",
-      "en": "At equal KV bytes per token, MQA-CLA2 (d) has lower perplexity than MQA (d/2)"},
-     "ppl(MQA-CLA2) / ppl(MQA d/2) < 1"),
-    ("cla2-beats-cla3", "MQA-CLA2", "MQA-CLA3", 1.0,
-     {"ko": "MQA-CLA2가 MQA-CLA3보다 perplexity가 낮다",
-      "en": "MQA-CLA2 has lower perplexity than MQA-CLA3"},
-     "ppl(MQA-CLA2) / ppl(MQA-CLA3) < 1"),
+    ("cla2-matches-mqa", "MQA-CLA2", "MQA"),
+    ("cla2-beats-smaller-heads", "MQA-CLA2", "MQA d/2"),
+    ("cla2-beats-cla3", "MQA-CLA2", "MQA-CLA3"),
 )
+# Tokens of the KV-cache measurement: a prompt of each of two validation windows, then greedy
+# decoding one token at a time.
+PROMPT_TOKENS, DECODED_TOKENS = 4, 4
 
 
 def variant_config(name: str, params: Params) -> GPTConfig:
@@ -109,6 +99,19 @@ def window_losses(model: GPT, batches) -> torch.Tensor:
     return torch.cat(out).cpu()
 
 
+@torch.no_grad()
+def measured_kv_bytes_per_token(model: GPT, prompt: torch.Tensor) -> float:
+    """Bytes the KV cache holds per token of one sequence, read from a filled cache: a bf16
+    copy of the model (16-bit, as the paper counts) prefills `prompt` (B, T) and decodes
+    DECODED_TOKENS more."""
+    model = copy.deepcopy(model).to(torch.bfloat16).eval()
+    cache = model.new_cache(prompt.shape[0])
+    logits, _ = model(prompt.to(model.wte.weight.device), cache=cache)
+    for _ in range(DECODED_TOKENS):
+        logits, _ = model(logits[:, -1:].argmax(dim=-1), cache=cache)  # (B, 1) greedy
+    return cache.nbytes() / (cache.batch_size * len(cache))
+
+
 def _curve(points: list[tuple[int, float]], every: int, tokens_per_step: int) -> list[list]:
     """[tokens seen, mean loss] over each block of `every` steps of a per-step curve."""
     out = []
@@ -140,11 +143,12 @@ def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
     name, seed, params, _, _ = job
     model, result, objective = train_design(*job)
     tokens_per_step = params.batch_size * params.seq_len
+    prompt = objective.val_batches[0][0][:2, :PROMPT_TOKENS]  # (2, PROMPT_TOKENS)
     return {
         "variant": name, "seed": seed, "val_ppl": result.val_perplexity,
         "train_loss": result.final_train_loss, "tokens_per_s": result.items_per_s,
         "mfu": result.mfu, "mfu_spec": result.mfu_spec,
-        "params": model.num_params(), "kv_bytes": model.kv_bytes_per_token(),
+        "params": model.num_params(), "kv_bytes": measured_kv_bytes_per_token(model, prompt),
         "train_curve": _curve(result.loss_curve, params.curve_every, tokens_per_step),
         "val_curve": [[step * tokens_per_step, loss] for step, loss in result.val_curve],
         "window_losses": window_losses(model, objective.val_batches),
@@ -167,6 +171,10 @@ def run(params: Params, ctx: RunContext) -> Report:
     by_variant = {name: [r for r in runs if r["variant"] == name] for name in params.designs}
     variants = {}
     for name, rs in by_variant.items():
+        kv_bytes = {r["kv_bytes"] for r in rs}
+        if len(kv_bytes) != 1:
+            raise ExperimentError(f"{name}'s KV cache held {sorted(kv_bytes)} bytes per token "
+                                  "in different seeds; its size depends on the config alone")
         ppl = [r["val_ppl"] for r in rs]
         stats = summarize(ppl)
         variants[name] = {
@@ -174,7 +182,9 @@ def run(params: Params, ctx: RunContext) -> Report:
                        if k in ("n_heads", "n_kv_heads", "head_dim", "kv_share",
                                 "kv_latent_dim", "kv_rope_dim")},
             "params": rs[0]["params"],
-            "kv_bytes_per_token": rs[0]["kv_bytes"],
+            "kv_bytes_per_token": kv_bytes.pop(),  # measured in the filled bf16 cache
+            # the same count from the config's shapes, as a cross-check of the measurement
+            "kv_bytes_per_token_from_config": variant_config(name, params).kv_bytes_per_token(),
             "val_ppl": ppl,
             "val_ppl_mean": stats["mean"],
             "val_ppl_sd": stats["sd"],
@@ -184,9 +194,14 @@ def run(params: Params, ctx: RunContext) -> Report:
                        for r in rs],
         }
     windows = {(r["variant"], r["seed"]): r["window_losses"] for r in runs}
-    claims = decide_claims(variants, evaluation_noise(windows, params.seeds))
+    claims = decide_claims(variants)
+    noise = evaluation_noise(windows, params.seeds)
+    by_id = {c.id: c for c in claims}
+    pairs = {claim_id: {"designs": [a, b], "paired_sd": by_id[claim_id].comparisons[0].sd,
+                        "evaluation_noise": noise[a, b]}
+             for claim_id, a, b in PAIRED_CLAIMS}
+    paired_sds = [p["paired_sd"] for p in pairs.values()]
     means = [v["val_ppl_mean"] for v in variants.values()]
-    paired_sds = [c["measured"]["paired sd"] for c in claims if "paired sd" in c["measured"]]
     figures = {
         "ppl_vs_kv_bytes": {"designs": {name: {k: v[k] for k in ("kv_bytes_per_token",
                                                                  "val_ppl_mean", "val_ppl_sd")}
@@ -207,6 +222,9 @@ def run(params: Params, ctx: RunContext) -> Report:
             # how far apart the designs' mean perplexities lie, beside the paired spread
             "design_spread": max(means) / min(means) - 1,
             "paired_sd_range": None if None in paired_sds else [min(paired_sds), max(paired_sds)],
+            # per paired claim: the sd over seeds of the log ratio, and the standard error of
+            # that log ratio which the finite validation set alone causes
+            "pairs": pairs,
             "variants": variants,
         },
         claims=claims,
@@ -231,42 +249,19 @@ def evaluation_noise(windows: dict[tuple[str, int], torch.Tensor], seeds: list[i
     set: the sd of the per-window loss differences over sqrt(windows), root-mean-square over
     seeds. It should sit well below the paired spread across seeds."""
     noise = {}
-    for _, a, b, *_ in PAIRED_CLAIMS:
+    for _, a, b in PAIRED_CLAIMS:
         se2 = [(windows[a, s] - windows[b, s]).var().item() / len(windows[a, s]) for s in seeds]
         noise[a, b] = math.sqrt(sum(se2) / len(se2))
     return noise
 
 
-def decide_claims(variants: dict, eval_noise: dict[tuple[str, str], float] | None = None
-                  ) -> list[dict]:
-    """The paper's four claims, each decided from the measured numbers: the paired ones from
-    the per-seed log-perplexity ratios, against the log of the bound."""
+def decide_claims(variants: dict) -> list[Claim]:
+    """The paper's four claims, decided from the measured numbers: the halved cache from the
+    bytes the filled caches held, the paired ones from the per-seed perplexity ratios."""
     kv = {name: v["kv_bytes_per_token"] for name, v in variants.items()}
-    claims = [claim(
-        "cla2-halves-kv",
-        {"ko": "MQA-CLA2는 MQA의 토큰당 KV 캐시 바이트를 절반으로 줄인다",
-         "en": "MQA-CLA2 halves MQA's KV-cache bytes per token"},
-        {"MQA-CLA2 bytes": kv["MQA-CLA2"], "MQA bytes": kv["MQA"],
-         "ratio": kv["MQA-CLA2"] / kv["MQA"]},
-        "ratio = 0.5",
-        decide_equal(kv["MQA-CLA2"] / kv["MQA"], 0.5),
-    )]
-    for claim_id, a, b, bound, text, expected in PAIRED_CLAIMS:
-        ratios = [x / y for x, y in zip(variants[a]["val_ppl"], variants[b]["val_ppl"],
-                                        strict=True)]
-        verdict, stats = decide_below([math.log(r) for r in ratios], math.log(bound))
-        measured = {
-            "per-seed ratios": ratios,
-            "mean ratio": math.exp(stats["mean"]),
-            "paired sd": stats["sd"],  # of log(ppl_a / ppl_b), about a relative spread
-            "95% band": None if stats["low"] is None
-            else [math.exp(stats["low"]), math.exp(stats["high"])],
-            "bound": bound,
-        }
-        if eval_noise is not None:
-            measured["evaluation noise"] = eval_noise[a, b]
-        if verdict == INCONCLUSIVE and stats["sd"]:
-            measured["seeds to decide"] = seeds_to_decide(stats["mean"] - math.log(bound),
-                                                          stats["sd"])
-        claims.append(claim(claim_id, text, measured, expected, verdict))
+    claims = [CLAIMS["cla2-halves-kv"].decide({"ratio": kv["MQA-CLA2"] / kv["MQA"]}, unit="runs")]
+    for claim_id, a, b in PAIRED_CLAIMS:
+        ratios = paired_ratios(variants[a]["val_ppl"], variants[b]["val_ppl"])
+        claims.append(CLAIMS[claim_id].decide({"ratio": ratios}, unit="training seeds",
+                                               base_models=None))
     return claims

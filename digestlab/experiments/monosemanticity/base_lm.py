@@ -6,17 +6,15 @@ from __future__ import annotations
 from digestlab.data import programs, splits_from_documents
 from digestlab.device import pick_device, seed_everything
 from digestlab.experiments import RunContext, TrainedBase
-from digestlab.experiments.monosemanticity import ProgramModel
+from digestlab.experiments.monosemanticity import LM_PROGRAM_SEED, ProgramModel
 from digestlab.nn import GPT
 from digestlab.objectives import language_model
 from digestlab.train import train as train_loop
 
-TRAIN_SEED = 0  # the programs' seed; held-out programs for the analysis use other seeds
-
 
 def corpus(params: ProgramModel):
     """The training and validation programs, split by program."""
-    docs = programs.training_documents(params.n_programs, TRAIN_SEED, params.bug_percent)
+    docs = programs.training_documents(params.n_programs, LM_PROGRAM_SEED, params.bug_percent)
     return splits_from_documents(docs, val_fraction=0.1)
 
 

@@ -9,13 +9,14 @@ from digestlab.figures import log_x, new_figure
 
 
 def sae_sweep(data: dict, _):
-    """Explained variance against L0: the ReLU lambda sweep, and every analysed SAE.
-    data: {"width", "layer", "sweep", "relu", "topk"}, each SAE a {"l0", "explained_variance"}
-    (the sweep's also "l1_coeff")."""
+    """Explained variance against L0: the ReLU lambda sweep on the tuning seeds, and every
+    scored SAE. data: {"width", "layer", "tuning_seeds", "sweep", "relu", "topk"}, each SAE a
+    {"l0", "explained_variance"} (the sweep's also "l1_coeff")."""
     fig, (ax,) = new_figure()
     sweep = sorted(data["sweep"], key=lambda r: r["l0"])
+    seeds = ", ".join(str(s) for s in data["tuning_seeds"])
     ax.plot([r["l0"] for r in sweep], [r["explained_variance"] for r in sweep], "o-",
-            color="C0", label=_("ReLU, lambda sweep (seed 0)"))
+            color="C0", label=_("ReLU, λ sweep (tuning seeds %(seeds)s)") % {"seeds": seeds})
     for r in sweep:
         ax.annotate(f"λ={r['l1_coeff']:g}", (r["l0"], r["explained_variance"]),
                     textcoords="offset points", xytext=(4, -10), fontsize=8)
@@ -24,7 +25,7 @@ def sae_sweep(data: dict, _):
         name = {"relu": "ReLU", "topk": "TopK"}[kind]
         ax.scatter([r["l0"] for r in rows], [r["explained_variance"] for r in rows],
                    marker=marker, color=color, zorder=3,
-                   label=_("%(sae)s, analysed seeds") % {"sae": name})
+                   label=_("%(sae)s, scored seeds") % {"sae": name})
     ax.axhline(EV_BAR, color="grey", linestyle="--", linewidth=1)
     l0s = [r["l0"] for r in [*sweep, *data["relu"], *data["topk"]]]
     log_x(ax, ticks=sorted({round(x) for x in l0s}))

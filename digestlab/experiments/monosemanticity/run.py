@@ -7,21 +7,26 @@ error it raises. "The model predicts an error" means that, reading greedily, it 
 error's name as that line. P(error), which the AUROCs use, is the probability it gives an
 uppercase first byte (every error name starts with one, no clean output does).
 
+Two splits of held-out program pairs (a buggy program and its clean twin, one line apart) keep
+what is chosen apart from what is scored: the selection split (`selection_seed`) chooses, the
+evaluation split (`eval_seed`) scores and steers.
+
 1. Sparse autoencoders (`digestlab/nn/sae.py`) train on the residual stream after block
-   `layer`, at every byte of sessions the model never trained on: the ReLU recipe over a
-   sweep of lambda on the first seed, and the TopK recipe. Of the sweep's SAEs with L0 below
-   L0_SHARE of the width, the one that keeps the most loss is analysed on every seed, and so
-   is TopK.
-2. Each SAE is judged by explained variance, L0, dead and dense features, and by the
-   cross-entropy of the model with the SAE's reconstruction spliced in, against replacing the
-   stream by its mean (mean-ablation) or by zeros.
-3. On held-out pairs (a buggy program and its clean twin, one line apart), every feature's
-   activation at the last byte before the output is scored by AUROC for "any bug" and for each
-   error type, beside the model's own P(error).
-4. Steering: the best "any bug" feature is clamped at every position, to +m times its largest
-   activation on clean programs (on clean programs) and to -m times that (on buggy ones), with
-   the SAE's error term kept, so that only that feature changes: h' = h + (c - f_i(h)) d_i.
-   Random live features clamped to change the stream by the same mean norm are the controls.
+   `layer`, at every byte of sessions the model never trained on. The ReLU recipe is swept
+   over lambda on the tuning seeds alone: of the lambdas with L0 below L0_SHARE of the width
+   on the selection split, the one that keeps the most loss is trained on every scored seed,
+   and so is the TopK recipe (k fixed, nothing chosen).
+2. Each scored SAE is judged on the evaluation split by explained variance, L0, dead and dense
+   features, and by the cross-entropy of the model with the SAE's reconstruction spliced in,
+   against replacing the stream by its mean (mean-ablation) or by zeros.
+3. Every feature's activation at the last byte before the output is scored by AUROC for "any
+   bug" and for each error type: the best feature of each is chosen on the selection split and
+   its AUROC taken on the evaluation split, beside the model's own P(error).
+4. Steering: the chosen "any bug" feature is clamped at every position of evaluation programs,
+   to +m times its largest activation on the selection split's clean programs (on clean
+   programs) and to -m times that (on buggy ones), with the SAE's error term kept, so that
+   only that feature changes: h' = h + (c - f_i(h)) d_i. Random live features clamped to change
+   the stream by the same mean norm are the controls.
 """
 
 from __future__ import annotations
@@ -37,24 +42,14 @@ import torch
 from torch.nn import functional as F
 
 from digestlab.checkpoint import load_checkpoint
-from digestlab.claims import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    band,
-    claim,
-    decide_above,
-    decide_below,
-    samples_to_decide,
-    summarize,
-)
+from digestlab.claims import Claim, binomial_interval, paired_ratios, summarize
 from digestlab.configs import SAEConfig
 from digestlab.data import DOCUMENT_SEPARATOR
 from digestlab.data import programs as program_data
 from digestlab.data.programs import ERROR_FIRST_BYTES, ERROR_TYPES, Program
 from digestlab.device import device_name, pick_device
 from digestlab.experiments import Report, RunContext
-from digestlab.experiments.monosemanticity import EV_BAR, Params
+from digestlab.experiments.monosemanticity import CLAIMS, CONTROL_SHARE, L0_SHARE, Params
 from digestlab.experiments.monosemanticity.base_lm import corpus
 from digestlab.nn import GPT
 from digestlab.nn.sae import SparseAutoencoder, evaluate_sae
@@ -62,16 +57,6 @@ from digestlab.nn.sae import objective as sae_objective
 from digestlab.train import map_runs
 from digestlab.train import train as train_loop
 
-L0_SHARE = 0.05  # claim 1: "far below the width" means at most this share of features active
-RECOVERED_BAR = 0.90  # claim 2: loss recovered against mean-ablation
-AUROC_BAR = 0.90  # claim 3: a feature per error type at least this good
-CLEAN_BASE_BELOW, CLAMPED_ABOVE = 0.10, 0.50  # claim 4
-HALVED = 0.5  # claim 5
-CONTROL_SHARE = 1 / 3  # claim 6
-# Premises: claim 5 needs a model that predicts the errors of buggy programs at least this
-# often; claim 6 needs a feature that moves the error predictions by at least this much.
-BUGGY_BASE_AT_LEAST = 0.2
-EFFECT_AT_LEAST = 0.1
 ANY = "any bug"
 MAX_OUTPUT = 18  # bytes read back per output line: the longest error name and its newline
 NEWLINE = ord("\n")
@@ -114,13 +99,26 @@ def program_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activations(model: GPT, items: Sequence[Program], layer: int) -> torch.Tensor:
-    """Residual-stream vectors (M, d) at every byte of the programs, outputs included."""
+def activations(model: GPT, items: Sequence[Program], layer: int, with_output: bool = True
+                ) -> torch.Tensor:
+    """Residual-stream vectors (M, d) at every byte of the programs (of their prompts alone
+    without `with_output`)."""
     out = []
     for start in range(0, len(items), CHUNK):
-        ids, lengths = right_padded(items[start : start + CHUNK], with_output=True)
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output)
         h = residual(model, ids, layer)
         out.append(h[program_positions(lengths, ids.shape[1]).to(h.device)].cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def output_residuals(model: GPT, items: Sequence[Program], layer: int) -> torch.Tensor:
+    """The residual stream (N, d) at each program's last byte before its output."""
+    out = []
+    for start in range(0, len(items), CHUNK):
+        ids, lengths = right_padded(items[start : start + CHUNK], with_output=False)
+        h = residual(model, ids, layer)
+        out.append(h[torch.arange(len(ids)), lengths - 1].cpu())
     return torch.cat(out)
 
 
@@ -189,23 +187,27 @@ def auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def wilson(successes: int, n: int) -> list[float]:
-    """Wilson's 95% interval for a rate of successes out of n."""
-    ci = scipy.stats.binomtest(successes, n).proportion_ci(0.95, method="wilson")
-    return [ci.low, ci.high]
-
-
 def rate(flags: torch.Tensor) -> dict:
-    """A rate with its sample size and Wilson interval."""
+    """A rate with its sample size and 95% binomial interval over programs."""
     k, n = int(flags.sum()), len(flags)
-    return {"rate": k / n, "n": n, "interval": wilson(k, n)}
+    return {"rate": k / n, "n": n, "interval": list(binomial_interval(k, n))}
+
+
+def feature_aurocs(features: torch.Tensor, data: HeldOut) -> dict[str, torch.Tensor]:
+    """Each feature's AUROC (width,) at the output position, features (N, width) over
+    `data.all`: for "any bug" against every clean twin, and for each error type against them."""
+    scores = {}
+    for name, label in data.labels().items():
+        rows = data.of_type(None if name == ANY else name)
+        scores[name] = auroc(features[rows], label[rows])
+    return scores
 
 
 # --- the data of one run -------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class HeldOut:
-    """The held-out evaluation programs: per error type, buggy programs and their twins."""
+    """A split of held-out programs: per error type, buggy programs and their clean twins."""
 
     buggy: list[Program]
     clean: list[Program]  # clean[i] is buggy[i]'s twin
@@ -230,11 +232,13 @@ class HeldOut:
         return torch.tensor(keep)
 
 
-def held_out(params: Params) -> HeldOut:
+def held_out(params: Params, seed: int) -> HeldOut:
+    """`eval_pairs` pairs of each error type from the pair stream of `seed`: the selection split
+    (`selection_seed`) or the evaluation split (`eval_seed`)."""
     buggy, clean = [], []
     for t, error in enumerate(ERROR_TYPES):
         for i in range(params.eval_pairs):
-            twin, bug = program_data.pair(params.eval_seed, t * 1_000_000 + i, error)
+            twin, bug = program_data.pair(seed, t * 1_000_000 + i, error)
             clean.append(twin)
             buggy.append(bug)
     return HeldOut(buggy, clean)
@@ -249,7 +253,7 @@ def steering_sets(params: Params, data: HeldOut) -> tuple[list[Program], list[Pr
 
 
 def model_quality(model: GPT, data: HeldOut) -> dict:
-    """How well the model itself predicts outputs and errors on the held-out programs."""
+    """How well the model itself predicts outputs and errors on the evaluation programs."""
     read = read_outputs(model, data.all)
     labels = data.labels()
     truth = [p.output for p in data.all]
@@ -262,11 +266,10 @@ def model_quality(model: GPT, data: HeldOut) -> dict:
         "error_accuracy": (predicted == is_buggy).float().mean().item(),
         "always_clean_accuracy": (~is_buggy).float().mean().item(),
         "clean_predicted_error": predicted[~is_buggy].float().mean().item(),
-        "auroc": {}, "per_type": {},
+        "per_type": {},
     }
-    for name, label in labels.items():
-        rows = data.of_type(None if name == ANY else name)
-        out["auroc"][name] = auroc(read["p_error"][rows, None], label[rows])[0].item()
+    out["auroc"] = {name: s[0].item()
+                    for name, s in feature_aurocs(read["p_error"][:, None], data).items()}
     for error in ERROR_TYPES:
         mine = labels[error]
         out["per_type"][error] = {
@@ -300,27 +303,28 @@ def _train_sae(job: tuple[Params, str, float, int]) -> dict:
             "final_loss": result.final_train_loss}
 
 
-def reconstruction(params: Params, sae: SparseAutoencoder) -> dict:
-    """How well an SAE stands in for the stream: `evaluate_sae` on the held-out activations,
-    the model's cross-entropy with the reconstruction spliced in, what that adds, and the share
-    of the loss each ablation loses that the reconstruction keeps ("recovered")."""
-    losses = _SHARED["losses"]
-    spliced = spliced_losses(_SHARED["model"], _SHARED["held_out"].all, params.layer,
+def reconstruction(params: Params, sae: SparseAutoencoder, split: str) -> dict:
+    """How well an SAE stands in for the stream on a split's programs: `evaluate_sae` on their
+    activations, the model's cross-entropy with the reconstruction spliced in, what that adds,
+    and the share of the loss each ablation loses that the reconstruction keeps ("recovered")."""
+    losses = _SHARED["losses"][split]
+    spliced = spliced_losses(_SHARED["model"], _SHARED["splits"][split].all, params.layer,
                              {"sae": lambda h: sae(h)[0]})["sae"]
     recovered = {ablation: (losses[ablation] - spliced) / (losses[ablation] - losses["model"])
                  for ablation in ("mean-ablation", "zero-ablation")}
-    return evaluate_sae(sae, _SHARED["val_acts"]) | {
+    return evaluate_sae(sae, _SHARED["val_acts"][split]) | {
         "ce_spliced": spliced, "added_ce": spliced - losses["model"], "recovered": recovered}
 
 
 def choose_l1(params: Params, sweep: list[dict]) -> int:
-    """The index of the sweep's lambda to analyse: of the SAEs whose L0 stays below L0_SHARE
-    of the width, the one that keeps the most loss against mean-ablation (the sparsest, when
-    none does). Seeds other than the sweep's then decide the claims on it."""
-    sparse = [i for i, q in enumerate(sweep) if q["l0"] < L0_SHARE * params.width]
+    """The index of the sweep's lambda to train on the scored seeds, from the tuning seeds'
+    rows ({"l0", "recovered"} on the selection split): of the lambdas whose L0 stays below
+    L0_SHARE of the width, the one that keeps the most loss against mean-ablation (the
+    sparsest, when none does)."""
+    sparse = [i for i, row in enumerate(sweep) if row["l0"] < L0_SHARE * params.width]
     if not sparse:
         return min(range(len(sweep)), key=lambda i: sweep[i]["l0"])
-    return max(sparse, key=lambda i: sweep[i]["recovered"]["mean-ablation"])
+    return max(sparse, key=lambda i: sweep[i]["recovered"])
 
 
 def load_sae(params: Params, trained: dict) -> SparseAutoencoder:
@@ -352,27 +356,14 @@ def spliced_losses(model: GPT, items: Sequence[Program], layer: int,
 
 
 @torch.no_grad()
-def output_features(model: GPT, sae: SparseAutoencoder, items: Sequence[Program], layer: int
-                    ) -> torch.Tensor:
-    """Feature activations (N, width) at each program's last byte before its output."""
+def encoded(sae: SparseAutoencoder, acts: torch.Tensor, features: list[int] | None = None
+            ) -> torch.Tensor:
+    """The SAE's feature activations (M, width), or (M, len(features)) of some features, of
+    stream vectors (M, d) taken once from the model (the model is the same for every SAE)."""
     out = []
-    for start in range(0, len(items), CHUNK):
-        ids, lengths = right_padded(items[start : start + CHUNK], with_output=False)
-        h = residual(model, ids, layer)
-        out.append(sae.encode(h[torch.arange(len(ids)), lengths - 1]).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def feature_values(model: GPT, sae: SparseAutoencoder, items: Sequence[Program], layer: int,
-                   features: list[int]) -> torch.Tensor:
-    """Activations (M, len(features)) of some features at every prompt byte of the programs."""
-    out = []
-    for start in range(0, len(items), CHUNK):
-        ids, lengths = right_padded(items[start : start + CHUNK], with_output=False)
-        h = residual(model, ids, layer)
-        h = h[program_positions(lengths, ids.shape[1]).to(h.device)]
-        out.append(sae.encode(h)[:, features].cpu())
+    for chunk in acts.split(4096):
+        f = sae.encode(chunk.to(sae.b_dec.device))
+        out.append((f if features is None else f[:, features]).cpu())
     return torch.cat(out)
 
 
@@ -397,15 +388,18 @@ def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
           alive: torch.Tensor, n_controls: int, seed: int) -> dict:
     """Clamp `feature` up on the clean steering programs and down on the buggy ones, and do
     the same with `n_controls` random live features matched by the mean change they make to
-    the stream. What the model reads there unclamped comes from `_SHARED["unclamped"]`."""
+    the stream. The clamp is a multiple of the feature's largest activation on the selection
+    split's clean programs; what the model reads unclamped comes from `_SHARED["unclamped"]`."""
     clean, buggy = _SHARED["steering_sets"]
+    prompts = _SHARED["prompt_acts"]  # the stream at every prompt byte, taken once
     layer = params.layer
-    on_clean = feature_values(model, sae, clean, layer, [feature])[:, 0]
-    on_buggy = feature_values(model, sae, buggy, layer, [feature])[:, 0]
-    reference = on_clean.max().item()
+    reference = encoded(sae, prompts["calibration"], [feature]).max().item()
     if reference <= 0:  # never active on clean programs: take its largest activation anywhere
-        reference = on_buggy.max().item()
+        buggy_acts = activations(model, _SHARED["splits"]["selection"].buggy, layer, False)
+        reference = encoded(sae, buggy_acts, [feature]).max().item()
     reference = max(reference, 1e-6)
+    on_clean = encoded(sae, prompts["up"], [feature])[:, 0]
+    on_buggy = encoded(sae, prompts["down"], [feature])[:, 0]
     norms = (sae.decoder() / sae.input_scale).norm(dim=1).detach().cpu()  # stream units
     candidates = [int(j) for j in alive.nonzero().flatten() if int(j) != feature]
     g = torch.Generator().manual_seed(seed)
@@ -420,7 +414,7 @@ def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
         change = ((value - own).abs().mean() * norms[feature]).item()  # mean |h' - h|
         base = _SHARED["unclamped"][direction]
         clamped = read_outputs(model, items, layer, clamp_hook(sae, feature, value))
-        values = feature_values(model, sae, items, layer, controls)
+        values = encoded(sae, prompts[direction], controls)
         control_rates, control_values = [], []
         for column, j in enumerate(controls):
             c = matched_clamp(values[:, column], change / norms[j].item(), sign > 0)
@@ -455,23 +449,16 @@ def steer(model: GPT, sae: SparseAutoencoder, params: Params, feature: int,
 
 @torch.no_grad()
 def _analyse(job: tuple[Params, dict]) -> dict:
-    """Everything measured on one trained SAE: reconstruction, splicing, features, steering."""
+    """Everything measured on one scored SAE: reconstruction and splicing on the evaluation
+    split, its bug features chosen on the selection split and scored on the evaluation split,
+    and steering."""
     params, trained = job
     model: GPT = _SHARED["model"]
-    data: HeldOut = _SHARED["held_out"]
     sae = load_sae(params, trained)
-    quality = reconstruction(params, sae)
-    layer = params.layer
-
-    features = output_features(model, sae, data.all, layer)
-    labels = data.labels()
-    scores = {}
-    for name, label in labels.items():
-        rows = data.of_type(None if name == ANY else name)
-        scores[name] = auroc(features[rows], label[rows])
-    best = {name: {"feature": int(s.argmax()), "auroc": s.max().item()}
-            for name, s in scores.items()}
-    alive = quality["frequency"] > 0  # active at least once on the held-out activations
+    quality = reconstruction(params, sae, "evaluation")
+    bugs = bug_features(sae, _SHARED["at_output"], _SHARED["splits"])
+    best = bugs["best"]
+    alive = quality["frequency"] > 0  # active at least once on the evaluation activations
     # controls are what claim 6 is decided on, from the ReLU SAEs; TopK's steering is compared
     # without them
     controls = params.controls if trained["kind"] == "relu" else 0
@@ -484,21 +471,43 @@ def _analyse(job: tuple[Params, dict]) -> dict:
         "recovered": quality["recovered"], "best": best, "steering": steering,
     }
     if trained["kind"] == "relu" and trained["seed"] == params.sae_seeds[0]:
-        out["browser"] = feature_browser(model, sae, params, data, features, scores)
+        out["browser"] = feature_browser(model, sae, params, _SHARED["splits"]["evaluation"],
+                                         bugs["features"], bugs["scores"], bugs["chosen_on"])
     return out
 
 
+def bug_features(sae: SparseAutoencoder, at_output: dict[str, torch.Tensor],
+                 splits: dict[str, HeldOut]) -> dict:
+    """The SAE's features at the output position of each split (`at_output`: the stream there,
+    (N, d) per split), scored by AUROC; for "any bug" and each error type the feature with the
+    best AUROC on the selection split is chosen, and its AUROC on the evaluation split is what
+    counts. Returns {"best", "chosen_on" (selection AUROCs), "scores" (evaluation AUROCs),
+    "features" (N, width) on the evaluation split}."""
+    chosen_on = feature_aurocs(encoded(sae, at_output["selection"]), splits["selection"])
+    features = encoded(sae, at_output["evaluation"])
+    scores = feature_aurocs(features, splits["evaluation"])
+    best = {}
+    for name, s in chosen_on.items():
+        j = int(s.argmax())
+        best[name] = {"feature": j, "auroc": scores[name][j].item(),
+                      "selection_auroc": s[j].item()}
+    return {"best": best, "chosen_on": chosen_on, "scores": scores, "features": features}
+
+
 def feature_browser(model: GPT, sae: SparseAutoencoder, params: Params, data: HeldOut,
-                    features: torch.Tensor, scores: dict[str, torch.Tensor]) -> list[dict]:
-    """The leading features: the best for "any bug", then the best for each error type, then
-    the next best for "any bug"; each with its AUROCs, its activations at the output position
-    and its top-activating programs, byte by byte (scaled to its largest activation)."""
+                    features: torch.Tensor, scores: dict[str, torch.Tensor],
+                    chosen_on: dict[str, torch.Tensor]) -> list[dict]:
+    """The leading features by their AUROCs on the selection split (`chosen_on`): the best for
+    "any bug", then the best for each error type, then the next best for "any bug"; each with
+    its AUROCs on the evaluation split `data` (`scores`, `features` (N, width) at the output
+    position), its activations there and its top-activating evaluation programs, byte by byte
+    (scaled to its largest activation)."""
     chosen: list[int] = []
     for name in (ANY, *ERROR_TYPES):
-        j = int(scores[name].argmax())
+        j = int(chosen_on[name].argmax())
         if j not in chosen:
             chosen.append(j)
-    for j in scores[ANY].argsort(descending=True).tolist():
+    for j in chosen_on[ANY].argsort(descending=True).tolist():
         if len(chosen) >= params.browser_features:
             break
         if j not in chosen:
@@ -516,7 +525,7 @@ def feature_browser(model: GPT, sae: SparseAutoencoder, params: Params, data: He
         acts = per_byte[..., column]  # (N, T)
         peak = acts.max().item()
         top = acts.max(dim=1).values.argsort(descending=True)[:5].tolist()
-        detects = max(scores, key=lambda name: scores[name][j].item())
+        detects = max(chosen_on, key=lambda name: chosen_on[name][j].item())
         is_buggy = labels[ANY]
         browser.append({
             "feature": j,
@@ -543,39 +552,52 @@ def run(params: Params, ctx: RunContext) -> Report:
     device = pick_device()
     splits = corpus(params.lm)
     model, saved = load_checkpoint(ctx.bases["lm"], splits.sha256, device)
-    data = held_out(params)
-    ctx.log(f"{len(data.buggy)} buggy held-out programs and their clean twins")
-    quality = model_quality(model, data)
+    held = {"selection": held_out(params, params.selection_seed),
+            "evaluation": held_out(params, params.eval_seed)}
+    evaluation = held["evaluation"]
+    ctx.log(f"{len(evaluation.buggy)} buggy programs and their clean twins in each split")
+    quality = model_quality(model, evaluation)
     ctx.log(f"model: error-prediction accuracy {quality['error_accuracy']:.3f}, "
             f"AUROC of its own P(error) {quality['auroc'][ANY]:.3f}")
 
     train_programs = [program_data.program(params.activation_seed, i, params.lm.bug_percent)
                       for i in range(params.activation_programs)]
     train_acts = activations(model, train_programs, params.layer)
-    val_acts = activations(model, data.all, params.layer)
     mean = train_acts.mean(0)
-    losses = spliced_losses(model, data.all, params.layer, {
+    val_acts = {name: activations(model, data.all, params.layer) for name, data in held.items()}
+    losses = {name: spliced_losses(model, data.all, params.layer, {
         "model": None,
         "mean-ablation": lambda h: mean.to(h).expand_as(h),
-        "zero-ablation": torch.zeros_like})
-    ctx.log(f"{len(train_acts):,} activations to train on; cross-entropy {losses}")
-    clean, buggy = steering_sets(params, data)
-    _SHARED.update(model=model, held_out=data, train_acts=train_acts, val_acts=val_acts,
+        "zero-ablation": torch.zeros_like}) for name, data in held.items()}
+    ctx.log(f"{len(train_acts):,} activations to train on; cross-entropy {losses['evaluation']}")
+    clean, buggy = steering_sets(params, evaluation)
+    # What every SAE reads of the one model, taken once: the stream at the output position of
+    # each split, and at every prompt byte of the clean programs the clamp is calibrated on
+    # (the selection split's) and of the steering programs (the evaluation split's).
+    at_output = {name: output_residuals(model, data.all, params.layer)
+                 for name, data in held.items()}
+    prompt_acts = {"calibration": activations(model, held["selection"].clean, params.layer,
+                                              with_output=False),
+                   "up": activations(model, clean, params.layer, with_output=False),
+                   "down": activations(model, buggy, params.layer, with_output=False)}
+    _SHARED.update(model=model, splits=held, train_acts=train_acts, val_acts=val_acts,
                    losses=losses, device=device, steering_sets=(clean, buggy),
+                   at_output=at_output, prompt_acts=prompt_acts,
                    unclamped={"up": read_outputs(model, clean), "down": read_outputs(model, buggy)})
     # On the CPU one single-threaded SAE per core; on a GPU one after another.
     workers = max(1, ctx.threads) if device.type == "cpu" else 1
-    first, *rest = params.sae_seeds
-    sweep = map_runs(_train_sae, [(params, "relu", l1, first) for l1 in params.l1_coeffs]
-                     + [(params, "topk", 0.0, first)], workers, device)
-    sweep_quality = [reconstruction(params, load_sae(params, t)) for t in sweep]
-    chosen = choose_l1(params, sweep_quality[:-1])
-    l1 = params.l1_coeffs[chosen]
-    ctx.log(f"lambda sweep L0 {[round(q['l0'], 1) for q in sweep_quality[:-1]]}: "
-            f"lambda {l1} is analysed")
-    more = map_runs(_train_sae, [(params, kind, l1 if kind == "relu" else 0.0, s)
-                                 for kind in ("relu", "topk") for s in rest], workers, device)
-    trained = [sweep[chosen], sweep[-1], *more]
+
+    # lambda is chosen on the tuning seeds, judged on the selection split; they never vote
+    sweep = map_runs(_train_sae, [(params, "relu", l1, seed) for l1 in params.l1_coeffs
+                                  for seed in params.sae_tuning_seeds], workers, device)
+    sweep_rows = sweep_table(params, [reconstruction(params, load_sae(params, t), "selection")
+                                      for t in sweep])
+    l1 = params.l1_coeffs[choose_l1(params, sweep_rows)]
+    ctx.log(f"lambda sweep L0 {[round(r['l0'], 1) for r in sweep_rows]}: lambda {l1} is "
+            f"trained on seeds {params.sae_seeds}")
+    trained = map_runs(_train_sae, [(params, kind, l1 if kind == "relu" else 0.0, seed)
+                                    for kind in ("relu", "topk") for seed in params.sae_seeds],
+                       workers, device)
     analyses = map_runs(_analyse, [(params, t) for t in trained], workers, device)
     _SHARED.clear()
     relu = [a for a in analyses if a["kind"] == "relu"]
@@ -586,30 +608,28 @@ def run(params: Params, ctx: RunContext) -> Report:
                 f"{a['best'][ANY]['auroc']:.3f} up {a['steering']['up']['clamped']['rate']:.2f}"
                 f" down {a['steering']['down']['clamped']['rate']:.2f}")
 
-    sweep_rows = [{"l1_coeff": t["l1_coeff"], "l0": q["l0"],
-                   "explained_variance": q["explained_variance"],
-                   "recovered": q["recovered"]["mean-ablation"],
-                   "dead_fraction": q["dead_fraction"], "dense_fraction": q["dense_fraction"]}
-                  for t, q in zip(sweep[:-1], sweep_quality[:-1], strict=True)]
     browser = next(a.pop("browser") for a in relu if "browser" in a)
     metrics = {
         "lm": {"params": model.num_params(), "val_loss": saved["train"]["val_loss"],
                "train_tokens": saved["train"]["items_seen"],
                "train_programs": splits.n_train_documents},
         "model": quality,
-        "held_out": {"pairs_per_type": params.eval_pairs, "programs": len(data.all),
+        "held_out": {"pairs_per_type": params.eval_pairs, "programs": len(evaluation.all),
+                     "selection_programs": len(held["selection"].all),
                      "steering_programs": len(clean)},
-        "activations": {"train": len(train_acts), "val": len(val_acts)},
-        "losses": losses,
+        "activations": {"train": len(train_acts), "val": len(val_acts["evaluation"])},
+        "losses": losses["evaluation"],
         "sweep": sweep_rows,
         "l1_coeff": l1,
         "l0_bound": L0_SHARE * params.width,  # "far below the width"; the sweep's choice too
         "relu": relu, "topk": topk,
         "recipes": compare_recipes(params, sweep_rows, relu, topk),
+        "steering": steering_effects(relu),
         "browser": browser,
     }
     figures = {
-        "sae_sweep": {"width": params.width, "layer": params.layer, "sweep": sweep_rows,
+        "sae_sweep": {"width": params.width, "layer": params.layer,
+                      "tuning_seeds": list(params.sae_tuning_seeds), "sweep": sweep_rows,
                       "relu": relu, "topk": topk},
         "feature_activations": browser,
         "steering": [r["steering"] for r in relu],
@@ -622,9 +642,43 @@ def run(params: Params, ctx: RunContext) -> Report:
         figures=figures,
         timing={"workers": workers, "lm_tokens_per_s": saved["train"]["items_per_s"],
                 # SAE training throughput and MFU, one single-threaded SAE per worker
-                "sae_samples_per_s": summarize([t["samples_per_s"] for t in trained])["mean"],
-                "sae_mfu": summarize([t["mfu"] or 0.0 for t in trained])["mean"]},
+                "sae_samples_per_s": summarize(
+                    [t["samples_per_s"] for t in [*sweep, *trained]])["mean"],
+                "sae_mfu": summarize([t["mfu"] or 0.0 for t in [*sweep, *trained]])["mean"]},
     )
+
+
+def sweep_table(params: Params, quality: list[dict]) -> list[dict]:
+    """One row per lambda of the sweep: its SAEs' numbers on the selection split, averaged over
+    the tuning seeds (`quality` in the sweep's order, lambda-major)."""
+    per_l1 = len(params.sae_tuning_seeds)
+    rows = []
+    for i, l1 in enumerate(params.l1_coeffs):
+        mine = quality[i * per_l1 : (i + 1) * per_l1]
+        row = {"l1_coeff": l1}
+        for key in ("l0", "explained_variance", "dead_fraction", "dense_fraction"):
+            row[key] = summarize([q[key] for q in mine])["mean"]
+        row["recovered"] = summarize([q["recovered"]["mean-ablation"] for q in mine])["mean"]
+        rows.append(row)
+    return rows
+
+
+def steering_effects(relu: list[dict]) -> dict:
+    """Per direction ("up": clean programs clamped high, "down": buggy clamped negative), over
+    the ReLU SAEs: each seed's rate of error predictions unclamped and clamped, how far the
+    feature moves it, and how far its controls do on average."""
+    out = {}
+    for direction in ("up", "down"):
+        rows = [r["steering"][direction] for r in relu]
+        base = [st["base"]["rate"] for st in rows]
+        clamped = [st["clamped"]["rate"] for st in rows]
+        out[direction] = {
+            "base": base, "clamped": clamped,
+            "feature_effect": [abs(c - b) for b, c in zip(base, clamped, strict=True)],
+            "control_effect": [summarize([abs(c - b) for c in st["control_rates"]])["mean"]
+                               for b, st in zip(base, rows, strict=True)],
+        }
+    return out
 
 
 def compare_recipes(params: Params, sweep: list[dict], relu: list[dict], topk: list[dict]
@@ -658,136 +712,39 @@ def compare_recipes(params: Params, sweep: list[dict], relu: list[dict], topk: l
 
 # --- claims --------------------------------------------------------------------------------------
 
-def _both(*verdicts: str) -> str:
-    """A claim of several parts: reproduced when all are, not reproduced when any is not."""
-    if NOT_REPRODUCED in verdicts:
-        return NOT_REPRODUCED
-    return REPRODUCED if all(v == REPRODUCED for v in verdicts) else INCONCLUSIVE
-
-
-def decide_claims(params: Params, metrics: dict) -> list[dict]:
-    """The six claims, from the ReLU SAEs' per-seed numbers (one-sided 95% t-bounds)."""
+def decide_claims(params: Params, metrics: dict) -> list[Claim]:
+    """The six claims, from the scored ReLU SAEs' per-seed numbers (spec: CLAIMS)."""
     relu = metrics["relu"]
-    claims = []
+    steering = metrics["steering"]
+    over = {"unit": "SAE seeds", "base_models": 1}  # one program model, several SAEs of it
 
-    ev = [r["explained_variance"] for r in relu]
-    l0 = [r["l0"] for r in relu]
-    v_ev, s_ev = decide_above(ev, EV_BAR)
-    v_l0, s_l0 = decide_below(l0, L0_SHARE * params.width)
-    claims.append(claim(
-        "sae-explains-variance",
-        {"ko": f"SAE가 분산의 {EV_BAR:.0%} 이상을 설명하고, 활성 특징 수(L0)는 너비보다 훨씬 작다",
-         "en": f"An SAE explains at least {EV_BAR:.0%} of the variance with L0 far below "
-               "its width"},
-        {"explained variance": s_ev["mean"], "explained variance band": band(s_ev),
-         "L0": s_l0["mean"], "L0 band": band(s_l0), "width": params.width,
-         "lambda": metrics["l1_coeff"], "seeds": len(relu)},
-        f"explained variance > {EV_BAR} and L0 < {L0_SHARE:.0%} of the width "
-        f"({L0_SHARE * params.width:g})",
-        _both(v_ev, v_l0)))
+    def mean(values: list[float]) -> float:
+        return summarize(values)["mean"]
 
-    recovered = [r["recovered"]["mean-ablation"] for r in relu]
-    v, s = decide_above(recovered, RECOVERED_BAR)
-    claims.append(claim(
-        "splicing-costs-little",
-        {"ko": "SAE 재구성을 끼워 넣어도 손실이 거의 늘지 않는다: 평균 대체(mean-ablation) 대비 "
-               f"{RECOVERED_BAR:.0%} 이상 회복",
-         "en": "Splicing in the SAE costs little: at least "
-               f"{RECOVERED_BAR:.0%} of the loss recovered against mean-ablation"},
-        {"recovered vs mean-ablation": s["mean"], "band": band(s),
-         "recovered vs zero-ablation": summarize(
-             [r["recovered"]["zero-ablation"] for r in relu])["mean"],
-         "added cross-entropy (nats)": summarize([r["added_ce"] for r in relu])["mean"],
-         **samples_to_decide(v, s, RECOVERED_BAR)},
-        f"> {RECOVERED_BAR}", v))
-
-    worst = [min(r["best"][e]["auroc"] for e in ERROR_TYPES) for r in relu]
-    v, s = decide_above(worst, AUROC_BAR)
-    per_type = {e: summarize([r["best"][e]["auroc"] for r in relu])["mean"]
-                for e in ERROR_TYPES}
-    claims.append(claim(
-        "features-detect-bugs",
-        {"ko": f"오류 종류마다 AUROC {AUROC_BAR:g} 이상으로 버그를 가려내는 특징이 있다",
-         "en": f"For every error type a feature detects the bug with AUROC ≥ {AUROC_BAR:g}"},
-        {"weakest type's best AUROC": s["mean"], "band": band(s), **per_type,
-         "best feature, any bug": summarize([r["best"][ANY]["auroc"] for r in relu])["mean"],
-         "model's own P(error), any bug": metrics["model"]["auroc"][ANY],
-         **samples_to_decide(v, s, AUROC_BAR)},
-        f"every type > {AUROC_BAR}", v))
-
-    base = [r["steering"]["up"]["base"]["rate"] for r in relu]
-    up = [r["steering"]["up"]["clamped"]["rate"] for r in relu]
-    v_base, s_base = decide_below(base, CLEAN_BASE_BELOW)
-    v_up, s_up = decide_above(up, CLAMPED_ABOVE)
-    claims.append(claim(
-        "clamp-high-invents-errors",
-        {"ko": "코드 오류 특징을 크게 고정하면 멀쩡한 프로그램에서 오류 예측이 "
-               f"{CLEAN_BASE_BELOW:.0%} 미만에서 {CLAMPED_ABOVE:.0%} 초과로 오른다",
-         "en": "Clamping the code-error feature high raises error predictions on clean programs "
-               f"from below {CLEAN_BASE_BELOW:.0%} to above {CLAMPED_ABOVE:.0%}"},
-        {"error predictions before": s_base["mean"], "before band": band(s_base),
-         "error predictions clamped": s_up["mean"], "clamped band": band(s_up),
-         "programs": relu[0]["steering"]["up"]["base"]["n"],
-         "clamp": f"+{params.clamp_multiple:g} × max on clean programs"},
-        f"before < {CLEAN_BASE_BELOW}, clamped > {CLAMPED_ABOVE}", _both(v_base, v_up)))
-
-    before = [r["steering"]["down"]["base"]["rate"] for r in relu]
-    after = [r["steering"]["down"]["clamped"]["rate"] for r in relu]
+    up, down = steering["up"], steering["down"]
     n = relu[0]["steering"]["down"]["base"]["n"]
-    ratio = [a / max(b, 1 / n) for a, b in zip(after, before, strict=True)]
-    v, s = decide_below(ratio, HALVED)
-    # Halving needs something to halve: a model that rarely predicts the errors of buggy
-    # programs in the first place gives this claim no verdict.
-    testable = summarize(before)["mean"] >= BUGGY_BASE_AT_LEAST
-    if not testable:
-        v = INCONCLUSIVE
-    claims.append(claim(
-        "clamp-negative-hides-bugs",
-        {"ko": "코드 오류 특징을 음수로 고정하면 버그 있는 프로그램에서 오류 예측이 "
-               "절반 이하로 준다",
-         "en": "Clamping the code-error feature negative at least halves the error predictions "
-               "on buggy programs"},
-        {"after / before": s["mean"], "band": band(s),
-         "error predictions before": summarize(before)["mean"],
-         "error predictions clamped": summarize(after)["mean"],
-         "predicts the bug-free output": summarize(
-             [r["steering"]["down"]["fixed_output"]["rate"] for r in relu])["mean"],
-         "programs": n, "testable": testable, **samples_to_decide(v, s, HALVED)},
-        f"after / before < {HALVED}", v))
-
-    # Per seed and direction: the controls' mean change of the rate less a third of the
-    # feature's; the claim holds when the worse direction stays below zero. (A ratio of the
-    # two would blow up wherever the feature itself moves little.)
-    margins, effects, control_effects = [], {"up": [], "down": []}, {"up": [], "down": []}
-    for r in relu:
-        worst = -math.inf
-        for direction in ("up", "down"):
-            st = r["steering"][direction]
-            effect = abs(st["clamped"]["rate"] - st["base"]["rate"])
-            control = sum(abs(c - st["base"]["rate"]) for c in st["control_rates"]) / len(
-                st["control_rates"])
-            worst = max(worst, control - CONTROL_SHARE * effect)
-            effects[direction].append(effect)
-            control_effects[direction].append(control)
-        margins.append(worst)
-    v, s = decide_below(margins, 0.0)
-    # A control is measured against the feature's own effect: where clamping the feature
-    # moves little, there is nothing for the controls to fall short of.
-    testable = min(summarize(e)["mean"] for e in effects.values()) >= EFFECT_AT_LEAST
-    if not testable:
-        v = INCONCLUSIVE
-    claims.append(claim(
-        "controls-move-less",
-        {"ko": "같은 크기로 residual stream을 바꾸는 무작위 특징 고정은 오류 예측을 그 3분의 1 "
-               "미만으로만 바꾼다",
-         "en": "Random features clamped to change the residual stream by as much move the "
-               "error predictions by less than a third as much"},
-        {"feature effect, clamped high": summarize(effects["up"])["mean"],
-         "control effect, clamped high": summarize(control_effects["up"])["mean"],
-         "feature effect, clamped negative": summarize(effects["down"])["mean"],
-         "control effect, clamped negative": summarize(control_effects["down"])["mean"],
-         "control - feature / 3, worse direction": s["mean"], "band": band(s),
-         "controls per seed": params.controls, "testable": testable,
-         **samples_to_decide(v, s, 0.0)},
-        "control effect < feature effect / 3, in both directions", v))
-    return claims
+    # a model that never predicts the errors of the buggy programs would divide by zero; the
+    # premise below keeps such a model from being judged at all
+    halved = paired_ratios(down["clamped"], [max(b, 1 / n) for b in down["base"]])
+    margins = {name: [c - CONTROL_SHARE * f for c, f in zip(
+        steering[d]["control_effect"], steering[d]["feature_effect"], strict=True)]
+        for name, d in (("clamped high", "up"), ("clamped negative", "down"))}
+    return [
+        CLAIMS["sae-explains-variance"].decide({
+            "explained variance": [r["explained_variance"] for r in relu],
+            "L0 / width": [r["l0"] / params.width for r in relu]}, **over),
+        CLAIMS["splicing-costs-little"].decide({
+            "loss recovered": [r["recovered"]["mean-ablation"] for r in relu]}, **over),
+        CLAIMS["features-detect-bugs"].decide({
+            "weakest type": [min(r["best"][e]["auroc"] for e in ERROR_TYPES) for r in relu]},
+            **over),
+        CLAIMS["clamp-high-invents-errors"].decide({
+            "before": up["base"], "clamped": up["clamped"]}, **over),
+        CLAIMS["clamp-negative-hides-bugs"].decide(
+            {"after / before": halved},
+            premises={"buggy programs predicted": mean(down["base"])}, **over),
+        CLAIMS["controls-move-less"].decide(
+            margins,
+            premises={"the feature moves": min(mean(up["feature_effect"]),
+                                               mean(down["feature_effect"]))}, **over),
+    ]

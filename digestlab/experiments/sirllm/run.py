@@ -32,14 +32,11 @@ from torch.nn import functional as F
 
 from digestlab.checkpoint import load_checkpoint
 from digestlab.claims import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    band,
-    claim,
-    decide_above,
-    decide_below,
-    samples_to_decide,
+    LEVEL,
+    Claim,
+    binomial_interval,
+    paired_differences,
+    paired_ratios,
     summarize,
 )
 from digestlab.data import dialogue
@@ -47,7 +44,7 @@ from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
 from digestlab.data.rng import SplitMix64, derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
-from digestlab.experiments.sirllm import SINK_RATIO, Params
+from digestlab.experiments.sirllm import CLAIMS, Params
 from digestlab.experiments.sirllm.base_lm import first_token_attention
 from digestlab.nn import GPT, KVCache
 from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
@@ -56,9 +53,6 @@ from digestlab.train import map_runs
 # StreamingLLM's Figure 1 (Llama-2-13B, 65K tokens of PG19): perplexity by cache policy.
 PAPER_STREAMING_PPL = [["dense", 5641.0], ["window", 5158.0], ["recompute", 5.43],
                        ["StreamingLLM", 5.40]]
-GROCERY_MARGIN = 0.20  # "far above": SirLLM's recall at least 20 points above StreamingLLM's
-CHANCE = 0.25  # one of four options
-PPL_NEAR = 1.10  # "near the recompute baseline": within 10% of its perplexity
 
 
 @dataclass(frozen=True)
@@ -180,9 +174,9 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
     }
 
 
-def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> float:
-    """Accuracy with nothing evicted, on short grocery dialogues that fit the training context:
-    the ceiling the policies are measured against."""
+def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> int:
+    """Questions answered correctly with nothing evicted, out of `n` short grocery dialogues that
+    fit the training context: the ceiling the policies are measured against."""
     correct = 0
     for index in range(n):
         stream = grocery_stream(params, 10_000 + index, exchanges)
@@ -192,7 +186,7 @@ def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> fl
         logits = logits.cpu()
         options = torch.tensor(stream.options)
         correct += int(options[logits[0, -1, options].argmax()] == stream.item)
-    return correct / n
+    return correct
 
 
 def _rps_job(job: tuple[Path, Params, int]) -> dict:
@@ -316,7 +310,12 @@ def attention_sinks(model: GPT, params: Params, saved: dict) -> dict:
                 "mean_head": [v for _, v in curves["mean_head"]],
             }
         tokens_before += result["items_seen"]
-    return first_token_attention(model, idx) | {"along_training": along}
+    trained = first_token_attention(model, idx)
+    peak = max((v for curve in along.values() for v in curve["top_head"]), default=None)
+    return trained | {
+        # the most attentive head's share against a uniform head's: the sink premise
+        "top_head_ratio": max(trained["top_head_per_layer"]) / trained["uniform"],
+        "along_training": along, "peak_along_training": peak}
 
 
 # --- the experiment --------------------------------------------------------------------------
@@ -347,9 +346,9 @@ def run(params: Params, ctx: RunContext) -> Report:
     results = {kind: [r for k, r in done if k == kind] for kind in ("grocery", "rps", "ppl")}
 
     grocery = grocery_metrics(params, results["grocery"])
-    grocery["in_context_accuracy"] = grocery_in_context(model, params, params.grocery_streams,
-                                                        exchanges=6)
-    grocery["in_context_dialogues"] = params.grocery_streams
+    correct = grocery_in_context(model, params, params.grocery_streams, exchanges=6)
+    grocery |= {"in_context_correct": correct, "in_context_dialogues": params.grocery_streams,
+                "in_context_accuracy": correct / params.grocery_streams}
     rps = rps_metrics(results["rps"])
     perplexity = perplexity_metrics(params, results["ppl"])
     sinks = attention_sinks(model, params, saved)
@@ -379,10 +378,6 @@ def run(params: Params, ctx: RunContext) -> Report:
         timing={"workers": workers, "lm_tokens_per_s": train["items_per_s"]},
         reference={"columns": ["cache", "perplexity"], "rows": PAPER_STREAMING_PPL},
     )
-
-
-def _paired(a: list[float], b: list[float]) -> list[float]:
-    return [x - y for x, y in zip(a, b, strict=True)]
 
 
 def grocery_metrics(params: Params, results: list[dict]) -> dict:
@@ -452,89 +447,25 @@ def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -
 
 
 def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, sinks: dict
-                  ) -> list[dict]:
-    """The three claims, each from paired differences over the streams. A claim whose premise
-    this model lacks (it cannot recall with nothing evicted; it grew no attention sink) gets no
-    verdict, and its measurements say why."""
+                  ) -> list[Claim]:
+    """The three claims, each from paired values over the streams (games), with the premises
+    the spec declares: recall with nothing evicted (the upper end of its interval) and an
+    attention sink in the trained model."""
     correct = grocery["correct_at_budget"]
-    diffs = _paired(correct["SirLLM"], correct["StreamingLLM"])
-    verdict, stats = decide_above(diffs, GROCERY_MARGIN)
-    # A model that cannot answer with the whole dialogue in view cannot show any policy
-    # recalling: then no verdict, however the policies compare.
-    ceiling = grocery["in_context_accuracy"]
-    ceiling_high = ceiling + 1.645 * math.sqrt(max(ceiling * (1 - ceiling), 1e-12)
-                                               / grocery["in_context_dialogues"])
-    testable = ceiling_high > CHANCE + GROCERY_MARGIN
-    if not testable:
-        verdict = INCONCLUSIVE
-    at = grocery["by_budget"][str(params.budget)]
-    claims = [claim(
-        "sirllm-recalls-grocery",
-        {"ko": f"캐시 예산이 같을 때({params.budget} 토큰), 물건이 최근 구간을 벗어난 뒤에도 "
-               "SirLLM은 장보기 물건을 StreamingLLM보다 훨씬 잘 기억한다",
-         "en": f"At an equal cache budget ({params.budget} tokens), SirLLM recalls the grocery "
-               "item far better than StreamingLLM once it has left the recent window"},
-        {"SirLLM accuracy": at["SirLLM"]["accuracy"],
-         "StreamingLLM accuracy": at["StreamingLLM"]["accuracy"],
-         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
-         "streams": stats["n"], "item distance (tokens)": grocery["item_distance_mean"],
-         "SirLLM kept the item": at["SirLLM"]["retained"], "decay": params.grocery_decay,
-         "accuracy with nothing evicted": ceiling, "bound": GROCERY_MARGIN}
-        | (samples_to_decide(verdict, stats, GROCERY_MARGIN, "samples") if testable
-           else {"testable": False}),
-        f"accuracy(SirLLM) - accuracy(StreamingLLM) > {GROCERY_MARGIN:.2f}",
-        verdict,
-    )]
+    ceiling = binomial_interval(grocery["in_context_correct"], grocery["in_context_dialogues"],
+                                LEVEL)
     wins = rps["win_per_game"]
-    verdict, stats = decide_above(_paired(wins["SirLLM"], wins["StreamingLLM"]), 0.0)
-    claims.append(claim(
-        "sirllm-wins-rps",
-        {"ko": "치우친 상대와의 가위바위보에서 SirLLM의 승률이 StreamingLLM보다 높다",
-         "en": "Against a biased rock-paper-scissors opponent, SirLLM wins more often than "
-               "StreamingLLM"},
-        {"SirLLM win rate": rps["win"]["SirLLM"],
-         "StreamingLLM win rate": rps["win"]["StreamingLLM"],
-         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
-         "games": stats["n"], "perfect-memory win rate": rps["oracle_win"],
-         "decay": params.rps_decay, "bound": 0.0}
-        | samples_to_decide(verdict, stats, 0.0, "samples"),
-        "win(SirLLM) - win(StreamingLLM) > 0",
-        verdict,
-    ))
     per = perplexity["per_stream"]
-    log_near = math.log(PPL_NEAR)
-    near, near_stats = decide_below(
-        [math.log(a / b) for a, b in zip(per["StreamingLLM"], per["recompute"], strict=True)],
-        log_near)
-    worse, worse_stats = decide_above(
-        [math.log(a / b) for a, b in zip(per["window"], per["recompute"], strict=True)],
-        log_near)
-    verdict = (REPRODUCED if near == worse == REPRODUCED
-               else NOT_REPRODUCED if NOT_REPRODUCED in (near, worse) else INCONCLUSIVE)
-    # StreamingLLM's claim is about models whose heads park attention on the first token.
-    sink_ratio = max(sinks["top_head_per_layer"]) / sinks["uniform"]
-    has_sinks = sink_ratio >= SINK_RATIO
-    in_training = [v for curve in sinks["along_training"].values() for v in curve["top_head"]]
-    if not has_sinks:
-        verdict = INCONCLUSIVE
-    claims.append(claim(
-        "sinks-keep-perplexity",
-        {"ko": "StreamingLLM의 sink 토큰은 스트리밍 perplexity를 재계산 기준에 가깝게 지키고, "
-               "최근 구간만 남기면 나빠진다",
-         "en": "StreamingLLM's sink tokens keep streaming perplexity near the recompute "
-               "baseline, while a window alone degrades"},
-        {"StreamingLLM / recompute": math.exp(near_stats["mean"]),
-         "95% band (StreamingLLM)": band(near_stats, math.exp),
-         "window / recompute": math.exp(worse_stats["mean"]),
-         "95% band (window)": band(worse_stats, math.exp),
-         "paired sd": max(near_stats["sd"] or 0.0, worse_stats["sd"] or 0.0),
-         "streams": near_stats["n"], "tokens per stream": perplexity["tokens"],
-         "cache": perplexity["window"], "bound": PPL_NEAR,
-         "first-token attention / uniform": sink_ratio,
-         "highest along training": max(in_training, default=None)}
-        | ({} if has_sinks else {"testable": False}),
-        f"ppl(StreamingLLM) / ppl(recompute) < {PPL_NEAR} and "
-        f"ppl(window) / ppl(recompute) > {PPL_NEAR}",
-        verdict,
-    ))
-    return claims
+    return [
+        CLAIMS["sirllm-recalls-grocery"].decide(
+            {"recall gain": paired_differences(correct["SirLLM"], correct["StreamingLLM"])},
+            unit="streams", premises={"recall with nothing evicted": ceiling[1]},
+            base_models=1, fields={"budget": params.budget}),
+        CLAIMS["sirllm-wins-rps"].decide(
+            {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"])},
+            unit="games", base_models=1),
+        CLAIMS["sinks-keep-perplexity"].decide(
+            {"StreamingLLM near recompute": paired_ratios(per["StreamingLLM"], per["recompute"]),
+             "window degrades": paired_ratios(per["window"], per["recompute"])},
+            unit="streams", premises={"attention sink": sinks["top_head_ratio"]}, base_models=1),
+    ]

@@ -2,14 +2,16 @@
 previous round's implicit reward protecting what was already aligned, against sequential DPO,
 DPO on both dimensions' pairs at once, and a Safe-RLHF-style Lagrangian.
 
-The spec: params, scales and budgets. `base_sft.py` fine-tunes the policy every method starts
-from; `run.py` aligns it, round by round, for each seed and decides the claims.
+The spec: params, scales, budgets and claims. `base_sft.py` fine-tunes the policy every method
+starts from; `run.py` aligns it, round by round, for each seed and measures what the claims are
+decided on.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from digestlab.claims import ClaimSpec, ComparisonSpec, our_bound, paper_bound
 from digestlab.configs import GPTConfig, TrainConfig
 
 BASES = ("sft",)
@@ -126,3 +128,39 @@ SCALES = {
         curve_steps=[32, 64], multiplier_lr=0.5, eval_prompts=2048, eval_samples=4,
     ),
 }
+
+
+# --- the claims, fixed before any run ---------------------------------------------------------
+
+GAIN_MARGIN = 0.2  # "comparable": SPO's harmlessness gain at least 80% of sequential DPO's
+
+CLAIMS = {c.id: c for c in (
+    ClaimSpec(
+        id="spo-keeps-dimension-1",
+        text={"ko": "두 번째 차원(무해함)에서 같은 만큼 얻을 때, SPO는 첫 번째 차원(도움이 됨)의 "
+                    "점수를 차례로 돌린 DPO보다 라운드 1 뒤의 수준에 유의하게 더 가깝게 지킨다",
+              "en": "At a matched gain on dimension 2 (harmlessness), SPO keeps its dimension-1 "
+                    "(helpfulness) score significantly closer to the post-round-1 level than "
+                    "sequential DPO does"},
+        comparisons={"above the curve": ComparisonSpec(
+            statistic="helpful(SPO) − curve(harmless(SPO))", direction=">",
+            bound=paper_bound(0.0, "abstract and gradient analysis"))},
+    ),
+    ClaimSpec(
+        id="spo-gains-dimension-2",
+        text={"ko": "SPO가 두 번째 차원에서 얻는 점수는 차례로 돌린 DPO와 비슷하다"
+                    f"(그 {1 - GAIN_MARGIN:.0%} 이상)",
+              "en": "SPO's gain on dimension 2 is comparable to sequential DPO's (at least "
+                    f"{1 - GAIN_MARGIN:.0%} of it)"},
+        comparisons={"share of the gain": ComparisonSpec(
+            statistic=f"gain(SPO) − {1 - GAIN_MARGIN:.1f} × gain(sequential DPO)", direction=">",
+            bound=our_bound(
+                0.0,
+                ko="우리가 실행 전에 정한 값이다. 논문은 '비슷하다'에 한계를 두지 않는다. "
+                   "앞 차원을 지키는 항이 새 차원에서 얻는 것을 얼마간 줄이는 것은 대가로 "
+                   "받아들이되, 차례로 돌린 DPO가 얻는 무해함의 80%는 얻어야 한다고 보았다.",
+                en="Ours, fixed before any run: the paper sets no margin for a comparable gain; "
+                   "the term that protects dimension 1 may cost some of the new gain, but SPO "
+                   "must keep 80% of what sequential DPO gains in harmlessness."))},
+    ),
+)}

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from digestlab.checkpoint import load_checkpoint
-from digestlab.claims import band, claim, decide_above, samples_to_decide, summarize
+from digestlab.claims import Claim, summarize
 from digestlab.configs import TrainConfig
 from digestlab.data import requests
 from digestlab.data.requests import Request
@@ -32,6 +32,8 @@ from digestlab.data.rng import derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import ExperimentError, Report, RunContext
 from digestlab.experiments.spo import (
+    CLAIMS,
+    GAIN_MARGIN,
     LAGRANGIAN,
     MIXED,
     ORACLE,
@@ -54,7 +56,6 @@ from digestlab.train import Objective, TrainResult, evaluate, map_runs, train
 
 REPLY_TOKENS = requests.SIZE + 2  # the letters, the word and the end
 END_ID = requests.TOKENS.index(requests.END)
-GAIN_MARGIN = 0.2  # "comparable": SPO's harmlessness gain at least 80% of sequential DPO's
 # seed streams: what each draw is for
 PAIRS_1, PAIRS_2, REPLIES_1, REPLIES_2, EVAL_PROMPTS, EVAL_REPLIES = range(6)
 
@@ -316,55 +317,27 @@ def _stats(values: list[float]) -> dict:
     return summarize(values) | {"per_seed": values}
 
 
-def decide_claims(params: Params, results: list[dict], methods: dict) -> list[dict]:
+def harmlessness_gains(params: Params, results: list[dict]) -> dict[str, list[float]]:
+    """Per seed, the harmlessness SPO (at the claims' alpha) and sequential DPO gain in round 2
+    over the round-1 policy."""
+    return {name: [r["methods"][name]["harmless"] - r["round1"]["harmless"] for r in results]
+            for name in (spo_name(params.alpha), SEQUENTIAL)}
+
+
+def decide_claims(params: Params, results: list[dict], methods: dict) -> list[Claim]:
     """SPO keeps helpfulness above sequential DPO's curve (claim 1), and gains nearly as much
-    harmlessness (claim 2); both from per-seed paired values."""
+    harmlessness (claim 2); both from per-seed paired values over one fine-tuned policy."""
     name = spo_name(params.alpha)
-    above = methods[name]["above_curve"]["per_seed"]
-    verdict, stats = decide_above(above, 0.0)
-    oracle = methods[ORACLE]["above_curve"]
-    claims = [claim(
-        "spo-keeps-dimension-1",
-        {"ko": "두 번째 차원(무해함)에서 같은 만큼 얻을 때, SPO는 첫 번째 차원(도움이 됨)의 점수를 "
-               "차례로 돌린 DPO보다 라운드 1 뒤의 수준에 유의하게 더 가깝게 지킨다",
-         "en": "At a matched gain on dimension 2 (harmlessness), SPO keeps its dimension-1 "
-               "(helpfulness) score significantly closer to the post-round-1 level than "
-               "sequential DPO does"},
-        {"SPO helpful": methods[name]["helpful"]["mean"],
-         "SPO harmless": methods[name]["harmless"]["mean"],
-         "round-1 helpful": methods["round 1"]["helpful"]["mean"],
-         "sequential DPO helpful": methods[SEQUENTIAL]["helpful"]["mean"],
-         "sequential DPO harmless": methods[SEQUENTIAL]["harmless"]["mean"],
-         "mean difference": stats["mean"], "95% band": band(stats), "paired sd": stats["sd"],
-         "seeds": stats["n"], "alpha": params.alpha,
-         "oracle above the curve": oracle["mean"],
-         "implicit reward vs true helpfulness (r)": _mean_of(
-             [r["round2"]["implicit_vs_true"] for r in results]),
-         "bound": 0.0}
-        | samples_to_decide(verdict, stats, 0.0),
-        "helpful(SPO) - curve(harmless(SPO)) > 0",
-        verdict,
-    )]
-    gain = [r["methods"][name]["harmless"] - r["round1"]["harmless"] for r in results]
-    base = [r["methods"][SEQUENTIAL]["harmless"] - r["round1"]["harmless"] for r in results]
-    excess = [g - (1 - GAIN_MARGIN) * b for g, b in zip(gain, base, strict=True)]
-    verdict, stats = decide_above(excess, 0.0)
-    claims.append(claim(
-        "spo-gains-dimension-2",
-        {"ko": "SPO가 두 번째 차원에서 얻는 점수는 차례로 돌린 DPO와 비슷하다"
-               f"(그 {1 - GAIN_MARGIN:.0%} 이상)",
-         "en": f"SPO's gain on dimension 2 is comparable to sequential DPO's (at least "
-               f"{1 - GAIN_MARGIN:.0%} of it)"},
-        {"SPO gain": summarize(gain)["mean"], "sequential DPO gain": summarize(base)["mean"],
-         "ratio": (summarize(gain)["mean"] / summarize(base)["mean"]
-                   if summarize(base)["mean"] else None),
-         "mean difference": stats["mean"], "95% band": band(stats),
-         "paired sd": stats["sd"], "seeds": stats["n"], "margin": GAIN_MARGIN, "bound": 0.0}
-        | samples_to_decide(verdict, stats, 0.0),
-        f"gain(SPO) - {1 - GAIN_MARGIN:.1f} gain(sequential DPO) > 0",
-        verdict,
-    ))
-    return claims
+    gains = harmlessness_gains(params, results)
+    share = [g - (1 - GAIN_MARGIN) * b
+             for g, b in zip(gains[name], gains[SEQUENTIAL], strict=True)]
+    return [
+        CLAIMS["spo-keeps-dimension-1"].decide(
+            {"above the curve": methods[name]["above_curve"]["per_seed"]},
+            unit="alignment seeds", base_models=1),
+        CLAIMS["spo-gains-dimension-2"].decide(
+            {"share of the gain": share}, unit="alignment seeds", base_models=1),
+    ]
 
 
 def _mean_of(values: list[float | None]) -> float | None:
@@ -411,6 +384,9 @@ def run(params: Params, ctx: RunContext) -> Report:
             "round2": {key: _mean_of([r["round2"][key] for r in results])
                        for key in results[0]["round2"]},
             "eval_replies": params.eval_prompts * params.eval_samples,
+            "harmlessness_gain": {name: _stats(gain) for name, gain
+                                  in harmlessness_gains(params, results).items()},
+            "gain_margin": GAIN_MARGIN,
         },
         claims=claims,
         figures=figures,

@@ -3,6 +3,7 @@ own (base_lm.py), then evaluated by the analysis (run.py) against the uniform by
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from digestlab.claims import ClaimSpec, ComparisonSpec, our_bound
 from digestlab.configs import GPTConfig, TrainConfig
 from digestlab.experiments import LanguageModelParams
 
@@ -35,3 +36,15 @@ _SMOKE = Params(
 )
 SCALES = {"smoke": _SMOKE, "cpu": _SMOKE, "gpu": _SMOKE}
 BUDGET_S = {"smoke": 10, "cpu": 10, "gpu": 10}
+
+CLAIMS = {c.id: c for c in (
+    ClaimSpec(
+        id="beats-uniform",
+        text={"ko": "기반 모델이 균등 분포보다 낫다",
+              "en": "The base model beats the uniform model"},
+        comparisons={"loss": ComparisonSpec(
+            statistic="val loss", direction="<",
+            bound=our_bound(5.545177444479562, ko="균등한 바이트 모델의 손실(ln 256)입니다.",
+                            en="The uniform byte model's loss, ln 256."))},
+    ),
+)}

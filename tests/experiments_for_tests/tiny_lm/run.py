@@ -1,14 +1,11 @@
 """The tiny_lm test experiment's analysis: validation loss of the base model, by window group."""
 
-import math
-
 import torch
 
 from digestlab.checkpoint import load_checkpoint
-from digestlab.claims import claim, decide_below
 from digestlab.data import build_splits, validation_windows
 from digestlab.experiments import Report, RunContext
-from experiments_for_tests.tiny_lm import Params
+from experiments_for_tests.tiny_lm import CLAIMS, Params
 
 
 def run(params: Params, ctx: RunContext) -> Report:
@@ -19,19 +16,10 @@ def run(params: Params, ctx: RunContext) -> Report:
     with torch.no_grad():
         losses = [model(xs, ys)[1].item() for xs, ys in zip(
             x.split(params.windows_per_group), y.split(params.windows_per_group), strict=True)]
-    uniform = math.log(256)
-    verdict, stats = decide_below(losses, uniform)
     return Report(
         seeds=[params.lm.train.seed],
         device="cpu",
         metrics={"val_loss_by_group": losses, "base_final_train_loss":
                  saved["train"]["final_train_loss"]},
-        claims=[claim(
-            "beats-uniform",
-            {"ko": "기반 모델이 균등 분포보다 낫다",
-             "en": "The base model beats the uniform model"},
-            {"mean": stats["mean"], "high": stats["high"]},
-            f"val loss < ln 256 = {uniform:.3f}",
-            verdict,
-        )],
+        claims=[CLAIMS["beats-uniform"].decide({"loss": losses}, unit="runs", base_models=1)],
     )
