@@ -139,7 +139,7 @@ def test_a_claim_without_its_premise_reads_not_testable_with_the_premises_number
     pages = render_both(tmp_path, paper_files)
     assert "Not testable" in pages["en"] and "판정 불가" in pages["ko"]
     line = next(line for line in pages["en"].splitlines() if line.startswith("- Sinks keep"))
-    assert "not testable here" in line and "0.88" in line and "&gt;= 2" in line
+    assert "not testable here" in line and "measured 0.88" in line and "&gt;= 2" in line
     assert "streams: 3, of one model" in pages["en"]
 
 

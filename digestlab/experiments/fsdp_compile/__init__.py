@@ -156,10 +156,10 @@ SCALES = {
 # A loss gap counts against the gap between two seeds' curves, measured in the same run.
 AGREEMENT = our_bound(
     0.1,
-    ko="실행 전에 정한 우리 기준: 같은 시드의 학습이 덧셈의 순서와 커널 합치기에서만 다르다면 "
-       "시드를 바꿀 때 생기는 차이보다 훨씬 안쪽에 머물러야 한다. 그 차이의 10분의 1은 반올림 "
-       "오차가 들어설 자리는 남기되, 학습에 의미 있는 차이는 들이지 않는다.",
-    en="Ours, fixed before any run: runs of one seed that differ only in how their sums are "
+    ko="같은 시드의 학습이 덧셈의 순서와 커널 합치기에서만 다르다면 "
+       "시드를 바꿀 때 생기는 차이보다 훨씬 안쪽에 머물러야 합니다. 그 차이의 10분의 1은 반올림 "
+       "오차가 들어설 자리는 남기되, 학습에 의미 있는 차이는 들이지 않습니다.",
+    en="Runs of one seed that differ only in how their sums are "
        "ordered and fused should stay far inside the gap a change of seed opens; a tenth of "
        "that gap leaves room for rounding and none for a difference that would matter to "
        "training.")
@@ -187,10 +187,10 @@ COMPILE_SPEEDS_UP = ClaimSpec(
         direction="<=",
         bound=our_bound(
             0.60,
-            ko="실행 전에 정한 우리 기준: 컴파일은 메모리에 묶인 연산을 합치고 오버헤드를 줄여서 "
-               "이득을 내는데, 이는 eager 학습이 행렬곱 유닛을 놀리는 곳에서만 의미가 있다. "
-               "글의 eager FSDP 학습은 MFU 57%에 머물렀다.",
-            en="Ours, fixed before any run: compile pays by fusing memory-bound work and "
+            ko="컴파일은 메모리에 묶인 연산을 합치고 오버헤드를 줄여서 "
+               "이득을 내는데, 이는 eager 학습이 행렬곱 유닛을 놀리는 곳에서만 의미가 있습니다. "
+               "글의 eager FSDP 학습은 MFU 57%에 머물렀습니다.",
+            en="Compile pays by fusing memory-bound work and "
                "cutting overhead, which only matters where eager training leaves the matmul "
                "units idle; the post's own eager FSDP runs sat at 57% MFU."))},
     theirs=TheirNumber(
@@ -247,9 +247,9 @@ FSDP_WORLD_SIZE_KEEPS_THE_LOSS = ClaimSpec(
         statistic="the largest FSDP world size run", direction=">=",
         bound=our_bound(
             2,
-            ko="우리 기준: 프로세스 수에 따른 차이를 묻는 주장이므로 둘 이상의 프로세스에서 돈 "
-               "학습이 있어야 한다. GPU 하나에는 NCCL 랭크 하나만 올라간다.",
-            en="Ours: the claim is about the number of processes, so it needs a run on at "
+            ko="프로세스 수에 따른 차이를 묻는 주장이므로 둘 이상의 프로세스에서 돈 "
+               "학습이 있어야 합니다. GPU 하나에는 NCCL 랭크 하나만 올라갑니다.",
+            en="The claim is about the number of processes, so it needs a run on at "
                "least two; one GPU holds one NCCL rank."))},
 )
 

@@ -165,11 +165,11 @@ CLAIMS = {c.id: c for c in (
             "L0 / width": ComparisonSpec(
                 statistic="L0 / width", direction="<", bound=our_bound(
                     L0_SHARE,
-                    ko="우리가 정한 기준(실행 전에 고정): 논문의 SAE는 특징 100만–3,400만 "
+                    ko="논문의 SAE는 특징 100만–3,400만 "
                        "개 가운데 토큰당 300개 미만이 켜지는데(너비의 0.03% 미만), 우리 너비에서는 "
                        "그 비율이 특징 한 개에도 못 미치므로 '너비보다 훨씬 작다'를 너비의 "
                        "20분의 1 미만으로 읽습니다.",
-                    en="ours, fixed before any run: the paper's SAEs have fewer than 300 of 1M to "
+                    en="The paper's SAEs have fewer than 300 of 1M to "
                        "34M features active per token (under 0.03% of the width), a share that "
                        "at our widths is less than one feature, so 'far below the width' is read "
                        "as under a twentieth of it.")),
@@ -189,10 +189,10 @@ CLAIMS = {c.id: c for c in (
         comparisons={"loss recovered": ComparisonSpec(
             statistic="loss recovered against mean-ablation", direction=">", bound=our_bound(
                 RECOVERED_BAR,
-                ko="우리가 정한 기준(실행 전에 고정): 논문에는 회복한 손실 수치가 없습니다. 평균 "
+                ko="논문에는 회복한 손실 수치가 없습니다. 평균 "
                    "대체로 잃는 손실의 10분의 9를 되찾으면 모델의 행동이 거의 그대로 남고, 뒤의 "
                    "조종 결과도 그 점에 기댑니다.",
-                en="ours, fixed before any run: the paper gives no loss-recovered figure; winning "
+                en="The paper gives no loss-recovered figure; winning "
                    "back nine tenths of what mean-ablation loses leaves the model's behaviour "
                    "nearly intact, which the steering results rely on."))},
     ),
@@ -204,10 +204,10 @@ CLAIMS = {c.id: c for c in (
             statistic="AUROC of the chosen feature, weakest error type", direction=">",
             bound=our_bound(
                 AUROC_BAR,
-                ko="우리가 정한 기준(실행 전에 고정): 논문은 코드 오류 특징의 활성값을 AUROC 없이 "
+                ko="논문은 코드 오류 특징의 활성값을 AUROC 없이 "
                    "보여 줍니다. 버그 있는 프로그램을 깨끗한 쌍둥이보다 열에 아홉 번 높게 매겨야 "
                    "버그와 상관만 있는 것이 아니라 버그를 알아보는 특징이라고 할 수 있습니다.",
-                en="ours, fixed before any run: the paper shows the code-error feature's "
+                en="The paper shows the code-error feature's "
                    "activations without an AUROC; a feature that ranks a buggy program above its "
                    "clean twin nine times in ten detects the bug rather than merely correlating "
                    "with it."))},
@@ -223,20 +223,20 @@ CLAIMS = {c.id: c for c in (
                 statistic="error predictions on clean programs, unclamped", direction="<",
                 bound=our_bound(
                     CLEAN_BASE_BELOW,
-                    ko="우리가 정한 기준(실행 전에 고정): 논문의 멀쩡한 코드에는 고정하기 전에 "
+                    ko="논문의 멀쩡한 코드에는 고정하기 전에 "
                        "오류가 없습니다. 이미 깨끗한 프로그램 열 개 중 하나꼴로 오류를 예측하는 "
                        "모델이라면 고정이 지어낸 오류라고 하기 어렵습니다.",
-                    en="ours, fixed before any run: the paper's bug-free code shows no error "
+                    en="The paper's bug-free code shows no error "
                        "before the clamp; a model that already predicts errors on one clean "
                        "program in ten would leave little for the clamp to invent.")),
             "clamped": ComparisonSpec(
                 statistic="error predictions on clean programs, feature clamped high",
                 direction=">", bound=our_bound(
                     CLAMPED_ABOVE,
-                    ko="우리가 정한 기준(실행 전에 고정): 논문은 고정한 모델이 버그 없는 코드에 "
+                    ko="논문은 고정한 모델이 버그 없는 코드에 "
                        "오류 메시지를 쓰는 예를 비율 없이 보여 줍니다. 절반을 넘어야 고정이 예측을 "
                        "살짝 미는 것이 아니라 오류를 지어낸다고 읽을 수 있습니다.",
-                    en="ours, fixed before any run: the paper shows the clamped model writing "
+                    en="The paper shows the clamped model writing "
                        "error messages for bug-free code without a rate; more often than not is "
                        "the least that reads as inventing errors rather than nudging the "
                        "prediction.")),
@@ -252,10 +252,10 @@ CLAIMS = {c.id: c for c in (
             statistic="error predictions on buggy programs, clamped / unclamped",
             direction="<", bound=our_bound(
                 HALVED,
-                ko="우리가 정한 기준(실행 전에 고정): 논문은 음수로 고정한 모델이 버그를 지나치는 "
+                ko="논문은 음수로 고정한 모델이 버그를 지나치는 "
                    "예를 하나씩 보여 줄 뿐입니다. 절반으로 줄어드는 것을, 고정의 잡음이 아니라 "
                    "버그를 감춘다고 부를 수 있는 가장 작은 변화로 봅니다.",
-                en="ours, fixed before any run: the paper shows single examples of the "
+                en="The paper shows single examples of the "
                    "negatively clamped model passing over the bug; halving the rate is the "
                    "smallest change we would call hiding the bug rather than noise of the "
                    "clamp."))},
@@ -266,10 +266,10 @@ CLAIMS = {c.id: c for c in (
             statistic="error predictions on buggy programs, unclamped", direction=">=",
             bound=our_bound(
                 BUGGY_BASE_AT_LEAST,
-                ko="우리가 정한 기준(실행 전에 고정): 절반으로 줄이려면 줄일 것이 있어야 합니다. "
+                ko="절반으로 줄이려면 줄일 것이 있어야 합니다. "
                    "버그 있는 프로그램 다섯 개 중 하나보다 드물게 오류를 예측하는 모델에서는 "
                    "줄어든 폭을 조종용 프로그램에 대한 잡음과 가려낼 수 없습니다.",
-                en="ours, fixed before any run: halving needs something to halve; below one "
+                en="Halving needs something to halve; below one "
                    "buggy program in five the drop could not be told from the noise over the "
                    "steering programs."))},
     ),
@@ -284,10 +284,10 @@ CLAIMS = {c.id: c for c in (
                 statistic=f"control effect − feature effect / 3, {direction}", direction="<",
                 bound=our_bound(
                     0.0,
-                    ko="우리가 정한 기준(실행 전에 고정): 논문은 같은 크기로 맞춘 무작위 특징과 "
+                    ko="논문은 같은 크기로 맞춘 무작위 특징과 "
                        "비교하지 않습니다. 3분의 1로 정해, 특징의 효과가 stream을 같은 만큼 미는 "
                        "아무 특징의 효과보다 확실히 크도록 했습니다.",
-                    en="ours, fixed before any run: the paper makes no comparison with matched "
+                    en="The paper makes no comparison with matched "
                        "random features; a third makes the feature's effect stand well clear of "
                        "what any push of the stream by as much does."))
             for direction in ("clamped high", "clamped negative")},
@@ -298,10 +298,10 @@ CLAIMS = {c.id: c for c in (
             statistic="feature effect on the error predictions, smaller direction",
             direction=">=", bound=our_bound(
                 EFFECT_AT_LEAST,
-                ko="우리가 정한 기준(실행 전에 고정): 대조군은 특징 자체의 효과에 견주어 잽니다. "
+                ko="대조군은 특징 자체의 효과에 견주어 잽니다. "
                    "특징을 고정해도 오류 예측이 10%p도 움직이지 않으면, 그 3분의 1은 조종용 "
                    "프로그램으로 가려낼 수 있는 크기보다 작습니다.",
-                en="ours, fixed before any run: the controls are measured against the feature's "
+                en="The controls are measured against the feature's "
                    "own effect; where clamping the feature moves the predictions by less than "
                    "ten points, a third of that is below what the steering programs resolve."))},
     ),

@@ -156,10 +156,10 @@ CLAIMS = {c.id: c for c in (
             statistic=f"gain(SPO) − {1 - GAIN_MARGIN:.1f} × gain(sequential DPO)", direction=">",
             bound=our_bound(
                 0.0,
-                ko="우리가 실행 전에 정한 값이다. 논문은 '비슷하다'에 한계를 두지 않는다. "
+                ko="논문은 '비슷하다'에 한계를 두지 않습니다. "
                    "앞 차원을 지키는 항이 새 차원에서 얻는 것을 얼마간 줄이는 것은 대가로 "
-                   "받아들이되, 차례로 돌린 DPO가 얻는 무해함의 80%는 얻어야 한다고 보았다.",
-                en="Ours, fixed before any run: the paper sets no margin for a comparable gain; "
+                   "받아들이되, 차례로 돌린 DPO가 얻는 무해함의 80%는 얻어야 한다고 보았습니다.",
+                en="The paper sets no margin for a comparable gain; "
                    "the term that protects dimension 1 may cost some of the new gain, but SPO "
                    "must keep 80% of what sequential DPO gains in harmlessness."))},
     ),
