@@ -202,7 +202,8 @@ def test_reader_goes_from_home_to_a_tag_to_a_paper_with_its_claims_and_figures(b
     page.click("article a:text-is('SirLLM: Streaming Infinite Retentive LLM')")
     page.wait_for_load_state("networkidle")
     assert page.url == f"{server}/papers/sirllm/"
-    assert page.locator("table th:text-is('판정')").count() == 1
+    claims = page.locator("p.dl-claim")
+    assert claims.count() == 3 and claims.locator(".dl-verdict").count() == 3
     figures = page.locator("figure.dl-figure img")
     assert figures.count() == 4
     for i in range(figures.count()):
@@ -262,8 +263,13 @@ def test_pages_read_and_the_dashboard_filters_without_javascript(browser, server
     page.click("label[for=dl-verdict-all]")
     page.click("label[for=dl-tag-all]")
     assert len(shown()) == total
+    # a claim whose premise is absent has a filter of its own, and says which premise
+    page.click("label[for=dl-verdict-not_testable]")
+    untestable = [rows.nth(i) for i in range(total) if rows.nth(i).is_visible()]
+    assert untestable and all("premise missing" in row.inner_text() for row in untestable)
+    page.click("label[for=dl-verdict-all]")
     visit(page, f"{server}/papers/spo/")
-    assert page.locator("table th:text-is('판정')").is_visible()
+    assert page.locator("p.dl-claim .dl-verdict").first.is_visible()
     assert page.locator("figure.dl-figure img").evaluate(
         "img => img.complete && img.naturalWidth > 0")
     assert page.problems == []
