@@ -52,7 +52,8 @@ def main() -> int:
             spread = f", sd {t['sd']:.4f}" if t["sd"] is not None else ""
             interval = (f", {t['level']:.0%} interval {t['interval'][0]:.4f}-{t['interval'][1]:.4f}"
                         if t["interval"] else "")
-            print(f"{'':19}{t['statistic']} {t['direction']} {t['bound']['value']:g}: "
+            statistic = t["statistic"]["en"] if isinstance(t["statistic"], dict) else t["statistic"]
+            print(f"{'':19}{statistic} {t['direction']} {t['bound']['value']:g}: "
                   f"{t['estimate']:.4f}{spread}{interval}")
     within = wall <= budget
     print(f"wall time {wall:,.1f} s, budget {budget:,} s: {'within' if within else 'OVER'} budget")

@@ -51,6 +51,9 @@ def _bilingual(text: dict[str, str]) -> dict[str, str]:
 
 
 Text = Annotated[dict[str, str], AfterValidator(_bilingual)]
+# A statistic as the page shows it: a formula, the same in every language
+# ("ppl(a) / ppl(b)"), or words, in each ({"ko": ..., "en": ...}).
+Statistic = str | Text
 
 
 class _Frozen(BaseModel):
@@ -88,10 +91,10 @@ def our_bound(value: float, ko: str, en: str) -> Bound:
 
 
 class ComparisonSpec(_Frozen):
-    """One comparison a claim is decided by: `statistic` (a formula, as the page shows it)
-    `direction` `bound`, over per-unit values."""
+    """One comparison a claim is decided by: `statistic` `direction` `bound`, over per-unit
+    values."""
 
-    statistic: str
+    statistic: Statistic
     direction: Literal["<", ">", "="]
     bound: Bound
     scale: Literal["linear", "log"] = "linear"  # log: ratios, decided on their logs
@@ -111,7 +114,7 @@ class PremiseSpec(_Frozen):
     statistic: when it does not hold, the claim is `not_testable`."""
 
     text: Text
-    statistic: str
+    statistic: Statistic
     direction: Literal["<", ">", ">=", "<="]
     bound: Bound
 
@@ -175,7 +178,7 @@ class Comparison(_Frozen):
     the one-sided p-value of the side it was decided on, and the units that would decide it."""
 
     name: str
-    statistic: str
+    statistic: Statistic
     direction: Literal["<", ">", "="]
     bound: Bound
     scale: Literal["linear", "log"]

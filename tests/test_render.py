@@ -43,7 +43,7 @@ SINK = ClaimSpec(
         bound=our_bound(1.1, ko="10% 안이면 가깝다고 봅니다.", en="Within 10% counts as near."))},
     premises={"sink": PremiseSpec(
         text={"ko": "첫 토큰에 주의가 몰리는 헤드", "en": "a head that attends to the first token"},
-        statistic="attention / uniform", direction=">=",
+        statistic={"ko": "첫 토큰 주의 / 균등", "en": "attention / uniform"}, direction=">=",
         bound=our_bound(2.0, ko="균등의 두 배입니다.", en="Twice uniform."))})
 CHECK = ClaimSpec(
     id="c3", kind="property", text={"ko": "바이트가 절반이다", "en": "Bytes halve"},
@@ -124,8 +124,8 @@ def test_each_claim_shows_the_papers_number_ours_the_interval_the_bounds_source_
     pages = render_both(tmp_path, paper_files)
     en = pages["en"][pages["en"].index("The mean is small"):]
     block = en[:en.index("\n\n", en.index("- "))]
-    assert "The paper: 0.985 (Table 1)" in block and "1.025 (90% interval" in block
-    assert "(paper, §3\\.2, Table 1)" in block and "Replicated over: training seeds: 3" in block
+    assert "The paper: 0.985 (Table 1)" in block and "1.025 (90% interval [1.017, 1.033])" in block
+    assert "(paper, §3\\.2, Table 1)" in block and "Replicated over: 3 training seeds" in block
     assert "dl-verdict--not_reproduced\">Not reproduced" in pages["en"]
     ko = pages["ko"][pages["ko"].index("평균이 작다"):]
     block = ko[:ko.index("\n\n", ko.index("- "))]
@@ -141,7 +141,9 @@ def test_a_claim_without_its_premise_reads_not_testable_with_the_premises_number
     assert "Not testable" in pages["en"] and "판정 불가" in pages["ko"]
     line = next(line for line in pages["en"].splitlines() if "not testable here" in line)
     assert "measured 0.88" in line and "&gt;= 2" in line
-    assert "streams: 3, of one model" in pages["en"]
+    assert "3 streams of one model" in pages["en"]
+    # a statistic in words is shown in the page's language
+    assert "첫 토큰 주의 / 균등" in pages["ko"] and "attention / uniform" not in pages["ko"]
 
 
 def test_checks_of_the_implementation_are_shown_apart_and_never_counted(tmp_path, paper_files):

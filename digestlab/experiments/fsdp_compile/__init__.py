@@ -174,7 +174,8 @@ COMPILE_SPEEDS_UP = ClaimSpec(
     text={"ko": "torch.compile이 초당 학습 토큰 수를 10% 이상 높인다",
           "en": "torch.compile raises training tokens/s by at least 10%"},
     comparisons={"speed-up": ComparisonSpec(
-        statistic="tokens/s(compile) / tokens/s(eager), per round", direction=">",
+        statistic={"ko": "라운드별 tokens/s(compile) / tokens/s(eager)",
+                   "en": "tokens/s(compile) / tokens/s(eager), per round"}, direction=">",
         bound=paper_bound(1.10, "introduction: torch.compile improves training MFU by 10% to "
                                 "23% across model sizes (the least of them)"),
         scale="log")},
@@ -182,8 +183,10 @@ COMPILE_SPEEDS_UP = ClaimSpec(
         text={"ko": "장치가 글과 같은 영역에 있다: eager 학습이 행렬곱 유닛을 상당 시간 놀린다",
               "en": "The device is in the post's regime: eager training leaves the matmul "
                     "units idle much of the time"},
-        statistic="MFU(eager), the median eager run, against the matmul peak measured on the "
-                  "same device",
+        statistic={"ko": "MFU(eager): eager 실행들의 중앙값, 같은 장치에서 잰 행렬곱 최고 "
+                         "성능 대비",
+                   "en": "MFU(eager), the median eager run, against the matmul peak measured on "
+                         "the same device"},
         direction="<=",
         bound=our_bound(
             0.60,
@@ -196,7 +199,7 @@ COMPILE_SPEEDS_UP = ClaimSpec(
     theirs=TheirNumber(
         value=round(68 / 57, 3), where="introduction: MFU 57% → 68%, Llama 7B on A100 GPUs",
         note={"ko": "둘 다 FSDP와 선택적 활성화 체크포인팅을 쓴 MFU의 비이며, 토큰당 FLOPs가 "
-                    "같으니 초당 토큰 수의 비와 같다",
+                    "같으니 초당 토큰 수의 비와 같습니다",
               "en": "the ratio of two MFUs, both with FSDP and selective activation "
                     "checkpointing; at the same FLOPs per token it is the tokens/s ratio"}),
     from_clock=True,
@@ -207,8 +210,10 @@ COMPILE_KEEPS_THE_LOSS = ClaimSpec(
     text={"ko": "같은 시드에서 컴파일한 학습과 eager 학습의 손실 곡선이 일치한다",
           "en": "Compiled and eager training follow the same loss curve from the same seed"},
     comparisons={"loss-gap": ComparisonSpec(
-        statistic="mean |Δloss| (compiled vs eager, same seed) / mean |Δloss| (eager, between "
-                  "seeds), per round",
+        statistic={"ko": "라운드별 평균 |Δloss|(같은 시드의 컴파일 대 eager) / 평균 |Δloss|(시드 "
+                         "사이의 eager)",
+                   "en": "mean |Δloss| (compiled vs eager, same seed) / mean |Δloss| (eager, "
+                         "between seeds), per round"},
         direction="<", bound=AGREEMENT, rule="every")},
     kind="property",
 )
@@ -221,8 +226,11 @@ def checkpointing_claim(fractions: list[float]) -> ClaimSpec:
     for low, high in zip(fractions, fractions[1:], strict=False):
         for quantity in ("memory", "tokens/s"):
             comparisons[f"{quantity}, {low:g} → {high:g}"] = ComparisonSpec(
-                statistic=f"{quantity}(checkpoint {high:g}) / {quantity}(checkpoint {low:g}), "
-                          "per round",
+                statistic={
+                    "ko": f"라운드별 {quantity}(checkpoint {high:g}) / "
+                          f"{quantity}(checkpoint {low:g})",
+                    "en": f"{quantity}(checkpoint {high:g}) / {quantity}(checkpoint {low:g}), "
+                          "per round"},
                 direction="<", bound=CHECKPOINTING_DIRECTION, scale="log")
     return ClaimSpec(
         id="checkpointing-trades-speed-for-memory",
@@ -239,12 +247,15 @@ FSDP_WORLD_SIZE_KEEPS_THE_LOSS = ClaimSpec(
           "en": "FSDP on several processes follows the single-process loss curve at the same "
                 "global batch"},
     comparisons={"loss-gap": ComparisonSpec(
-        statistic="mean |Δloss| (FSDP at each world size run vs eager, same seed) / mean "
-                  "|Δloss| (eager, between seeds)",
+        statistic={"ko": "평균 |Δloss|(실행한 world size마다 FSDP 대 같은 시드의 eager) / 평균 "
+                         "|Δloss|(시드 사이의 eager)",
+                   "en": "mean |Δloss| (FSDP at each world size run vs eager, same seed) / "
+                         "mean |Δloss| (eager, between seeds)"},
         direction="<", bound=AGREEMENT, rule="every")},
     premises={"two-or-more-processes": PremiseSpec(
         text={"ko": "프로세스 둘 이상에서 돌았다", "en": "Two or more processes ran"},
-        statistic="the largest FSDP world size run", direction=">=",
+        statistic={"ko": "실행한 FSDP world size 가운데 가장 큰 값",
+                   "en": "the largest FSDP world size run"}, direction=">=",
         bound=our_bound(
             2,
             ko="프로세스 수에 따른 차이를 묻는 주장이므로 둘 이상의 프로세스에서 돈 "

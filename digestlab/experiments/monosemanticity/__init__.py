@@ -148,6 +148,7 @@ HALVED = 0.5
 CONTROL_SHARE = 1 / 3
 BUGGY_BASE_AT_LEAST = 0.2  # premise of clamp-negative-hides-bugs
 EFFECT_AT_LEAST = 0.1  # premise of controls-move-less
+KO_DIRECTION = {"clamped high": "크게 고정", "clamped negative": "음수로 고정"}
 
 _SAE_EXPERIMENTS = "Scaling Dictionary Learning, “Our SAE experiments” (#scaling-sae-experiments)"
 
@@ -160,7 +161,8 @@ CLAIMS = {c.id: c for c in (
                     "width"},
         comparisons={
             "explained variance": ComparisonSpec(
-                statistic="explained variance of the held-out stream", direction=">",
+                statistic={"ko": "따로 떼어 둔 stream에서의 설명된 분산",
+                           "en": "explained variance of the held-out stream"}, direction=">",
                 bound=paper_bound(EV_BAR, _SAE_EXPERIMENTS)),
             "L0 / width": ComparisonSpec(
                 statistic="L0 / width", direction="<", bound=our_bound(
@@ -187,7 +189,9 @@ CLAIMS = {c.id: c for c in (
               "en": "Splicing in the SAE costs little: at least "
                     f"{RECOVERED_BAR:.0%} of the loss recovered against mean-ablation"},
         comparisons={"loss recovered": ComparisonSpec(
-            statistic="loss recovered against mean-ablation", direction=">", bound=our_bound(
+            statistic={"ko": "평균 대체 대비 회복한 손실",
+                       "en": "loss recovered against mean-ablation"},
+            direction=">", bound=our_bound(
                 RECOVERED_BAR,
                 ko="논문에는 회복한 손실 수치가 없습니다. 평균 "
                    "대체로 잃는 손실의 10분의 9를 되찾으면 모델의 행동이 거의 그대로 남고, 뒤의 "
@@ -201,7 +205,8 @@ CLAIMS = {c.id: c for c in (
         text={"ko": f"오류 종류마다 AUROC {AUROC_BAR:g} 이상으로 버그를 가려내는 특징이 있다",
               "en": f"For every error type a feature detects the bug with AUROC ≥ {AUROC_BAR:g}"},
         comparisons={"weakest type": ComparisonSpec(
-            statistic="AUROC of the chosen feature, weakest error type", direction=">",
+            statistic={"ko": "고른 특징의 AUROC, 가장 약한 오류 종류",
+                       "en": "AUROC of the chosen feature, weakest error type"}, direction=">",
             bound=our_bound(
                 AUROC_BAR,
                 ko="논문은 코드 오류 특징의 활성값을 AUROC 없이 "
@@ -220,7 +225,8 @@ CLAIMS = {c.id: c for c in (
                     f"programs from below {CLEAN_BASE_BELOW:.0%} to above {CLAMPED_ABOVE:.0%}"},
         comparisons={
             "before": ComparisonSpec(
-                statistic="error predictions on clean programs, unclamped", direction="<",
+                statistic={"ko": "깨끗한 프로그램에서의 오류 예측, 고정 전",
+                           "en": "error predictions on clean programs, unclamped"}, direction="<",
                 bound=our_bound(
                     CLEAN_BASE_BELOW,
                     ko="논문의 멀쩡한 코드에는 고정하기 전에 "
@@ -230,7 +236,8 @@ CLAIMS = {c.id: c for c in (
                        "before the clamp; a model that already predicts errors on one clean "
                        "program in ten would leave little for the clamp to invent.")),
             "clamped": ComparisonSpec(
-                statistic="error predictions on clean programs, feature clamped high",
+                statistic={"ko": "깨끗한 프로그램에서의 오류 예측, 특징을 크게 고정",
+                           "en": "error predictions on clean programs, feature clamped high"},
                 direction=">", bound=our_bound(
                     CLAMPED_ABOVE,
                     ko="논문은 고정한 모델이 버그 없는 코드에 "
@@ -249,7 +256,8 @@ CLAIMS = {c.id: c for c in (
               "en": "Clamping the code-error feature negative at least halves the error "
                     "predictions on buggy programs"},
         comparisons={"after / before": ComparisonSpec(
-            statistic="error predictions on buggy programs, clamped / unclamped",
+            statistic={"ko": "버그 있는 프로그램에서의 오류 예측, 고정 후 / 고정 전",
+                       "en": "error predictions on buggy programs, clamped / unclamped"},
             direction="<", bound=our_bound(
                 HALVED,
                 ko="논문은 음수로 고정한 모델이 버그를 지나치는 "
@@ -263,7 +271,8 @@ CLAIMS = {c.id: c for c in (
             text={"ko": "고정하지 않은 모델이 버그 있는 프로그램의 오류를 20% 이상 예측한다",
                   "en": "the model predicts the errors of buggy programs at least 20% of the "
                         "time unclamped"},
-            statistic="error predictions on buggy programs, unclamped", direction=">=",
+            statistic={"ko": "버그 있는 프로그램에서의 오류 예측, 고정 전",
+                       "en": "error predictions on buggy programs, unclamped"}, direction=">=",
             bound=our_bound(
                 BUGGY_BASE_AT_LEAST,
                 ko="절반으로 줄이려면 줄일 것이 있어야 합니다. "
@@ -281,7 +290,9 @@ CLAIMS = {c.id: c for c in (
                     "error predictions by less than a third as much"},
         comparisons={
             direction: ComparisonSpec(
-                statistic=f"control effect − feature effect / 3, {direction}", direction="<",
+                statistic={"ko": f"대조군 효과 − 특징 효과 / 3, {KO_DIRECTION[direction]}",
+                           "en": f"control effect − feature effect / 3, {direction}"},
+                direction="<",
                 bound=our_bound(
                     0.0,
                     ko="논문은 같은 크기로 맞춘 무작위 특징과 "
@@ -295,7 +306,8 @@ CLAIMS = {c.id: c for c in (
             text={"ko": "특징을 고정하면 두 방향 모두에서 오류 예측이 10%p 이상 움직인다",
                   "en": "clamping the feature moves the error predictions by at least 10 points "
                         "in each direction"},
-            statistic="feature effect on the error predictions, smaller direction",
+            statistic={"ko": "오류 예측에 대한 특징의 효과, 작은 쪽 방향",
+                       "en": "feature effect on the error predictions, smaller direction"},
             direction=">=", bound=our_bound(
                 EFFECT_AT_LEAST,
                 ko="대조군은 특징 자체의 효과에 견주어 잽니다. "

@@ -161,8 +161,9 @@ CLAIMS = {c.id: c for c in (
             text={"ko": "대화 전체가 보일 때 장보기 질문에 답할 수 있는 모델",
                   "en": "a model that answers the grocery question with the whole dialogue in "
                         "view"},
-            statistic=f"upper end of the {LEVEL:.0%} Wilson interval of the accuracy with "
-                      "nothing evicted",
+            statistic={"ko": f"아무것도 버리지 않았을 때 정답률의 {LEVEL:.0%} Wilson 구간 상한",
+                       "en": f"upper end of the {LEVEL:.0%} Wilson interval of the accuracy "
+                             "with nothing evicted"},
             direction=">",
             bound=our_bound(
                 CHANCE + GROCERY_MARGIN,
@@ -222,8 +223,10 @@ CLAIMS = {c.id: c for c in (
             text={"ko": "StreamingLLM의 주장이 전제하는, 학습된 모델의 attention sink",
                   "en": "an attention sink in the trained model, which StreamingLLM's claim is "
                         "about"},
-            statistic="max over layers of the top head's attention on the first token / "
-                      "a uniform head's",
+            statistic={"ko": "층마다 가장 많이 주는 헤드의 첫 토큰 attention 중 최댓값 / 균등한 "
+                             "헤드의 몫",
+                       "en": "max over layers of the top head's attention on the first token "
+                             "/ a uniform head's"},
             direction=">=",
             bound=our_bound(
                 SINK_RATIO,
