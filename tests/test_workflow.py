@@ -147,6 +147,10 @@ def test_failed_site_build_keeps_the_old_site(workspace):
 def test_bad_experiment_params_stop_the_run_before_any_job_with_one_line_each(workspace):
     write_entry(workspace / "papers", entry("cla", reproduction={
         "experiment": "noisy_mean", "params": {"stepz": 3, "samples": "many"}}))
+    # tuning seeds that would also vote are refused like any other mistake
+    write_entry(workspace / "papers", entry("tuned", source={"arxiv": "2405.12982"},
+                                            reproduction={"experiment": "cla", "params": {
+                                                "tuning_seeds": [0, 5], "seeds": [0, 1]}}))
     done = snakemake_cli(workspace)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr + done.stdout
@@ -155,7 +159,10 @@ def test_bad_experiment_params_stop_the_run_before_any_job_with_one_line_each(wo
         "papers/cla.yaml: reproduction.params.samples: Input should be a valid integer, "
         "unable to parse string as an integer",
         "papers/cla.yaml: reproduction.params.stepz: unknown param "
-        "(allowed: true_mean, bound, samples, seeds, pause_s)",
+        "(allowed: true_mean, samples, seeds, pause_s)",
+        "papers/tuned.yaml: reproduction.params.tuning_seeds: train.learning_rate and "
+        "train.warmup_steps is chosen on [0], which seeds also scores; tuning and scored units "
+        "must be disjoint",
     ]
     assert not (workspace / "results").exists() and not (workspace / "resources").exists()
 
