@@ -57,6 +57,8 @@ Statistic = str | Text
 
 
 class _Frozen(BaseModel):
+    """Specs and records are values: immutable, and no key they do not name."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
