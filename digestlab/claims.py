@@ -310,21 +310,22 @@ def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) ->
         if len(values) != 1:
             raise ValueError(f"exact comparison {name!r} takes one value, got {len(values)}")
         ok = math.isclose(values[0], spec.bound.value, rel_tol=1e-9)
-        return Comparison(**common, estimate=estimate, sd=None, interval=None, level=None, p=None,
-                    verdict=REPRODUCED if ok else NOT_REPRODUCED)
+        return Comparison(**common, estimate=estimate, sd=None, interval=None, level=None,
+                          p=None, verdict=REPRODUCED if ok else NOT_REPRODUCED)
     below = spec.direction == "<"
     if spec.rule == "every":
         ok = all((x < bound) if below else (x > bound) for x in xs)
-        return Comparison(**common, estimate=estimate, sd=stats["sd"], interval=None, level=None,
-                    p=None, verdict=REPRODUCED if ok else NOT_REPRODUCED)
+        return Comparison(**common, estimate=estimate, sd=stats["sd"], interval=None,
+                          level=None, p=None, verdict=REPRODUCED if ok else NOT_REPRODUCED)
     if stats["n"] < 2 or not stats["sd"]:
         # one unit, or units that agree exactly: no spread to build a t-interval on
         if stats["n"] >= 2 and stats["mean"] != bound:
             ok = (stats["mean"] < bound) if below else (stats["mean"] > bound)
-            return Comparison(**common, estimate=estimate, sd=0.0, interval=(estimate, estimate),
-                        level=LEVEL, p=0.0, verdict=REPRODUCED if ok else NOT_REPRODUCED)
-        return Comparison(**common, estimate=estimate, sd=stats["sd"], interval=None, level=None,
-                    p=None, verdict=INCONCLUSIVE)
+            return Comparison(**common, estimate=estimate, sd=0.0,
+                              interval=(estimate, estimate), level=LEVEL, p=0.0,
+                              verdict=REPRODUCED if ok else NOT_REPRODUCED)
+        return Comparison(**common, estimate=estimate, sd=stats["sd"], interval=None,
+                          level=None, p=None, verdict=INCONCLUSIVE)
     import scipy.stats
 
     se = stats["sd"] / math.sqrt(stats["n"])
@@ -341,8 +342,9 @@ def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) ->
         p_claimed, p_other)
     to_decide = (units_to_decide(stats["mean"] - bound, stats["sd"])
                  if verdict == INCONCLUSIVE else None)
-    return Comparison(**common, estimate=estimate, sd=stats["sd"], interval=(back(low), back(high)),
-                level=LEVEL, p=p, verdict=verdict, to_decide=to_decide)
+    return Comparison(**common, estimate=estimate, sd=stats["sd"],
+                      interval=(back(low), back(high)), level=LEVEL, p=p, verdict=verdict,
+                      to_decide=to_decide)
 
 
 def _claim_p(claim: Claim) -> float | None:

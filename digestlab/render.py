@@ -96,7 +96,6 @@ def environment(lang: str) -> jinja2.Environment:
     env.filters["md"] = markdown_text
     env.filters["yaml"] = yaml_scalar
     env.filters["fenced"] = fenced
-    env.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
     env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
     # a value the same in every language, or one per language
     env.filters["local"] = lambda value: value[lang] if isinstance(value, dict) else value

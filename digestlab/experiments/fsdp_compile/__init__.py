@@ -219,13 +219,19 @@ COMPILE_KEEPS_THE_LOSS = ClaimSpec(
 )
 
 
+def checkpointing_step(quantity: str, low: float, high: float) -> str:
+    """The name of the checkpointing claim's comparison of `quantity` ("memory", "tokens/s")
+    between two checkpointed fractions."""
+    return f"{quantity}, {low:g} → {high:g}"
+
+
 def checkpointing_claim(fractions: list[float]) -> ClaimSpec:
     """The checkpointing claim over the steps up of `fractions` (as params fix them before any
     run): one comparison of per-round ratios for memory and one for tokens/s, per step up."""
     comparisons = {}
     for low, high in zip(fractions, fractions[1:], strict=False):
         for quantity in ("memory", "tokens/s"):
-            comparisons[f"{quantity}, {low:g} → {high:g}"] = ComparisonSpec(
+            comparisons[checkpointing_step(quantity, low, high)] = ComparisonSpec(
                 statistic={
                     "ko": f"라운드별 {quantity}(checkpoint {high:g}) / "
                           f"{quantity}(checkpoint {low:g})",

@@ -30,6 +30,7 @@ from digestlab.experiments.fsdp_compile import (
     Setup,
     checkpoint_name,
     checkpointing_claim,
+    checkpointing_step,
     setups,
 )
 from digestlab.parallel import launch
@@ -116,8 +117,9 @@ def decide_claims(params: Params, runs: dict[str, list[dict]], memory: dict[str,
     steps = {}
     for (low, high), (lower, higher) in zip(zip(fractions, fractions[1:], strict=False),
                                             zip(names, names[1:], strict=False), strict=True):
-        steps[f"memory, {low:g} → {high:g}"] = paired_ratios(memory[higher], memory[lower])
-        steps[f"tokens/s, {low:g} → {high:g}"] = paired_ratios(tokens[higher], tokens[lower])
+        for quantity, values in (("memory", memory), ("tokens/s", tokens)):
+            steps[checkpointing_step(quantity, low, high)] = paired_ratios(values[higher],
+                                                                           values[lower])
     checkpointing = checkpointing_claim(fractions).decide(steps, unit="rounds")
 
     fsdp = gaps["fsdp_vs_eager"]
