@@ -16,6 +16,10 @@ How a comparison decides, for per-unit values x_1..x_n (seeds, streams, rounds, 
 - `every`: every unit on the claimed side → `reproduced`, else `not_reproduced` (no noise model:
   for quantities compared against a noise scale measured in the same run).
 - `exact`: one noise-free value (bytes) compared exactly.
+- `ratio-of-means`: a share, mean(a) / mean(b), from per-unit pairs (a_i, b_i). Decided by the
+  mean rule on a_i - bound * b_i, which tests the bound itself; the interval is Fieller's, at the
+  same level. It reads as a share only while mean(b) > 0, so such a claim declares that as a
+  premise.
 A claim is `not_testable` when one of its premises does not hold (however its comparisons came
 out: their numbers are still recorded); else it is `not_reproduced` when any comparison is,
 `reproduced` when all are, and `inconclusive` otherwise. Over a paper's findings decided by
@@ -100,12 +104,14 @@ class ComparisonSpec(_Frozen):
     direction: Literal["<", ">", "="]
     bound: Bound
     scale: Literal["linear", "log"] = "linear"  # log: ratios, decided on their logs
-    rule: Literal["mean", "every", "exact"] = "mean"
+    rule: Literal["mean", "every", "exact", "ratio-of-means"] = "mean"
 
     @model_validator(mode="after")
     def _consistent(self) -> ComparisonSpec:
         if (self.direction == "=") != (self.rule == "exact"):
             raise ValueError("'=' goes with the exact rule, and only with it")
+        if self.rule == "ratio-of-means" and self.scale != "linear":
+            raise ValueError("a ratio of means is decided on the linear scale")
         if self.scale == "log" and self.bound.value <= 0:
             raise ValueError("a ratio's bound must be positive")
         return self
@@ -184,15 +190,16 @@ class Comparison(_Frozen):
     direction: Literal["<", ">", "="]
     bound: Bound
     scale: Literal["linear", "log"]
-    rule: Literal["mean", "every", "exact"]
-    values: list[float]
-    estimate: float  # the mean; the geometric mean of ratios on the log scale
+    rule: Literal["mean", "every", "exact", "ratio-of-means"]
+    values: list[float]  # per unit; for a ratio of means, a_i - bound * b_i
+    estimate: float  # the mean; the geometric mean of ratios on the log scale; mean(a) / mean(b)
     sd: float | None  # of the values, of their logs on the log scale; None for one value
     interval: tuple[float, float] | None  # None: one value, or a rule without noise model
     level: float | None  # the interval's two-sided coverage
     p: float | None  # one-sided p of the verdict's side (mean rule), for Holm
     verdict: Literal["reproduced", "not_reproduced", "inconclusive"]
     to_decide: int | None = None  # units that would decide it if mean and spread held
+    pairs: list[tuple[float, float]] | None = None  # (a_i, b_i) of a ratio of means
 
 
 class Premise(PremiseSpec):
@@ -293,6 +300,8 @@ def combine(verdicts: Iterable[str]) -> str:
 
 def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) -> Comparison:
     """Decide one comparison of a claim from its per-unit values (see the module's docstring)."""
+    if spec.rule == "ratio-of-means":
+        return ratio_of_means(name, spec, values)
     values = [float(v) for v in (values if isinstance(values, Sequence) else [values])]
     if not values or not all(math.isfinite(v) for v in values):
         raise ValueError(f"comparison {name!r} needs finite values, got {values}")
@@ -345,6 +354,36 @@ def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) ->
     return Comparison(**common, estimate=estimate, sd=stats["sd"],
                       interval=(back(low), back(high)), level=LEVEL, p=p, verdict=verdict,
                       to_decide=to_decide)
+
+
+def ratio_of_means(name: str, spec: ComparisonSpec, pairs: Sequence[Sequence[float]]
+                   ) -> Comparison:
+    """Decide mean(a) / mean(b) `direction` `bound` from per-unit pairs (a_i, b_i): by the mean
+    rule on d_i = a_i - bound * b_i (below zero is below the bound while mean(b) > 0), with
+    Fieller's interval for the ratio, which is bounded only when mean(b) is clearly away from 0."""
+    pairs = [(float(a), float(b)) for a, b in pairs]
+    if len(pairs) < 2:
+        raise ValueError(f"comparison {name!r} needs at least two pairs, got {len(pairs)}")
+    a, b = zip(*pairs, strict=True)
+    n, ma, mb = len(pairs), sum(a) / len(a), sum(b) / len(b)
+    if mb == 0:
+        raise ValueError(f"comparison {name!r} divides by a mean of zero")
+    on_the_difference = spec.model_copy(update={
+        "rule": "mean", "bound": spec.bound.model_copy(update={"value": 0.0})})
+    decided = compare(name, on_the_difference, [x - spec.bound.value * y for x, y in pairs])
+    # Fieller: the ratios r with (ma - r mb)^2 <= t^2 var(a - r b) / n, a quadratic in r
+    t2 = t95(n - 1) ** 2 / n
+    saa = sum((x - ma) ** 2 for x in a) / (n - 1)
+    sbb = sum((y - mb) ** 2 for y in b) / (n - 1)
+    sab = sum((x - ma) * (y - mb) for x, y in pairs) / (n - 1)
+    qa, qb, qc = mb * mb - t2 * sbb, ma * mb - t2 * sab, ma * ma - t2 * saa
+    interval = None
+    if qa > 0:
+        root = math.sqrt(max(qb * qb - qa * qc, 0.0))
+        interval = ((qb - root) / qa, (qb + root) / qa)
+    return decided.model_copy(update={
+        "bound": spec.bound, "rule": spec.rule, "estimate": ma / mb, "interval": interval,
+        "level": LEVEL if interval else None, "pairs": pairs})
 
 
 def _claim_p(claim: Claim) -> float | None:

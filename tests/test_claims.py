@@ -201,3 +201,36 @@ def test_holm_leaves_checks_and_untestable_claims_out_of_the_family():
         {"x": [0.5, 0.51]}, "rounds", fields={"n": 1})
     (out,) = holm([check])
     assert out.holm is None
+
+
+def test_a_ratio_of_means_is_decided_on_the_bound_itself_with_fiellers_interval():
+    spec = ComparisonSpec(statistic="gap(a) / gap(b)", direction="<", rule="ratio-of-means",
+                          bound=our_bound(0.5, ko="절반", en="a half"))
+    pairs = [(0.010, 0.040), (0.014, 0.050), (0.008, 0.035), (0.012, 0.045)]
+    c = compare("share", spec, pairs)
+    a, b = zip(*pairs, strict=True)
+    assert c.estimate == pytest.approx(sum(a) / sum(b))
+    assert c.values == pytest.approx([x - 0.5 * y for x, y in pairs])
+    assert c.verdict == "reproduced" and c.bound.value == 0.5 and c.rule == "ratio-of-means"
+    low, high = c.interval
+    assert low < c.estimate < high < 0.5
+    # Fieller's ends are the ratios r at which the t-bound on mean(a - r b) just reaches zero
+    t = t95(len(pairs) - 1)
+    for end, sign in ((low, -1), (high, 1)):
+        d = [x - end * y for x, y in pairs]
+        s = summarize(d)
+        assert s["mean"] + sign * t * s["sd"] / math.sqrt(len(d)) == pytest.approx(0, abs=1e-12)
+    # the verdict is the mean rule's on a - bound * b, whatever the interval
+    assert compare("d", ComparisonSpec(statistic="d", direction="<", bound=our_bound(
+        0.0, ko="영", en="zero")), c.values).p == pytest.approx(c.p)
+
+
+def test_a_ratio_of_means_over_a_denominator_lost_in_noise_has_no_interval():
+    spec = ComparisonSpec(statistic="s", direction="<", rule="ratio-of-means",
+                          bound=our_bound(0.5, ko="절반", en="a half"))
+    c = compare("share", spec, [(0.01, 0.03), (0.02, -0.04), (0.015, 0.02)])
+    assert c.interval is None and c.level is None
+    assert c.verdict == "inconclusive"
+    with pytest.raises(ValueError, match="linear"):
+        ComparisonSpec(statistic="s", direction="<", rule="ratio-of-means", scale="log",
+                       bound=our_bound(0.5, ko="절반", en="a half"))
