@@ -10,14 +10,22 @@ import torch
 from conftest import ROOT, entry, write_entry
 
 from digestlab.experiments import load_spec, param_problems, reproduce
-from digestlab.experiments.cla import CLAIMED, CLAIMS, SCALES, VARIANTS, Params
+from digestlab.experiments.cla import (
+    CLAIMED,
+    CLAIMS,
+    PAPER_SHARE,
+    SCALES,
+    VARIANTS,
+    LearningRates,
+    Params,
+    variant_config,
+)
 from digestlab.experiments.cla.run import (
     PAIRED_CLAIMS,
     decide_claims,
     evaluation_noise,
     initial_states,
     measured_kv_bytes_per_token,
-    variant_config,
 )
 from digestlab.nn import GPT
 from digestlab.render import number, render_paper_pages
@@ -28,12 +36,66 @@ def test_designs_sit_where_the_paper_puts_them_on_the_memory_axis(scale):
     params = SCALES[scale]
     kv = {name: variant_config(name, params).kv_bytes_per_token() for name in params.designs}
     assert kv["MQA-CLA2"] * 2 == kv["MQA"]
-    assert kv["MQA d/2"] == kv["MQA-CLA2"]  # the equal-memory comparison of the paper
-    assert kv["MQA-CLA3"] < kv["MQA-CLA2"] < kv["MQA"]
+    assert kv["MQA d/2"] == kv["MQA-CLA2"]  # the equal-memory comparisons of the paper
+    assert kv["MQA-CLA3 3d/2"] == kv["MQA-CLA2"]
+    if "MQA-CLA3" in params.designs:
+        assert kv["MQA-CLA3"] < kv["MQA-CLA2"] < kv["MQA"]
     if "MHA" in params.designs:
+        assert kv["MQA"] < kv["MHA"]
+        assert variant_config("MHA", params).n_kv_heads == variant_config("MHA", params).n_heads
+    if "GQA-4" in params.designs:
         assert kv["MQA"] < kv["GQA-4"] < kv["MHA"]
         assert variant_config("GQA-4", params).n_kv_heads == 4
-        assert variant_config("MHA", params).n_kv_heads > 4
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
+def test_every_design_has_a_query_as_wide_as_the_model_as_near_as_whole_heads_allow(scale):
+    params = SCALES[scale]
+    configs = {name: variant_config(name, params) for name in params.designs}
+    for name, config in configs.items():
+        width = config.n_heads * config.head_dim
+        assert abs(width - config.d_model) <= config.head_dim / 2, name
+    assert configs["MQA d/2"].n_heads == 2 * configs["MQA"].n_heads
+    assert configs["MQA d/2"].n_heads * configs["MQA d/2"].head_dim == params.model.d_model
+    assert configs["MQA-CLA3 3d/2"].head_dim * 2 == configs["MQA"].head_dim * 3
+
+
+def test_designs_that_cannot_hold_equal_kv_bytes_are_refused():
+    fields = SCALES["smoke"].model_dump()
+    with pytest.raises(ValueError, match="multiple of 6"):
+        Params(**fields | {"model": fields["model"] | {"n_layer": 4}})
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Params(**fields | {"model": fields["model"] | {"head_dim": 6}})
+
+
+def test_each_design_trains_at_the_rate_of_lowest_tuning_loss():
+    tuned = LearningRates(seed=0, grid=[1e-3, 2e-3, 3e-3], val_loss={
+        "MQA": [2.0, 1.9, 1.95], "MQA-CLA2": [2.0, 1.95, 1.9], "MQA d/2": [1.8, 1.9, 2.0],
+        "MQA-CLA3 3d/2": [2.0, 2.0, None]})  # diverged at the highest rate
+    assert tuned.chosen == {"MQA": 2e-3, "MQA-CLA2": 3e-3, "MQA d/2": 1e-3,
+                            "MQA-CLA3 3d/2": 1e-3}  # a tie keeps the lowest rate
+    with pytest.raises(ValueError, match="diverged at every rate"):
+        LearningRates(seed=0, grid=[1e-3, 2e-3], val_loss={"MQA": [None, None]})
+    params = SCALES["cpu"].model_copy(update={"learning_rates": tuned})
+    assert params.learning_rate("MQA-CLA2") == 3e-3
+    untuned = params.model_copy(update={"learning_rates": None})
+    assert untuned.learning_rate("MQA-CLA2") == params.train.learning_rate
+    fields = SCALES["cpu"].model_dump() | {"designs": [*CLAIMED, "MHA"],
+                                           "learning_rates": tuned.model_dump()}
+    with pytest.raises(ValueError, match=r"no tuned rate for \['MHA'\]"):
+        Params(**fields)
+
+
+def test_the_cpu_scale_trains_the_rates_its_tuning_seed_chose():
+    """The record the benchmark wrote is the one the cpu scale reads, on a seed that never
+    votes, for every design it trains."""
+    record = json.loads((ROOT / "digestlab/experiments/cla/learning_rates.json").read_text())
+    tuned = SCALES["cpu"].learning_rates
+    assert tuned is not None and tuned.model_dump() == record["cpu"]
+    assert tuned.seed in SCALES["cpu"].tuning_seeds and tuned.seed not in SCALES["cpu"].seeds
+    assert set(tuned.val_loss) == set(SCALES["cpu"].designs)
+    shared = SCALES["cpu"].train.learning_rate
+    assert tuned.grid[0] < shared < tuned.grid[-1]
 
 
 def test_every_scale_trains_the_designs_the_claims_compare():
@@ -84,13 +146,14 @@ def test_claims_follow_the_paired_ratios():
         "MQA": [10.0, 11.0, 12.0],
         "MQA-CLA2": [10.05, 11.02, 12.1],  # within 1% of MQA on every seed
         "MQA d/2": [10.3, 11.4, 12.5],  # CLA2 better on every seed
-        "MQA-CLA3": [9.5, 10.4, 11.5],  # CLA3 better than CLA2 on every seed
+        "MQA-CLA3 3d/2": [9.5, 10.4, 11.5],  # CLA3 better than CLA2 on every seed
     })
     claims = {c.id: c for c in decide_claims(variants)}
     assert list(claims) == list(CLAIMS)
     assert {k: c.verdict for k, c in claims.items()} == {
         "cla2-halves-kv": "reproduced",
         "cla2-matches-mqa": "reproduced",
+        "cla2-keeps-most-of-mqa": "reproduced",
         "cla2-beats-smaller-heads": "reproduced",
         "cla2-beats-cla3": "not_reproduced",
     }
@@ -107,7 +170,7 @@ def test_claims_follow_the_paired_ratios():
 
 
 def test_a_cache_that_does_not_halve_fails_the_exact_check():
-    variants = fake_variants({name: [10.0, 11.0] for name in CLAIMED})
+    variants = fake_variants({name: [10.0 + i, 11.0 + i] for i, name in enumerate(CLAIMED)})
     variants["MQA-CLA2"]["kv_bytes_per_token"] += 2  # one more bf16 element than half
     claim = {c.id: c for c in decide_claims(variants)}["cla2-halves-kv"]
     assert claim.verdict == "not_reproduced"
@@ -117,7 +180,7 @@ def test_a_cache_that_does_not_halve_fails_the_exact_check():
 def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_decide_it():
     variants = fake_variants({
         "MQA": [10.0, 11.0, 12.0], "MQA-CLA2": [9.0, 11.6, 12.3],
-        "MQA d/2": [9.5, 11.5, 12.2], "MQA-CLA3": [9.1, 11.7, 12.4],
+        "MQA d/2": [9.5, 11.5, 12.2], "MQA-CLA3 3d/2": [9.1, 11.7, 12.4],
     })
     claim = {c.id: c for c in decide_claims(variants)}["cla2-beats-smaller-heads"]
     assert claim.verdict == "inconclusive"
@@ -134,10 +197,13 @@ def test_every_bound_says_where_it_comes_from_and_the_paper_numbers_are_its_tabl
             assert bound.where if bound.source == "paper" else bound.why["en"]
     theirs = {k: c.theirs.value for k, c in CLAIMS.items()}
     assert theirs == pytest.approx({"cla2-halves-kv": 0.5, "cla2-matches-mqa": 13.60 / 13.54,
+                                    "cla2-keeps-most-of-mqa": 0.2239,
                                     "cla2-beats-smaller-heads": 13.60 / 13.81,
-                                    "cla2-beats-cla3": 13.60 / 13.77})
+                                    "cla2-beats-cla3": 13.73 / 13.77}, abs=1e-4)
+    assert PAPER_SHARE == pytest.approx(0.22, abs=0.005)  # the issue's anchor, from Table 1
     # the paired claims in the run are exactly the declared ones, comparing the claimed designs
-    assert {claim_id for claim_id, *_ in PAIRED_CLAIMS} == set(CLAIMS) - {"cla2-halves-kv"}
+    assert {claim_id for claim_id, *_ in PAIRED_CLAIMS} == set(CLAIMS) - {
+        "cla2-halves-kv", "cla2-keeps-most-of-mqa"}
     for claim_id, a, b in PAIRED_CLAIMS:
         assert CLAIMS[claim_id].comparisons["ratio"].statistic == f"ppl({a}) / ppl({b})"
 
@@ -167,6 +233,10 @@ def test_tuning_seeds_never_score_the_claims():
     assert [field for field, _ in problems] == ["tuning_seeds"]
     assert "[6]" in problems[0][1]
     assert param_problems(spec, "smoke", {"seeds": [0, 1], "tuning_seeds": [2]}) == []
+    # the per-design learning rates too: a record tuned on a scored seed is refused
+    tuned = cpu.learning_rates.model_dump() | {"seed": 7}
+    problems = param_problems(spec, "cpu", {"learning_rates": tuned})
+    assert [field for field, _ in problems] == ["learning_rates.seed"]
 
 
 def test_evaluation_noise_is_the_standard_error_of_the_paired_window_differences():
@@ -192,8 +262,7 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     metrics = run_smoke(tmp_path, threads=1)
     variants = metrics["metrics"]["variants"]
     assert list(variants) == list(VARIANTS)
-    assert [c["id"] for c in metrics["claims"]] == [
-        "cla2-halves-kv", "cla2-matches-mqa", "cla2-beats-smaller-heads", "cla2-beats-cla3"]
+    assert [c["id"] for c in metrics["claims"]] == list(CLAIMS)
     assert all(len(v["val_ppl"]) == 2 for v in variants.values())
     curves = variants["MQA"]["curves"]
     assert [c["seed"] for c in curves] == [0, 1]
@@ -220,7 +289,7 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     # the paired spread and the evaluation noise of each paired claim, read from the claims
     pairs = metrics["metrics"]["pairs"]
     assert list(pairs) == [claim_id for claim_id, *_ in PAIRED_CLAIMS]
-    sds = {c["id"]: c["comparisons"][0]["sd"] for c in metrics["claims"][1:]}
+    sds = {c["id"]: c["comparisons"][0]["sd"] for c in metrics["claims"] if c["id"] in pairs}
     assert {k: p["paired_sd"] for k, p in pairs.items()} == sds
     assert all(0 < p["evaluation_noise"] < 0.1 for p in pairs.values())
     spread = metrics["metrics"]["design_spread"]
@@ -241,8 +310,11 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
         row = (f"| ppl({a}) / ppl({b}) | {number(100 * p['paired_sd'])}% | "
                f"{number(100 * p['evaluation_noise'])}% |")
         assert row in pages["en"]
-    mqa = f"| MQA | {number(variants['MQA']['kv_bytes_per_token'])} |"
+    config = variants["MQA"]["config"]
+    mqa = (f"| MQA | {config['n_heads']} × {config['head_dim']} | "
+           f"{number(variants['MQA']['kv_bytes_per_token'])} |")
     assert mqa in pages["en"]
+    assert "no per-design rates have been chosen at this scale" in pages["en"]
 
 
 def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):

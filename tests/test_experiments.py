@@ -129,7 +129,7 @@ def test_wrong_types_name_the_nested_field():
     assert problems["model.n_layer"].startswith("Input should be a valid integer")
     assert problems["model.n_layers"].startswith("unknown param (allowed: vocab_size, block_size")
     assert problems["train.learning_rate"].startswith("Input should be a valid number")
-    assert problems["seeds"].startswith("List should have at least 1 item")
+    assert problems["seeds"].startswith("List should have at least 2 items")
     assert param_problems(spec, "cpu", {"model": {"n_kv_heads": 3}}) == [
         ("model", "n_heads (4) must be a multiple of n_kv_heads (3)")]
     assert param_problems(spec, "cpu", {"seq_len": 256}) == [
@@ -148,23 +148,23 @@ def test_auto_scale_follows_the_gpu(monkeypatch):
 
 def test_nested_params_merge_key_by_key():
     spec = load_spec("cla")
-    params = merge_params(spec, "smoke", {"model": {"n_layer": 4}, "train": {"steps": 5}})
-    assert params.model.n_layer == 4 and params.model.d_model == 32
+    params = merge_params(spec, "smoke", {"model": {"n_layer": 12}, "train": {"steps": 5}})
+    assert params.model.n_layer == 12 and params.model.d_model == 64
     assert params.train.steps == 5 and params.train.learning_rate == 6e-3
     with pytest.raises(ExperimentError, match="model.n_layers: unknown param"):
         merge_params(spec, "smoke", {"model": {"n_layers": 4}})
-    with pytest.raises(ExperimentError, match="seeds: List should have at least 1 item"):
+    with pytest.raises(ExperimentError, match="seeds: List should have at least 2 items"):
         merge_params(spec, "smoke", {"seeds": []})
 
 
 def test_set_assignments_become_nested_overrides_that_merge_like_an_entrys():
     overrides = overrides_from(["train.steps=5", "seeds=[3, 4]", "corpus=generated",
-                                "model.n_layer=4", "train.learning_rate=1e-3"])
+                                "model.n_layer=12", "train.learning_rate=1e-3"])
     assert overrides == {"train": {"steps": 5, "learning_rate": 1e-3}, "seeds": [3, 4],
-                         "corpus": "generated", "model": {"n_layer": 4}}
+                         "corpus": "generated", "model": {"n_layer": 12}}
     params = merge_params(load_spec("cla"), "smoke", overrides)
     assert (params.train.steps, params.seeds, params.corpus) == (5, [3, 4], "generated")
-    assert params.train.warmup_steps == 4 and params.model.d_model == 32  # the rest kept
+    assert params.train.warmup_steps == 4 and params.model.d_model == 64  # the rest kept
 
 
 def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):

@@ -241,6 +241,8 @@ def _units(params: BaseModel, path: str) -> set[int]:
     value: Any = params
     for part in path.split("."):
         value = getattr(value, part)
+        if value is None:  # an optional selection that was not made
+            return set()
     return set(value) if isinstance(value, list | tuple | set) else {value}
 
 

@@ -1,13 +1,16 @@
 """Cross-Layer Attention (Brandon et al. 2024, arXiv 2405.12981): KV-cache bytes against perplexity.
 
-Attention designs (MQA with head dim d and d/2, MQA-CLA2 and MQA-CLA3, where groups of two or
-three adjacent layers share one K/V, and at larger scales MHA, GQA and a DeepSeek-V2-style
-latent KV) are trained from scratch with the same data, tokens, steps and learning rate. Each
-seed is a block of common random numbers: every design of the seed starts from the same initial
-weights wherever parameter shapes agree and sees the same batches in the same order. So designs
-are compared by paired per-seed perplexity ratios, and the claims are decided from those. KV bytes
-per token are measured: every trained model decodes a few tokens through its KV cache, in bf16
-like the paper's 16-bit numbers, and the filled cache's bytes are read back.
+Attention designs (MQA with head dim d and with d/2 at twice the heads, MQA-CLA2, where pairs of
+adjacent layers share one K/V, and MQA-CLA3, where threes do, with heads 3/2 as wide to hold
+CLA2's KV bytes; at larger scales also MHA, GQA, CLA3 at head dim d and a DeepSeek-V2-style
+latent KV) are trained from scratch with the same data, tokens and steps, each at its own
+learning rate chosen on a tuning seed (`LearningRates`). Each seed is a block of common random
+numbers: every design of the seed starts from the same initial weights wherever parameter shapes
+agree and sees the same batches in the same order. So designs are compared seed by seed, by
+perplexity ratios and, for CLA2's share of the small-head gap, by loss gaps, and the claims are
+decided from those. KV bytes per token are measured: every trained model decodes a few tokens
+through its KV cache, in bf16 like the paper's 16-bit numbers, and the filled cache's bytes are
+read back.
 """
 
 from __future__ import annotations
@@ -20,40 +23,33 @@ import math
 import torch
 from torch.nn import functional as F
 
-from digestlab.claims import Claim, paired_ratios, summarize
-from digestlab.configs import GPTConfig
+from digestlab.claims import Claim, paired_differences, paired_ratios, summarize, t95
 from digestlab.data import CorpusSplits, build_splits, torch_source
 from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
-from digestlab.experiments.cla import CLAIMS, VARIANTS, Params
+from digestlab.experiments.cla import CLAIMS, Params, variant_config
 from digestlab.nn import GPT, share_initial_weights
 from digestlab.objectives import language_model
 from digestlab.train import Objective, TrainResult, map_runs, train
 
-# The paper's 1B-parameter results (its Table of validation perplexities, bf16 KV bytes/token).
+# The paper's 1B-parameter results (Table 1: validation perplexity, bf16 KV bytes per token).
 PAPER_1B = [
     ["H128-MQA", 13.54, 10240],
     ["H128-MQA-CLA2", 13.60, 5120],
     ["H64-MQA", 13.81, 5120],
+    ["H90-MQA-CLA2", 13.73, 3600],
+    ["H128-MQA-CLA3", 13.77, 3584],
 ]
 
 # The paired claims: (id, design a, design b), each decided on the per-seed ppl(a) / ppl(b).
 PAIRED_CLAIMS = (
     ("cla2-matches-mqa", "MQA-CLA2", "MQA"),
     ("cla2-beats-smaller-heads", "MQA-CLA2", "MQA d/2"),
-    ("cla2-beats-cla3", "MQA-CLA2", "MQA-CLA3"),
+    ("cla2-beats-cla3", "MQA-CLA2", "MQA-CLA3 3d/2"),
 )
 # Tokens of the KV-cache measurement: a prompt of each of two validation windows, then greedy
 # decoding one token at a time.
 PROMPT_TOKENS, DECODED_TOKENS = 4, 4
-
-
-def variant_config(name: str, params: Params) -> GPTConfig:
-    """The model config of one design at the given scale."""
-    base = params.model
-    named = {"half": base.head_dim // 2, "latent": params.latent, "rope": params.rope}
-    changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in VARIANTS[name].items()}
-    return dataclasses.replace(base, **changes)
 
 
 def initial_states(params: Params, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -123,15 +119,17 @@ def _curve(points: list[tuple[int, float]], every: int, tokens_per_step: int) ->
 
 def train_design(name: str, seed: int, params: Params, state: dict[str, torch.Tensor],
                  splits: CorpusSplits) -> tuple[GPT, TrainResult, Objective]:
-    """Train one design of one seed from the given initial weights, as the experiment does;
-    returns the trained model, what the loop measured and the objective (its validation
-    batches)."""
+    """Train one design of one seed from the given initial weights at the design's learning
+    rate (the floor of the schedule scaled with it), as the experiment does; returns the trained
+    model, what the loop measured and the objective (its validation batches)."""
     device = pick_device()
     model = GPT(variant_config(name, params))
     model.load_state_dict(state)
     objective = language_model(model, splits.train, params.batch_size, params.seq_len,
                                splits.val, params.eval_batches)
-    cfg = dataclasses.replace(params.train, seed=seed)
+    lr = params.learning_rate(name)
+    cfg = dataclasses.replace(params.train, seed=seed, learning_rate=lr,
+                              min_lr=params.train.min_lr * lr / params.train.learning_rate)
     result = train(model, objective, cfg, device,
                    log=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
     if not math.isfinite(result.val_loss):
@@ -156,7 +154,7 @@ def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
 
 
 def run(params: Params, ctx: RunContext) -> Report:
-    """Train every design for every seed and decide the paper's four claims."""
+    """Train every design for every seed and decide the paper's claims."""
     device = pick_device()
     splits = corpus_splits(params)
     ctx.log(f"corpus {params.corpus} {splits.sha256[:12]}: {len(splits.train):,} train / "
@@ -182,6 +180,7 @@ def run(params: Params, ctx: RunContext) -> Report:
                        if k in ("n_heads", "n_kv_heads", "head_dim", "kv_share",
                                 "kv_latent_dim", "kv_rope_dim")},
             "params": rs[0]["params"],
+            "learning_rate": params.learning_rate(name),
             "kv_bytes_per_token": kv_bytes.pop(),  # measured in the filled bf16 cache
             # the same count from the config's shapes, as a cross-check of the measurement
             "kv_bytes_per_token_from_config": variant_config(name, params).kv_bytes_per_token(),
@@ -256,12 +255,23 @@ def evaluation_noise(windows: dict[tuple[str, int], torch.Tensor], seeds: list[i
 
 
 def decide_claims(variants: dict) -> list[Claim]:
-    """The paper's four claims, decided from the measured numbers: the halved cache from the
-    bytes the filled caches held, the paired ones from the per-seed perplexity ratios."""
+    """The paper's claims, decided from the measured numbers: the halved cache from the bytes
+    the filled caches held, the others from the per-seed perplexities of paired designs."""
     kv = {name: v["kv_bytes_per_token"] for name, v in variants.items()}
-    claims = [CLAIMS["cla2-halves-kv"].decide({"ratio": kv["MQA-CLA2"] / kv["MQA"]}, unit="runs")]
-    for claim_id, a, b in PAIRED_CLAIMS:
-        ratios = paired_ratios(variants[a]["val_ppl"], variants[b]["val_ppl"])
-        claims.append(CLAIMS[claim_id].decide({"ratio": ratios}, unit="training seeds",
-                                               base_models=None))
-    return claims
+    loss = {name: [math.log(p) for p in v["val_ppl"]] for name, v in variants.items()}
+    paired = {claim_id: CLAIMS[claim_id].decide(
+                  {"ratio": paired_ratios(variants[a]["val_ppl"], variants[b]["val_ppl"])},
+                  unit="training seeds", base_models=None)
+              for claim_id, a, b in PAIRED_CLAIMS}
+    # CLA2's loss gap to MQA as a share of the small-head design's, from the two gaps per seed
+    cla2_gap = paired_differences(loss["MQA-CLA2"], loss["MQA"])
+    small_gap = paired_differences(loss["MQA d/2"], loss["MQA"])
+    stats = summarize(small_gap)
+    share = CLAIMS["cla2-keeps-most-of-mqa"].decide(
+        {"share": list(zip(cla2_gap, small_gap, strict=True))}, unit="training seeds",
+        premises={"smaller-heads-cost-loss":
+                  stats["mean"] - t95(stats["n"] - 1) * stats["sd"] / math.sqrt(stats["n"])},
+        base_models=None)
+    return [CLAIMS["cla2-halves-kv"].decide({"ratio": kv["MQA-CLA2"] / kv["MQA"]}, unit="runs"),
+            paired["cla2-matches-mqa"], share, paired["cla2-beats-smaller-heads"],
+            paired["cla2-beats-cla3"]]
