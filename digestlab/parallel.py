@@ -1,10 +1,12 @@
-"""The training levers that wrap a model from outside, block by block: FSDP2 sharding and
-activation checkpointing, applied the way torchtitan and fms-fsdp apply them, and `launch`,
-which starts the processes a run needs (under torchrun when there are several).
+"""The training levers that wrap a model from outside, block by block: activation
+checkpointing, compilation and FSDP2 sharding, applied the way torchtitan and fms-fsdp apply
+them, and `launch`, which starts the processes a run needs (under torchrun when there are
+several).
 
-Both wrap `model.blocks`, the GPT's plain ModuleList of transformer blocks. Checkpointing goes
-first (it replaces a block with a wrapper), then sharding (each block, then the root, so that
-every block's parameters are gathered just before it runs and freed after).
+All three act on `model.blocks`, the GPT's plain ModuleList of transformer blocks, in this
+order: checkpointing (it replaces a block with a wrapper), compiling each block, then sharding
+(each block, then the root, so that every block's parameters are gathered just before it runs
+and freed after).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["checkpoint_blocks", "checkpointed_blocks", "launch", "shard"]
+__all__ = ["checkpoint_blocks", "checkpointed_blocks", "compile_blocks", "launch", "shard"]
 
 
 def checkpointed_blocks(n_layer: int, fraction: float) -> list[int]:
@@ -40,6 +42,14 @@ def checkpoint_blocks(model: nn.Module, fraction: float) -> list[int]:
     for i in chosen:
         model.blocks[i] = checkpoint_wrapper(model.blocks[i])  # non-reentrant checkpointing
     return chosen
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """Compile each block in place, as torchtitan does: the blocks are alike, so one
+    compilation serves them all, and a block wrapped for checkpointing compiles with its
+    recomputation."""
+    for block in model.blocks:
+        block.compile()
 
 
 def shard(model: nn.Module, param_dtype: torch.dtype | None = None) -> None:

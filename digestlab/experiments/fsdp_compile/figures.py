@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from digestlab.figures import new_figure
 
 
@@ -27,57 +25,54 @@ def throughput(data: list[dict], _):
 
 
 def checkpointing(data: dict, _):
-    """Training memory and tokens/s against the checkpointed fraction, each round a line.
-    data: {"fractions", "memory_mb": one list per round, "tokens_per_s": one list per round}."""
+    """Training memory (with the cap) and compiled tokens/s against the checkpointed fraction,
+    each round a line. data: {"fractions", "memory_mb": one list per round, "cap_mb",
+    "tokens_per_s": one list per round}."""
     fig, (left, right) = new_figure(ncols=2, width=4.6, height=3.4)
     fractions = data["fractions"]
     for memory in data["memory_mb"]:
         left.plot(fractions, memory, "o-", color="tab:green", lw=1, ms=4, alpha=0.7)
+    left.axhline(data["cap_mb"], color="tab:red", ls="--", lw=1, label=_("the cap"))
+    left.legend(fontsize=8)
     for speed in data["tokens_per_s"]:
         right.plot(fractions, speed, "o-", color="tab:blue", lw=1, ms=4, alpha=0.7)
     left.set(xlabel=_("fraction of blocks checkpointed"), ylabel=_("training memory (MB)"),
              title=_("peak memory above the built model"), xticks=fractions)
     right.set(xlabel=_("fraction of blocks checkpointed"),
               ylabel=_("training tokens per second"),
-              title=_("throughput (one line per round)"), xticks=fractions)
+              title=_("compiled throughput (one line per round)"), xticks=fractions)
     left.set_ylim(bottom=0)
     right.set_ylim(bottom=0)
     return fig
 
 
-def loss_curves(data: dict, _):
-    """Loss curves of one seed (eager, compiled, FSDP at each world size) and of a second
-    seed; beside them the step-by-step gaps, on a log scale. data: {"eager": [seed 0, seed 1],
-    "compile": [seed 0], "fsdp": world size -> seed 0's curve}."""
-    fig, (curves, gaps) = new_figure(ncols=2, width=5.2, height=3.6)
-    eager, eager_1, compiled = data["eager"][0], data["eager"][1], data["compile"][0]
-    sharded = {int(world): curve for world, curve in data["fsdp"].items()}
-    steps = range(1, len(eager) + 1)
-    for curve, style, colour, label in (
-            (eager, "-", "tab:gray", _("eager, seed 0")),
-            (eager_1, "--", "tab:gray", _("eager, seed 1")),
-            (compiled, ":", "tab:red", _("compile, seed 0"))):
-        curves.plot(steps, curve, style, color=colour, lw=1.2, label=label)
-    for world, curve in sorted(sharded.items()):
-        curves.plot(steps, curve, "-.", lw=1,
-                    label=_("FSDP x%(world)s, seed 0") % {"world": world})
-    curves.set(xlabel=_("step"), ylabel=_("training loss (nats per byte)"),
-               title=_("loss curves"))
-    curves.legend(fontsize=8)
-
-    def gap_line(a, b, label, style, colour=None):
-        gap = [abs(x - y) if x != y else math.nan for x, y in zip(a, b, strict=True)]
-        gaps.plot(steps, gap, style, color=colour, lw=1.2, label=label)
-
-    gap_line(eager, eager_1, _("seed 0 vs seed 1"), "--", "tab:gray")
-    gap_line(eager, compiled, _("compile vs eager"), ":", "tab:red")
-    if 1 in sharded and 2 in sharded:
-        gap_line(sharded[1], sharded[2], _("FSDP x2 vs x1"), "-.", "tab:purple")
-    gaps.set_yscale("log")
-    gaps.set(xlabel=_("step"), ylabel=_("|Δ training loss| (nats)"),
-             title=_("gaps (missing: exactly 0)"))
-    gaps.legend(fontsize=8)
+def parity(data: dict, _):
+    """The parity runs' final validation loss by seed and lever (left), and what compile and
+    the most processes shift it by, in sds over seeds of the eager loss, beside the band of one
+    sd (right). data: {"losses": configuration -> loss by seed, "shifts": see run.shifts}."""
+    fig, (losses, shifted) = new_figure(ncols=2, width=5.2, height=3.4)
+    markers = {"eager": ("o", "tab:gray"), "compile": ("x", "tab:red")}
+    for name, values in data["losses"].items():
+        marker, colour = markers.get(name, ("^", "tab:purple"))
+        losses.plot(range(len(values)), values, marker, color=colour, ms=6, mfc="none",
+                    label=name)
+    losses.set(xlabel=_("seed"), ylabel=_("final validation loss (nats per byte)"),
+               title=_("each lever from each seed"))
+    losses.legend(fontsize=8)
+    shift = data["shifts"]
+    rows = [(_("compile − eager"), shift["compile"], "tab:red"),
+            (_("FSDP x%(world)s − eager") % {"world": shift["world"]}, shift["fsdp"],
+             "tab:purple")]
+    shifted.axvspan(-1, 1, color="tab:green", alpha=0.12, label=_("one seed sd"))
+    for y, (_label, values, colour) in enumerate(rows):
+        shifted.plot(values, [y] * len(values), "o", color=colour, ms=5, alpha=0.7)
+        shifted.plot([sum(values) / len(values)], [y], "|", color="black", ms=14, mew=2)
+    shifted.set_yticks(range(len(rows)), [label for label, _v, _c in rows])
+    shifted.set_ylim(-0.7, len(rows) - 0.3)
+    shifted.set(xlabel=_("shift in final loss (sds over seeds)"),
+                title=_("per seed (bar: mean)"))
+    shifted.legend(fontsize=8, loc="lower right")
     return fig
 
 
-FIGURES = {"throughput": throughput, "checkpointing": checkpointing, "loss_curves": loss_curves}
+FIGURES = {"throughput": throughput, "checkpointing": checkpointing, "parity": parity}

@@ -1,13 +1,13 @@
 """FSDP2 and torch.compile (IBM and Meta's PyTorch teams, 2024): what each lever does to
 training throughput, MFU, memory and the loss.
 
-Every configuration (eager, compiled, a fraction of blocks with activation checkpointing, FSDP2
-at each world size, FSDP2 with compile, and on a GPU FSDP's bf16 mixed precision) is one run of
-the one training loop in processes of its own (under `torchrun` when there are several), on
-the same data and the same global batch. The single-process configurations run in rounds, one
-seed per round, so the speed and memory claims rest on paired per-round ratios of runs close in
-time. Loss trajectories of one seed are compared with the gap between two seeds, the scale on
-which a difference would matter.
+Every timed configuration (eager, compiled, and compiled with every second or every block
+checkpointed; on a GPU also FSDP's bf16 mixed precision) is one run of the one training loop in
+processes of its own, on the same data and the same global batch. They run in rounds, one seed
+per round, so the speed and memory claims rest on paired per-round ratios of runs close in
+time. Whether a lever keeps the loss is asked of a small model trained 200 steps in bf16
+autocast from several seeds, eager, compiled and under FSDP at each world size: what the lever
+shifts in the final validation loss is judged against what a change of seed does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -23,14 +24,16 @@ from digestlab.claims import Claim, paired_ratios, summarize
 from digestlab.device import device_name, pick_device
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.fsdp_compile import (
+    CHECKPOINTING_UNDER_A_CAP,
     COMPILE_KEEPS_THE_LOSS,
     COMPILE_SPEEDS_UP,
     FSDP_WORLD_SIZE_KEEPS_THE_LOSS,
+    FULL,
+    SELECTIVE,
     Params,
     Setup,
     checkpoint_name,
-    checkpointing_claim,
-    checkpointing_step,
+    parity_setups,
     setups,
 )
 from digestlab.parallel import launch
@@ -44,22 +47,21 @@ POST = [
 WORKER = "digestlab.experiments.fsdp_compile.worker"
 
 
-def run_setup(params: Params, setup: Setup, device: torch.device, workdir: Path) -> dict:
-    """Run one configuration in processes of its own and return what its rank 0 measured."""
-    stem = f"{setup.name}-{setup.seed}-{'memory' if setup.memory else 'speed'}".replace(" ", "_")
+def run_job(params: Params, plan: list[Setup], device: torch.device, workdir: Path
+            ) -> list[dict]:
+    """Run setups one after the other in processes of their own (all of one world size) and
+    return what rank 0 measured in each."""
+    first = plan[0]
+    kind = "memory" if first.memory else "parity" if first.parity else "speed"
+    stem = f"{first.name}-{first.seed}-{kind}".replace(" ", "_").replace("+", "")
     job, out = workdir / f"{stem}.job.json", workdir / f"{stem}.out.json"
     job.write_text(json.dumps({"params": params.model_dump(mode="json"),
-                               "setup": setup.__dict__, "device": str(device)}))
+                               "setups": [s.__dict__ for s in plan], "device": str(device)}))
     # Memory runs: glibc maps every allocation over 64 KiB on its own and unmaps it when freed,
     # so the peak resident set follows the bytes in use.
-    env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if setup.memory else None
-    launch(["-m", WORKER, str(job), str(out)], setup.world, env)
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536"} if first.memory else None
+    launch(["-m", WORKER, str(job), str(out)], first.world, env)
     return json.loads(out.read_text())
-
-
-def mean_abs_gap(a: list[float], b: list[float]) -> float:
-    """Mean absolute difference of two loss curves of equal length, step by step."""
-    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def speeds(runs: dict[str, list[dict]], name: str) -> list[float]:
@@ -73,66 +75,63 @@ def common_peak(runs: dict[str, list[dict]]) -> float:
     return statistics.median(r["peak_flops"] for rs in runs.values() for r in rs)
 
 
-def sharded_runs(runs: dict[str, list[dict]]) -> dict[int, dict]:
-    """The plain FSDP run of each world size (no compile, no bf16 parameters)."""
-    return {r["world"]: r for rs in runs.values() for r in rs
-            if r["setup"]["fsdp"] and not r["setup"]["compile"] and not r["setup"]["bf16_params"]}
+def parity_losses(parity: list[dict]) -> dict[str, list[float]]:
+    """The final validation loss of each parity configuration, by seed."""
+    out: dict[str, list[float]] = {}
+    for r in sorted(parity, key=lambda r: r["setup"]["seed"]):
+        out.setdefault(r["setup"]["name"], []).append(r["val_loss"])
+    return out
 
 
-def loss_gaps(runs: dict[str, list[dict]]) -> dict:
-    """Mean |Δloss| between loss curves: between consecutive eager seeds (the scale a
-    difference is judged on), compiled vs eager in each round, and each FSDP world size vs
-    eager from the same seed, 0."""
-    eager = [r["loss_curve"] for r in runs["eager"]]
-    between = [mean_abs_gap(a, b) for a, b in zip(eager, eager[1:], strict=False)]
-    return {
-        "between_seeds": sum(between) / len(between),
-        "compile_vs_eager": [mean_abs_gap(c["loss_curve"], e)
-                             for c, e in zip(runs["compile"], eager, strict=True)],
-        "fsdp_vs_eager": {world: mean_abs_gap(r["loss_curve"], eager[0])
-                          for world, r in sorted(sharded_runs(runs).items())},
-    }
+def shifts(losses: dict[str, list[float]]) -> dict:
+    """Per seed, what compile and FSDP on the most processes shift in the final loss from
+    eager's, in sds over seeds of the eager final loss; with that sd and the world size. With
+    no FSDP run (one GPU) the world is 1, and eager stands in: no shift."""
+    spread = statistics.stdev(losses["eager"])
+    worlds = [int(name.removeprefix("FSDP x")) for name in losses if name.startswith("FSDP x")]
+    most = f"FSDP x{max(worlds)}" if worlds else "eager"
+
+    def shift(name: str) -> list[float]:
+        return [(x - e) / spread for x, e in zip(losses[name], losses["eager"], strict=True)]
+
+    return {"seed_sd": spread, "compile": shift("compile"), "world": max(worlds, default=1),
+            "fsdp": shift(most)}
 
 
-def decide_claims(params: Params, runs: dict[str, list[dict]], memory: dict[str, list[float]]
-                  ) -> list[Claim]:
-    """The post's four claims, decided from the measured numbers: `runs` holds each
+def decide_claims(runs: dict[str, list[dict]], memory: dict[float, list[float]],
+                  losses: dict[str, list[float]]) -> list[Claim]:
+    """The post's claims, decided from the measured numbers: `runs` holds each timed
     configuration's runs by round, `memory` the training memory (bytes) of each checkpointed
-    fraction's configuration by round."""
+    fraction by round, `losses` each parity configuration's final loss by seed."""
     peak = common_peak(runs)
     eager_mfu = statistics.median(r["mfu"] * r["peak_flops"] / peak for r in runs["eager"])
     compile_speeds_up = COMPILE_SPEEDS_UP.decide(
         {"speed-up": paired_ratios(speeds(runs, "compile"), speeds(runs, "eager"))},
         unit="rounds", premises={"eager-leaves-the-matmul-units-idle": eager_mfu})
 
-    gaps = loss_gaps(runs)
-    between = gaps["between_seeds"]
+    shift = shifts(losses)
     compile_keeps_the_loss = COMPILE_KEEPS_THE_LOSS.decide(
-        {"loss-gap": [g / between for g in gaps["compile_vs_eager"]]}, unit="rounds")
-
-    # Each step up in the checkpointed fraction, over the rounds that ran both fractions.
-    fractions = params.checkpoint_fractions
-    names = [checkpoint_name(f) for f in fractions]
-    tokens = {n: speeds(runs, n)[:params.checkpoint_rounds] for n in names}
-    steps = {}
-    for (low, high), (lower, higher) in zip(zip(fractions, fractions[1:], strict=False),
-                                            zip(names, names[1:], strict=False), strict=True):
-        for quantity, values in (("memory", memory), ("tokens/s", tokens)):
-            steps[checkpointing_step(quantity, low, high)] = paired_ratios(values[higher],
-                                                                           values[lower])
-    checkpointing = checkpointing_claim(fractions).decide(steps, unit="rounds")
-
-    fsdp = gaps["fsdp_vs_eager"]
+        {side: shift["compile"] for side in COMPILE_KEEPS_THE_LOSS.comparisons},
+        unit="training seeds", base_models=None)
     fsdp_keeps_the_loss = FSDP_WORLD_SIZE_KEEPS_THE_LOSS.decide(
-        {"loss-gap": [g / between for g in fsdp.values()]}, unit="runs",
-        premises={"two-or-more-processes": max(fsdp)})
-    return [compile_speeds_up, compile_keeps_the_loss, checkpointing, fsdp_keeps_the_loss]
+        {side: shift["fsdp"] for side in FSDP_WORLD_SIZE_KEEPS_THE_LOSS.comparisons},
+        unit="training seeds", base_models=None,
+        premises={"two-or-more-processes": shift["world"]})
+
+    selective, full = checkpoint_name(SELECTIVE, True), checkpoint_name(FULL, True)
+    rounds = len(memory[SELECTIVE])
+    under_a_cap = CHECKPOINTING_UNDER_A_CAP.decide({
+        "fits the cap": paired_ratios(memory[SELECTIVE], memory[0.0][:rounds]),
+        "faster than checkpointing every block": paired_ratios(speeds(runs, selective),
+                                                               speeds(runs, full)),
+    }, unit="rounds")
+    return [compile_speeds_up, compile_keeps_the_loss, under_a_cap, fsdp_keeps_the_loss]
 
 
 def configuration_table(runs: dict[str, list[dict]], memory: dict[str, list[float]]
                         ) -> list[dict]:
-    """One row per configuration: its levers and its mean speed, MFU (against `common_peak`)
-    and training memory (None where it was not measured) over its runs."""
+    """One row per timed configuration: its levers and its mean speed, MFU (against
+    `common_peak`) and training memory (None where it was not measured) over its runs."""
     peak = common_peak(runs)
     rows = []
     for name, rs in runs.items():
@@ -143,7 +142,6 @@ def configuration_table(runs: dict[str, list[dict]], memory: dict[str, list[floa
             return summarize(values)["mean"] if values else None
 
         mfu = [r["mfu"] * r["peak_flops"] / peak for r in rs if r["mfu"] is not None]
-
         rows.append({
             "name": name, "world": setup["world"], "compile": setup["compile"],
             "checkpointed_blocks": rs[0]["checkpointed_blocks"], "fsdp": setup["fsdp"],
@@ -160,6 +158,19 @@ def configuration_table(runs: dict[str, list[dict]], memory: dict[str, list[floa
     return rows
 
 
+def run_parity(params: Params, device: torch.device, devices: int, workdir: Path,
+               log) -> list[dict]:
+    """The loss-parity jobs; on the CPU side by side, since nothing in them is timed."""
+    jobs = parity_setups(params, devices)
+    for plan in jobs:
+        log(f"parity: {', '.join(dict.fromkeys(s.name for s in plan))} on {plan[0].world} "
+            f"process(es), {params.parity.seeds} seeds")
+    side_by_side = len(jobs) if device.type == "cpu" else 1
+    with ThreadPoolExecutor(side_by_side) as pool:
+        done = pool.map(lambda plan: run_job(params, plan, device, workdir), jobs)
+        return [r for measured in done for r in measured]
+
+
 def run(params: Params, ctx: RunContext) -> Report:
     """Run every configuration, decide the claims, draw the figures."""
     device = pick_device("auto")
@@ -168,34 +179,42 @@ def run(params: Params, ctx: RunContext) -> Report:
     plan = setups(params, gpu, devices)
     runs: dict[str, list[dict]] = {}  # configuration -> its timed runs, by round
     memory_runs: dict[str, list[dict]] = {}  # configuration -> its memory runs (CPU), by round
-    with tempfile.TemporaryDirectory(prefix="fsdp-compile-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="fsdp-compile-") as tmp:
+        workdir = Path(tmp)
         for i, setup in enumerate(plan, 1):
             kind = "memory" if setup.memory else "timed"
             ctx.log(f"run {i}/{len(plan)}: {setup.name}, seed {setup.seed}, {kind}")
-            measured = run_setup(params, setup, device, Path(workdir))
+            (measured,) = run_job(params, [setup], device, workdir)
             (memory_runs if setup.memory else runs).setdefault(setup.name, []).append(measured)
+        parity = run_parity(params, device, devices, workdir, ctx.log)
     memory = {name: [r["training_memory_bytes"] for r in rs]
               for name, rs in (memory_runs or runs).items()}
+    # each checkpointed fraction's memory: eager memory runs on a CPU, compiled timed runs on a
+    # GPU (see `setups`)
+    by_fraction = {f: memory[checkpoint_name(f, compiled=not memory_runs)]
+                   for f in (0.0, SELECTIVE, FULL)}
+    losses = parity_losses(parity)
 
     table = configuration_table(runs, memory)
-    fractions = params.checkpoint_fractions
-    names = [checkpoint_name(f) for f in fractions]
+    fractions = [0.0, SELECTIVE, FULL]
+    compiled = [checkpoint_name(f, True) for f in fractions]
+    no_checkpointing = summarize(by_fraction[0.0])["mean"]
+    cap = CHECKPOINTING_UNDER_A_CAP.comparisons["fits the cap"].bound.value
     figures = {
         "throughput": [{k: row[k] for k in ("name", "tokens_per_s", "tokens_per_s_runs", "mfu")}
                        for row in table],
         "checkpointing": {
             "fractions": fractions,
-            "memory_mb": [[memory[n][i] / 1e6 for n in names]
-                          for i in range(len(memory[names[0]]))],
-            "tokens_per_s": [[runs[n][i]["tokens_per_s"] for n in names]
-                             for i in range(params.checkpoint_rounds)]},
-        "loss_curves": {
-            "eager": [r["loss_curve"] for r in runs["eager"][:2]],
-            "compile": [runs["compile"][0]["loss_curve"]],
-            "fsdp": {str(world): r["loss_curve"] for world, r in sharded_runs(runs).items()}},
+            "memory_mb": [[by_fraction[f][i] / 1e6 for f in fractions]
+                          for i in range(len(by_fraction[SELECTIVE]))],
+            "cap_mb": cap * no_checkpointing / 1e6,
+            "tokens_per_s": [[runs[n][i]["tokens_per_s"] for n in compiled]
+                             for i in range(params.repeats)]},
+        "parity": {"losses": losses, "shifts": shifts(losses)},
     }
     first = runs["eager"][0]
     tokens_per_step = params.batch_size * params.seq_len
+    parity_run = next(r for r in parity if r["setup"]["name"] == "eager")
     return Report(
         seeds=list(range(params.repeats)),
         device=device_name(device),
@@ -203,13 +222,22 @@ def run(params: Params, ctx: RunContext) -> Report:
             "parameters": first["n_params"],
             "tokens_per_step": tokens_per_step,
             "train_tokens_per_run": params.train.steps * tokens_per_step,
-            "loss_curves": {name: [r["loss_curve"] for r in rs] for name, rs in runs.items()},
-            "loss_gaps": loss_gaps(runs),
+            "parity": {
+                "parameters": parity_run["n_params"],
+                "tokens_per_step": params.parity.batch_size * params.parity.seq_len,
+                "final_loss": losses,
+                "shifts": shifts(losses),
+                "loss_curves": {name: [r["loss_curve"] for r in parity
+                                       if r["setup"]["name"] == name and r["setup"]["seed"] == 0]
+                                for name in losses},
+            },
         },
-        claims=decide_claims(params, runs, memory),
+        claims=decide_claims(runs, by_fraction, losses),
         figures=figures,
         timing={"configurations": table,
                 "peak_flops": common_peak(runs),
+                "training_memory_mb": {f"{f:g}": [m / 1e6 for m in by_fraction[f]]
+                                       for f in fractions},
                 "memory_measured_by": "peak resident set, every allocation over 64 KiB "
                 "mapped on its own" if memory_runs else "peak allocated bytes"},
         reference={"columns": ["setting", "device", "MFU (%)"], "rows": POST},

@@ -1,11 +1,13 @@
-"""One configuration of the experiment, run in each of its processes:
+"""Runs of the experiment, in each of their processes:
 
     python -m digestlab.experiments.fsdp_compile.worker JOB OUT                 # one process
     torchrun --standalone --nproc_per_node W -m digestlab.experiments.fsdp_compile.worker JOB OUT
 
-JOB is a JSON file with the params and the setup; rank 0 writes what the loop measured, and
-the peak memory over ranks, to OUT. Each configuration runs in processes of its own, so that
-peak memory is its own and nothing compiled or allocated by one run serves the next.
+JOB is a JSON file with the params and the setups to run one after the other; rank 0 writes
+what the loop measured in each, and the peak memory over ranks, to OUT. Every timed or memory
+run is a job of its own, in processes of its own, so that its peak memory is its own and
+nothing compiled or allocated by one run serves the next; the loss-parity runs, which measure
+neither, share their processes.
 """
 
 from __future__ import annotations
@@ -31,26 +33,36 @@ from digestlab.experiments.fsdp_compile import Params, Setup
 from digestlab.io import write_json_atomic
 from digestlab.nn import GPT
 from digestlab.objectives import language_model
-from digestlab.parallel import checkpoint_blocks, shard
+from digestlab.parallel import checkpoint_blocks, compile_blocks, shard
 from digestlab.train import process_group, train
 
 
 def run(params: Params, setup: Setup, device: torch.device) -> dict:
-    """Build the model with the setup's levers, train it with the one loop, and return the
-    loop's measurements with the training memory (peak above the built model, max over ranks)."""
+    """Build the model with the setup's levers (checkpointing, then compiling each block, then
+    sharding, as torchtitan applies them), train it with the one loop, and return the loop's
+    measurements with the training memory (peak above the built model, max over ranks)."""
     splits = build_splits(params.n_documents, seed=0)
     seed_everything(setup.seed)
+    shape = params.parity if setup.parity else params  # its model, batch_size and seq_len
     with device:  # built where it trains: a billion parameters initialise slowly on a CPU
-        model = GPT(params.model)
+        model = GPT(shape.model)
     checkpointed = checkpoint_blocks(model, setup.checkpoint)
+    if setup.compile:
+        torch._dynamo.reset()  # this run compiles its own blocks, as in a process of its own
+        compile_blocks(model)
     if setup.fsdp:
         shard(model, torch.bfloat16 if setup.bf16_params else None)
-    objective = language_model(model, splits.train, params.batch_size, params.seq_len)
+    val = (splits.val, params.parity.eval_batches) if setup.parity else (None,)
+    objective = language_model(model, splits.train, shape.batch_size, shape.seq_len, *val)
     # FSDP's mixed precision casts the parameters itself; autocast would only add casts.
-    cfg = dataclasses.replace(params.train, seed=setup.seed, compile=setup.compile,
+    cfg = dataclasses.replace(params.train, seed=setup.seed,
                               autocast="none" if setup.bf16_params else params.train.autocast)
     if setup.memory:
         cfg = dataclasses.replace(cfg, steps=params.memory_steps, warmup_steps=1)
+    if setup.parity:  # long enough for bf16 rounding to compound
+        steps = params.parity.steps
+        cfg = dataclasses.replace(cfg, steps=steps, warmup_steps=max(1, steps // 10),
+                                  log_every=max(1, steps // 4), autocast="bf16")
     rank, world = process_group()
     log = print if rank == 0 else (lambda line: None)
     log(f"{setup.name} (seed {setup.seed}) on {world} process(es), {device_name(device)}")
@@ -79,27 +91,30 @@ def run(params: Params, setup: Setup, device: torch.device) -> dict:
         "training_memory_bytes": training_memory.item(),
         "wall_time_s": result.wall_time_s,
         "loss_curve": [loss for _, loss in result.loss_curve],
+        "val_loss": result.val_loss,
     }
 
 
 def main(job_path: str, out_path: str) -> None:
     with open(job_path) as f:
         job = json.load(f)
-    params, setup = Params.model_validate(job["params"]), Setup(**job["setup"])
+    params = Params.model_validate(job["params"])
+    plan = [Setup(**setup) for setup in job["setups"]]
     device = pick_device(job["device"])
     backend = "nccl" if device.type == "cuda" else "gloo"
-    distributed = "WORLD_SIZE" in os.environ or setup.fsdp
+    fsdp = any(setup.fsdp for setup in plan)
+    distributed = "WORLD_SIZE" in os.environ or fsdp
     if "WORLD_SIZE" in os.environ:  # started by torchrun
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
         dist.init_process_group(backend)
-    elif setup.fsdp:  # FSDP in one process: a group of one, no rendezvous needed
+    elif fsdp:  # FSDP in one process: a group of one, no rendezvous needed
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     if device.type == "cpu":
         torch.set_num_threads(params.threads)
     try:
-        measured = run(params, setup, device)
+        measured = [run(params, setup, device) for setup in plan]
         if process_group()[0] == 0:
             write_json_atomic(out_path, measured)
     finally:
