@@ -114,7 +114,7 @@ def test_the_cpu_parity_runs_are_long_and_many_enough_to_judge_a_shift():
 
 def test_rounds_pair_the_timed_configurations_and_memory_runs_only_on_cpu():
     p = SCALES["cpu"]
-    cpu = setups(p, gpu=False, devices=2)
+    cpu = setups(p, gpu=False)
     timed = [s for s in cpu if not s.memory]
     names = ["eager", "compile", "compile + checkpoint 0.5", "compile + checkpoint 1"]
     assert sorted((s.seed, s.name) for s in timed) == sorted(
@@ -128,7 +128,7 @@ def test_rounds_pair_the_timed_configurations_and_memory_runs_only_on_cpu():
                         ("eager + checkpoint 1", 1.0))]
     assert not any(s.compile or s.fsdp for s in memory)
 
-    gpu = setups(p, gpu=True, devices=1)
+    gpu = setups(p, gpu=True)
     assert not any(s.memory for s in gpu)
     assert [s.name for s in gpu if s.fsdp] == ["FSDP x1 + bf16 params"]
 
@@ -277,7 +277,7 @@ def test_the_gpu_scale_builds_and_takes_a_step_at_reduced_width(tmp_path):
     params = gpu.model_copy(update={
         "model": small, "seq_len": 64, "batch_size": 2,
         "train": gpu.train.__class__(**(gpu.train.__dict__ | {"steps": 2, "warmup_steps": 1}))})
-    setup = next(s for s in setups(params, gpu=True, devices=1)
+    setup = next(s for s in setups(params, gpu=True)
                  if s.name == "compile + checkpoint 0.5")
     from digestlab.experiments.fsdp_compile.run import run_job
 

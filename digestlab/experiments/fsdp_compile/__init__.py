@@ -99,7 +99,7 @@ def checkpoint_name(fraction: float, compiled: bool = False) -> str:
     return f"{lever} + checkpoint {fraction:g}" if fraction else lever
 
 
-def setups(params: Params, gpu: bool, devices: int) -> list[Setup]:
+def setups(params: Params, gpu: bool) -> list[Setup]:
     """Every timed and memory run, in the order they run. The single-process configurations
     run in rounds, one seed per round, so each round is a block of paired runs close in time:
     eager, compiled, and compiled with the selective and the full checkpointing, in an order

@@ -176,7 +176,7 @@ def run(params: Params, ctx: RunContext) -> Report:
     device = pick_device("auto")
     gpu = device.type == "cuda"
     devices = torch.cuda.device_count() if gpu else max(params.world_sizes)
-    plan = setups(params, gpu, devices)
+    plan = setups(params, gpu)
     runs: dict[str, list[dict]] = {}  # configuration -> its timed runs, by round
     memory_runs: dict[str, list[dict]] = {}  # configuration -> its memory runs (CPU), by round
     with tempfile.TemporaryDirectory(prefix="fsdp-compile-") as tmp:
