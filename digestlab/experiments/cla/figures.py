@@ -58,12 +58,17 @@ def ppl_vs_kv_bytes(data: dict, _):
              title=_("this reproduction (mean ± sd over seeds)"))
     for name, ppl, kv in data["paper"]:
         paper.plot(kv, ppl, "s", color="tab:gray")
-        # the paper's equal-bytes pairs (5,120; about 3,600) share an x: label on both sides
-        left = any(other_kv < kv <= other_kv * 1.05 or (other_kv == kv and other_ppl < ppl)
-                   for _n, other_ppl, other_kv in data["paper"] if _n != name)
+        # the paper's equal-bytes pairs (5,120; about 3,600) share an x: the lower one's label
+        # goes below its point
+        below = any(abs(other_kv / kv - 1) < 0.05 and other_ppl > ppl
+                    for _n, other_ppl, other_kv in data["paper"] if _n != name)
         paper.annotate(name, (kv, ppl), textcoords="offset points", fontsize=8,
-                       xytext=(-5, 4) if left else (5, 4), ha="right" if left else "left")
-    log_x(paper, ticks=[kv for _name, _ppl, kv in data["paper"]])
+                       xytext=(5, -10) if below else (5, 4))
+    ticks = []
+    for kv in sorted(kv for _name, _ppl, kv in data["paper"]):
+        if not ticks or kv > ticks[-1] * 1.05:  # 3,584 and 3,600 would print on each other
+            ticks.append(kv)
+    log_x(paper, ticks=ticks)
     paper.set(xlabel=_("KV-cache bytes per token (bf16)"), ylabel=_("validation perplexity"),
               title=_("the paper, 1B parameters"))
     return fig
