@@ -194,6 +194,7 @@ def run(params: Params, ctx: RunContext) -> Report:
     by_fraction = {f: memory[checkpoint_name(f, compiled=not memory_runs)]
                    for f in (0.0, SELECTIVE, FULL)}
     losses = parity_losses(parity)
+    shift = shifts(losses)
 
     table = configuration_table(runs, memory)
     fractions = [0.0, SELECTIVE, FULL]
@@ -210,7 +211,7 @@ def run(params: Params, ctx: RunContext) -> Report:
             "cap_mb": cap * no_checkpointing / 1e6,
             "tokens_per_s": [[runs[n][i]["tokens_per_s"] for n in compiled]
                              for i in range(params.repeats)]},
-        "parity": {"losses": losses, "shifts": shifts(losses)},
+        "parity": {"losses": losses, "shifts": shift},
     }
     first = runs["eager"][0]
     tokens_per_step = params.batch_size * params.seq_len
@@ -226,7 +227,7 @@ def run(params: Params, ctx: RunContext) -> Report:
                 "parameters": parity_run["n_params"],
                 "tokens_per_step": params.parity.batch_size * params.parity.seq_len,
                 "final_loss": losses,
-                "shifts": shifts(losses),
+                "shifts": shift,
                 "loss_curves": {name: [r["loss_curve"] for r in parity
                                        if r["setup"]["name"] == name and r["setup"]["seed"] == 0]
                                 for name in losses},
