@@ -17,13 +17,14 @@ import argparse
 
 import torch
 
-from digestlab.configs import SAEConfig, TrainConfig
+from digestlab.configs import SAEConfig
 from digestlab.nn.sae import (
     SparseAutoencoder,
     evaluate_sae,
     objective,
     recovery,
     synthetic_activations,
+    training_config,
 )
 from digestlab.train import train
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,9 +56,7 @@ def main() -> None:
                                           l1_coeff=args.l1, k=args.k),
                                 torch.Generator().manual_seed(1))
         sae.fit_to(train_x)
-        cfg = TrainConfig(steps=args.steps, learning_rate=2e-3, min_lr=2e-4,
-                          warmup_steps=args.steps // 20, weight_decay=0.0,
-                          log_every=args.steps)
+        cfg = training_config(args.steps, args.lr)
         result = train(sae, objective(sae, train_x, args.batch), cfg, torch.device("cpu"),
                        log=lambda _: None)
         q = evaluate_sae(sae, held_x)

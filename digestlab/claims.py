@@ -22,7 +22,10 @@ How a comparison decides, for per-unit values x_1..x_n (seeds, streams, rounds, 
   premise.
 A claim is `not_testable` when one of its premises does not hold (however its comparisons came
 out: their numbers are still recorded); else it is `not_reproduced` when any comparison is,
-`reproduced` when all are, and `inconclusive` otherwise. Over a paper's findings decided by
+`reproduced` when all are, and `inconclusive` otherwise. A premise may instead condition one
+comparison (`PremiseSpec.comparison`, say one error type of several): when it fails, that
+comparison is `not_testable` and the claim is decided by the others (not testable when none
+is left). Over a paper's findings decided by
 the mean rule, `holm` adds what Holm's family-wise correction would make of each verdict.
 """
 
@@ -119,12 +122,14 @@ class ComparisonSpec(_Frozen):
 
 class PremiseSpec(_Frozen):
     """What a claim needs of this model or device, measured apart from the claim's own
-    statistic: when it does not hold, the claim is `not_testable`."""
+    statistic: when it does not hold, the claim is `not_testable`, or only the comparison it
+    names in `comparison`."""
 
     text: Text
     statistic: Statistic
     direction: Literal["<", ">", ">=", "<="]
     bound: Bound
+    comparison: str | None = None
 
     def is_met(self, value: float) -> bool:
         return {"<": value < self.bound.value, ">": value > self.bound.value,
@@ -152,6 +157,14 @@ class ClaimSpec(_Frozen):
     kind: Literal["finding", "property"] = "finding"
     from_clock: bool = False  # decided from timings or memory, which differ from run to run
 
+    @model_validator(mode="after")
+    def _premises_name_comparisons(self) -> ClaimSpec:
+        for name, premise in self.premises.items():
+            if premise.comparison is not None and premise.comparison not in self.comparisons:
+                raise ValueError(f"premise {name!r} conditions {premise.comparison!r}, which is "
+                                 "not one of the claim's comparisons")
+        return self
+
     def decide(self, values: Mapping[str, Sequence[float] | float], unit: Unit,
                premises: Mapping[str, float] | None = None, base_models: int | None = None,
                fields: Mapping[str, object] | None = None) -> Claim:
@@ -165,12 +178,15 @@ class ClaimSpec(_Frozen):
         if set(premises) != set(self.premises):
             raise ValueError(f"claim {self.id!r}: premises measured {sorted(premises)}, "
                              f"declared {sorted(self.premises)}")
-        comparisons = [compare(name, spec, values[name]) for name, spec in self.comparisons.items()]
         checked = [Premise(name=name, value=float(premises[name]),
                            holds=spec.is_met(float(premises[name])), **spec.model_dump())
                    for name, spec in self.premises.items()]
-        verdict = (NOT_TESTABLE if not all(p.holds for p in checked)
-                   else combine([c.verdict for c in comparisons]))
+        untestable = {p.comparison for p in checked if not p.holds}
+        comparisons = [compare(name, spec, values[name]) for name, spec in self.comparisons.items()]
+        comparisons = [c.model_copy(update={"verdict": NOT_TESTABLE, "p": None, "to_decide": None})
+                       if c.name in untestable else c for c in comparisons]
+        testable = [c.verdict for c in comparisons if c.verdict != NOT_TESTABLE]
+        verdict = (NOT_TESTABLE if None in untestable or not testable else combine(testable))
         n = max(len(c.values) for c in comparisons)
         text = {lang: t.format(**fields) if fields else t for lang, t in self.text.items()}
         return Claim(id=self.id, text=text, kind=self.kind, comparisons=comparisons,
@@ -197,7 +213,7 @@ class Comparison(_Frozen):
     interval: tuple[float, float] | None  # None: one value, or a rule without noise model
     level: float | None  # the interval's two-sided coverage
     p: float | None  # one-sided p of the verdict's side (mean rule), for Holm
-    verdict: Literal["reproduced", "not_reproduced", "inconclusive"]
+    verdict: Verdict  # not_testable: a premise of this comparison alone does not hold
     to_decide: int | None = None  # units that would decide it if mean and spread held
     pairs: list[tuple[float, float]] | None = None  # (a_i, b_i) of a ratio of means
 
@@ -288,6 +304,31 @@ def binomial_interval(successes: int, n: int, level: float = 0.95) -> tuple[floa
 
     ci = scipy.stats.binomtest(successes, n).proportion_ci(level, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def rate(flags: Iterable[bool]) -> dict:
+    """A rate over programs (or any trials): {"rate", "n", "interval"}, the interval Wilson's
+    at 95%."""
+    flags = [bool(f) for f in flags]
+    k, n = sum(flags), len(flags)
+    return {"rate": k / n, "n": n, "interval": list(binomial_interval(k, n))}
+
+
+def auroc(scores, positive):
+    """Area under the ROC curve of each column of `scores` (N, F), or of one score (N,), for
+    boolean labels (N,): the chance that a positive outscores a negative, ties counting one
+    half (numpy arrays, or anything numpy reads, such as CPU tensors)."""
+    import numpy as np
+    import scipy.stats
+
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positives and negatives")
+    ranks = scipy.stats.rankdata(scores, axis=0)
+    return (ranks[positive].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def combine(verdicts: Iterable[str]) -> str:
@@ -389,8 +430,9 @@ def ratio_of_means(name: str, spec: ComparisonSpec, pairs: Sequence[Sequence[flo
 def _claim_p(claim: Claim) -> float | None:
     """A claim's p-value for Holm: over its mean-rule comparisons, the largest p when all must
     hold (reproduced or inconclusive), the smallest p of the failing ones when one fails."""
-    decided = [c for c in claim.comparisons if c.p is not None]
-    if claim.verdict == NOT_TESTABLE or not decided or len(decided) != len(claim.comparisons):
+    testable = [c for c in claim.comparisons if c.verdict != NOT_TESTABLE]
+    decided = [c for c in testable if c.p is not None]
+    if claim.verdict == NOT_TESTABLE or not decided or len(decided) != len(testable):
         return None
     if claim.verdict == NOT_REPRODUCED:
         return min(c.p for c in decided if c.verdict == NOT_REPRODUCED)

@@ -100,8 +100,11 @@ class TrainConfig:
 
     steps: int = 200  # optimizer steps
     learning_rate: float = 1e-3  # peak learning rate, reached at the end of warmup
-    min_lr: float = 1e-4  # floor of the cosine decay
+    min_lr: float = 1e-4  # where the decay ends
     warmup_steps: int = 20  # steps of linear warmup from learning_rate / warmup_steps
+    decay: Literal["cosine", "linear"] = "cosine"  # the shape of the decay to min_lr
+    decay_fraction: float = 1.0  # the decay takes this share of the steps, at the end; after
+    # warmup and until it starts, the rate holds at its peak
     weight_decay: float = 0.1  # AdamW decay on matrices and embeddings (not norms or biases)
     grad_clip: float = 1.0  # largest global gradient norm; 0 turns clipping off
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
@@ -119,10 +122,13 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
-        if not 0 < self.min_lr <= self.learning_rate:
+        if not 0 <= self.min_lr <= self.learning_rate or self.learning_rate <= 0:
             raise ValueError(
-                f"need 0 < min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}"
+                f"need 0 <= min_lr <= learning_rate, learning_rate > 0, got {self.min_lr} and "
+                f"{self.learning_rate}"
             )
+        if not 0 < self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("grad_clip and weight_decay must be >= 0")
 
@@ -135,12 +141,31 @@ class SAEConfig:
     width: int = 512  # dictionary features
     kind: Literal["relu", "topk"] = "relu"  # relu: Anthropic's 2024 recipe; topk: Gao et al.
     l1_coeff: float = 1.0  # relu: weight of the sparsity penalty sum_i f_i * |d_i|
+    l1_warmup: float = 0.05  # relu: the penalty rises linearly from 0 over this share of training
     k: int = 16  # topk: features kept active per input
+    # topk's auxiliary loss (AuxK): the aux_k most active dead features reconstruct the error,
+    # weighted aux_coeff; None: d_in // 2, 0: off. A feature is dead once it has not fired for
+    # dead_after inputs.
+    aux_k: int | None = None
+    aux_coeff: float = 1 / 32
+    dead_after: int = 10_000
 
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.width < 1:
             raise ValueError("d_in and width must be >= 1")
         if self.l1_coeff < 0:
             raise ValueError(f"l1_coeff must be >= 0, got {self.l1_coeff}")
+        if not 0 <= self.l1_warmup <= 1:
+            raise ValueError(f"l1_warmup must be in [0, 1], got {self.l1_warmup}")
         if self.kind == "topk" and not 1 <= self.k <= self.width:
             raise ValueError(f"k must be in [1, width], got {self.k}")
+        if (self.aux_k is not None and self.aux_k < 0) or self.aux_coeff < 0 \
+                or self.dead_after < 1:
+            raise ValueError("aux_k and aux_coeff must be >= 0 and dead_after >= 1")
+
+    @property
+    def auxiliary_k(self) -> int:
+        """The dead features AuxK lets reconstruct the error (0 for relu, or when off)."""
+        if self.kind != "topk":
+            return 0
+        return min(self.width, self.d_in // 2 if self.aux_k is None else self.aux_k)

@@ -3,12 +3,13 @@
 What it trains on and what it minimises come in an `Objective` (a batch source and a loss
 function); `digestlab/objectives.py` builds the usual ones: next-token prediction for
 pretraining and supervised fine-tuning, and DPO against a frozen reference. Everything else is
-here, once: AdamW with decay on matrices only, linear warmup then cosine decay to a floor,
-global gradient clipping, bf16 autocast on CUDA, optional torch.compile, the loss curve (and a
-validation curve every `eval_every` steps, beside the curves of a probe: measurements of the
-model such as where its attention goes), and honest throughput: items (tokens or samples) per
-second after warmup, the median step time, and MFU against the measured matmul peak. Progress
-goes to plain log lines (a progress bar too when stderr is a terminal), so Snakemake logs show it.
+here, once: AdamW with decay on matrices only, linear warmup then a cosine (or a held peak and a
+linear) decay to a floor, global gradient clipping, bf16 autocast on CUDA, optional
+torch.compile, the loss curve (and a validation curve every `eval_every` steps, beside the
+curves of a probe: measurements of the model such as where its attention goes), and honest
+throughput: items (tokens or samples) per second after warmup, the median step time, and MFU
+against the measured matmul peak. Progress goes to plain log lines (a progress bar too when
+stderr is a terminal), so Snakemake logs show it.
 
 Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
 on its own share of the rows; logged losses are averaged over ranks. Where the loss is a mean
@@ -20,6 +21,7 @@ scored tokens per row (supervised fine-tuning) is weighted slightly differently 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import multiprocessing
@@ -64,6 +66,9 @@ class Objective:
     flops_per_item: float = 0.0  # training FLOPs per item; 0 when unknown (then no MFU)
     unit: str = "tok"  # what an item is, for the log: "tok", "sample", "pair"...
     val_batches: Sequence[Batch] = ()  # fixed validation batches; val_loss is their mean loss
+    # called before each step with (step, steps), for a loss that changes over training (an
+    # SAE's sparsity penalty warming up)
+    schedule: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -111,13 +116,20 @@ def _autocast_context(device: torch.device, dtype: torch.dtype | None):
 
 
 def learning_rate_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for a 0-based step: linear warmup, cosine decay to min_lr, then the floor."""
+    """Learning rate for a 0-based step: linear warmup, the peak held until the decay starts
+    (the last `decay_fraction` of the steps; right after warmup by default), then a cosine or
+    linear decay to min_lr, then the floor."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    decay_steps = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.min_lr + cosine * (cfg.learning_rate - cfg.min_lr)
+    start = max(cfg.warmup_steps, cfg.steps - round(cfg.decay_fraction * cfg.steps))
+    if step < start:
+        return cfg.learning_rate
+    progress = min(1.0, (step - start) / max(1, cfg.steps - start))
+    if cfg.decay == "cosine":
+        remaining = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        remaining = 1.0 - progress
+    return cfg.min_lr + remaining * (cfg.learning_rate - cfg.min_lr)
 
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device
@@ -227,25 +239,45 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def map_runs(fn: Callable[[T], R], jobs: list[T], workers: int, device: torch.device) -> list[R]:
+_NOTHING = object()
+_worker_shared: object = _NOTHING  # what map_runs' `shared` is, in a worker process
+
+
+def _start_worker(shared: object) -> None:
+    global _worker_shared
+    _single_thread()
+    _worker_shared = shared
+
+
+def _with_shared(fn: Callable, job: object) -> object:
+    return fn(job) if _worker_shared is _NOTHING else fn(_worker_shared, job)
+
+
+def map_runs(fn: Callable[..., R], jobs: list[T], workers: int, device: torch.device,
+             shared: object = _NOTHING) -> list[R]:
     """Run `fn` over `jobs`, the independent training runs of an experiment, in order.
 
     On the CPU each run is single-threaded and `workers` of them run side by side, one per
     core, so a run's numbers do not depend on how many cores there are. On a GPU the runs go
     one at a time in this process (a forked child cannot use CUDA once the parent touched it).
+    With `shared`, each run is `fn(shared, job)`: what every run reads (a model, activations)
+    reaches each worker once, inherited by the fork, where the jobs themselves are pickled.
     """
     if device.type != "cpu" or workers <= 1:
         threads = torch.get_num_threads()
         if device.type == "cpu":
             _single_thread()
         try:
-            return [fn(job) for job in jobs]
+            if shared is _NOTHING:
+                return [fn(job) for job in jobs]
+            return [fn(shared, job) for job in jobs]
         finally:
             torch.set_num_threads(threads)
     # fork, not spawn: spawn re-runs the main module, which under Snakemake is the job script
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_single_thread) as pool:
-        return list(pool.map(fn, jobs))
+    with ProcessPoolExecutor(workers, mp_context=fork, initializer=_start_worker,
+                             initargs=(shared,)) as pool:
+        return list(pool.map(functools.partial(_with_shared, fn), jobs))
 
 
 def _log_line(line: str) -> None:
@@ -309,6 +341,8 @@ def train(
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if objective.schedule is not None:
+            objective.schedule(step, cfg.steps)
         batch = rows_of_rank(objective.next_batch(batch_generator), rank, world)
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         loss, grad_norm = train_step(step_model, optimizer, objective.loss, batch, cfg.grad_clip,

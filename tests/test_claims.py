@@ -1,5 +1,7 @@
+import itertools
 import math
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +16,7 @@ from digestlab.claims import (
     ClaimSpec,
     ComparisonSpec,
     PremiseSpec,
+    auroc,
     binomial_interval,
     combine,
     compare,
@@ -22,6 +25,7 @@ from digestlab.claims import (
     paired_differences,
     paired_ratios,
     paper_bound,
+    rate,
     summarize,
     t95,
     units_to_decide,
@@ -168,6 +172,45 @@ def test_a_missing_premise_makes_the_claim_not_testable_but_keeps_its_numbers():
     held = spec(premises={"sink": sink}).decide({"x": [0.5, 0.6, 0.55]}, "streams",
                                                 {"sink": 2.0}, fields={"n": 4})
     assert held.verdict == REPRODUCED
+
+
+def test_a_premise_of_one_comparison_leaves_the_claim_to_the_others():
+    def represented(name):
+        return PremiseSpec(text={"ko": "표현", "en": "represented"}, statistic="auroc",
+                           direction=">=", bound=our_bound(0.6, **WHY), comparison=name)
+
+    two = spec(comparisons={"a": below(), "b": below()},
+               premises={"a?": represented("a"), "b?": represented("b")})
+    claim = two.decide({"a": [0.5, 0.6, 0.55], "b": [3.0, 3.1, 2.9]}, "streams",
+                       {"a?": 0.9, "b?": 0.52})
+    assert [t.verdict for t in claim.comparisons] == [REPRODUCED, NOT_TESTABLE]
+    assert claim.comparisons[1].values == [3.0, 3.1, 2.9] and claim.comparisons[1].p is None
+    assert claim.verdict == REPRODUCED  # b would have failed, but cannot be tested here
+    # Holm counts the testable comparison alone
+    assert holm([claim])[0].holm.p == claim.comparisons[0].p
+    neither = two.decide({"a": [0.5, 0.6, 0.55], "b": [0.5, 0.6, 0.55]}, "streams",
+                         {"a?": 0.5, "b?": 0.52})
+    assert neither.verdict == NOT_TESTABLE
+    with pytest.raises(ValidationError, match="not one of the claim's comparisons"):
+        spec(premises={"z?": represented("z")})
+
+
+def test_rate_counts_trials_with_wilsons_interval():
+    got = rate(np.array([True, False, True, True]))
+    assert got == {"rate": 0.75, "n": 4, "interval": list(binomial_interval(3, 4))}
+
+
+def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right_ties_half():
+    scores = np.array([[0.0, 3.0], [0.0, 1.0], [2.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
+    positive = np.array([True, False, True, False, False])
+    got = auroc(scores, positive)
+    for column in range(2):
+        pairs = list(itertools.product(scores[positive, column], scores[~positive, column]))
+        expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+        assert got[column] == pytest.approx(expected)
+    assert auroc(scores[:, 0], positive) == pytest.approx(got[0])
+    with pytest.raises(ValueError):
+        auroc(scores, np.zeros(5, dtype=bool))
 
 
 def test_premises_and_comparisons_must_be_the_declared_ones():

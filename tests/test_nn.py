@@ -353,3 +353,53 @@ def test_forward_rejects_more_tokens_than_block_size():
 def test_config_rejects_invalid_combinations(overrides, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**{**BASE, **overrides})
+
+
+def test_generate_stops_once_every_row_wrote_the_stop_token_and_returns_its_logits():
+    model = make_model()
+    prompt = tokens(2, 4, seed=3)
+    full, logits = model.generate(prompt, 8, temperature=0.0, return_logits=True)
+    assert logits.shape == (2, 8, 256)
+    assert torch.equal(logits.argmax(-1), full[:, 4:])  # each token drawn from its logits
+    stop = int(full[0, 4])  # the first row writes it first
+    alone = model.generate(prompt[:1], 8, temperature=0.0, stop_token=stop)
+    assert torch.equal(alone, full[:1, :5])  # stopped as soon as the one row wrote it
+    if not (full[1, 4:] == stop).any():  # a row that never writes it keeps both going
+        both = model.generate(prompt, 8, temperature=0.0, stop_token=stop)
+        assert torch.equal(both, full)
+
+
+def test_readout_reads_each_row_as_if_it_were_alone():
+    from digestlab.nn.readout import greedy, residual, spliced_losses, stream
+
+    model = make_model()
+    rows = [tokens(1, 7, seed=4)[0].tolist(), tokens(1, 3, seed=5)[0].tolist()]
+    acts = stream(model, rows, layer=0, pad=0)
+    last = stream(model, rows, layer=0, pad=0, last_only=True)
+    alone = [residual(model, torch.tensor([r]), 0)[0] for r in rows]
+    # every position but the leading context token, row after row; and each row's last
+    assert torch.allclose(acts, torch.cat([a[1:] for a in alone]), atol=1e-5)
+    assert torch.allclose(last, torch.stack([a[-1] for a in alone]), atol=1e-5)
+    probs, written = greedy(model, rows, 5, pad=0, stop=None)
+    for r, p, w in zip(rows, probs, written, strict=True):
+        logits, _ = model(torch.tensor([r]))
+        assert torch.allclose(p, logits[0, -1].softmax(-1), atol=1e-5)
+        assert w == model.generate(torch.tensor([r]), 5, temperature=0.0)[0, len(r):].tolist()
+    # the model's loss over the scored positions, untouched and through an identity hook
+    losses = spliced_losses(model, rows, 0, 0, {"model": None, "same": lambda h: h})
+    ids = torch.tensor([rows[0]])
+    _, own = model(ids[:, :-1], ids[:, 1:])
+    assert losses["model"] == pytest.approx(losses["same"])
+    total = own.item() * 6
+    ids = torch.tensor([rows[1]])
+    _, own = model(ids[:, :-1], ids[:, 1:])
+    assert losses["model"] == pytest.approx((total + own.item() * 2) / 8, rel=1e-5)
+
+
+def test_stream_after_is_the_residual_stream_a_hook_reads():
+    model = make_model()
+    idx = tokens(2, 6)
+    seen = []
+    with model.residual_hook(0, lambda h: seen.append(h)):
+        model(idx)
+    assert torch.equal(model.stream_after(idx, 0), seen[0])

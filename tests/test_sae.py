@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digestlab.configs import SAEConfig, TrainConfig
+from digestlab.configs import SAEConfig
 from digestlab.nn.sae import (
     SparseAutoencoder,
+    clamp_hook,
     evaluate_sae,
     objective,
     recovery,
     synthetic_activations,
+    training_config,
 )
-from digestlab.train import train
+from digestlab.train import learning_rate_at, train
 
 
 def _data(n: int = 12000):
@@ -25,8 +27,7 @@ def _trained(kind: str, x: torch.Tensor, l1_coeff: float = 3.0, steps: int = 600
     sae = SparseAutoencoder(SAEConfig(d_in=32, width=256, kind=kind, l1_coeff=l1_coeff, k=3),
                             torch.Generator().manual_seed(1))
     sae.fit_to(x)
-    cfg = TrainConfig(steps=steps, learning_rate=2e-3, min_lr=2e-4, warmup_steps=30,
-                      weight_decay=0.0, log_every=steps)
+    cfg = training_config(steps, 2e-3)
     train(sae, objective(sae, x, 256), cfg, torch.device("cpu"), log=lambda _: None)
     return sae
 
@@ -83,3 +84,66 @@ def test_evaluation_counts_dead_and_dense_features():
     assert quality["dead_fraction"] == pytest.approx(1 / 3)
     assert quality["dense_fraction"] == pytest.approx(1 / 3)
     assert quality["l0"] == pytest.approx(1.05)
+
+
+def test_the_recipes_optimiser_is_the_updates():
+    cfg = training_config(1000, 1e-3)
+    assert cfg.betas == (0.9, 0.999) and cfg.weight_decay == 0.0 and cfg.grad_clip == 1.0
+    assert learning_rate_at(0, cfg) == learning_rate_at(799, cfg) == 1e-3  # no warmup, held
+    assert learning_rate_at(900, cfg) == pytest.approx(5e-4)  # linear to 0 over the last 20%
+    assert learning_rate_at(1000, cfg) == 0.0
+
+
+def test_lambda_warms_up_linearly_over_its_share_of_training():
+    sae = SparseAutoencoder(SAEConfig(d_in=4, width=8, kind="relu", l1_coeff=2.0, l1_warmup=0.1))
+    x = torch.randn(20, 4)
+    mse_only = SparseAutoencoder(SAEConfig(d_in=4, width=8, kind="relu", l1_coeff=0.0))
+    mse_only.load_state_dict(sae.state_dict())
+    _, f = sae(x)
+    penalty = 2.0 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean().item()
+    for step, share in ((0, 0.1), (4, 0.5), (9, 1.0), (50, 1.0)):
+        sae.warm_up(step, 100)
+        assert sae.loss(x).item() == pytest.approx(mse_only.loss(x).item() + share * penalty,
+                                                   rel=1e-5)
+
+
+def test_auxk_trains_the_dead_features_on_the_live_ones_error():
+    config = SAEConfig(d_in=16, width=64, kind="topk", k=2, aux_k=4, dead_after=40)
+    sae = SparseAutoencoder(config, torch.Generator().manual_seed(0))
+    x = torch.randn(32, 16)
+    assert config.auxiliary_k == 4 and not sae.dead().any()
+    sae.loss(x).backward()  # 32 inputs: nothing is dead yet, the MSE alone
+    fired = (sae.encode(x) > 0).any(0)
+    assert sae.W_enc.grad[:, ~fired].abs().sum() == 0
+    assert (sae.since_fired[~fired] == 32).all() and (sae.since_fired[fired] == 0).all()
+    sae.zero_grad()
+    sae.loss(x).backward()  # 64: the features that never fired are dead, and AuxK reaches them
+    assert sae.dead().equal(~fired)
+    assert sae.W_enc.grad[:, ~fired].abs().sum() > 0
+    # evaluation leaves the counts alone, and relu or aux_k 0 has no AuxK
+    sae.eval()
+    sae.loss(x)
+    assert (sae.since_fired[~fired] == 64).all()
+    assert SAEConfig(kind="relu").auxiliary_k == 0
+    assert SAEConfig(kind="topk", d_in=64, aux_k=None).auxiliary_k == 32
+    assert SAEConfig(kind="topk", aux_k=0).auxiliary_k == 0
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+def test_clamp_changes_the_stream_along_the_feature_only_and_by_the_set_amount(last_only):
+    sae = SparseAutoencoder(SAEConfig(d_in=8, width=32, kind="relu"),
+                            torch.Generator().manual_seed(0))
+    sae.fit_to(torch.randn(200, 8) * 2)
+    h = torch.randn(3, 5, 8) * 2
+    with torch.no_grad():
+        f = sae.encode(h)[..., 4]
+        moved = clamp_hook(sae, 4, 5.0, last_only)(h) - h
+        direction = sae.decoder()[4] / sae.input_scale
+        expected = (5.0 - f)[..., None] * direction
+        if last_only:  # the last position alone: the prompt's last byte, or a decoded one
+            expected[:, :-1] = 0.0
+        assert torch.allclose(moved, expected, atol=1e-5)
+        # clamping a feature to the value it has changes nothing
+        same = clamp_hook(sae, 4, 0.0)
+        untouched = h[f == 0]
+        assert torch.allclose(same(untouched[None])[0], untouched, atol=1e-6)

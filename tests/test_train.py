@@ -127,6 +127,27 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert learning_rate_at(500, cfg) == pytest.approx(1e-4)
 
 
+def test_learning_rate_can_hold_its_peak_then_decay_linearly_over_the_last_share():
+    cfg = TrainConfig(steps=100, learning_rate=1e-3, min_lr=0.0, warmup_steps=0,
+                      decay="linear", decay_fraction=0.2)
+    assert [learning_rate_at(step, cfg) for step in (0, 50, 79)] == [1e-3] * 3
+    assert learning_rate_at(80, cfg) == pytest.approx(1e-3)
+    assert learning_rate_at(90, cfg) == pytest.approx(5e-4)
+    assert learning_rate_at(99, cfg) == pytest.approx(5e-5)
+    assert learning_rate_at(100, cfg) == 0.0
+    with pytest.raises(ValueError, match="decay_fraction"):
+        TrainConfig(decay_fraction=0.0)
+
+
+def test_the_objectives_schedule_sees_every_step_before_it_runs(splits):
+    seen = []
+    model = tiny_model()
+    objective = lm(model, splits, val=False)
+    objective.schedule = lambda step, steps: seen.append((step, steps))
+    train(model, objective, tiny_config(steps=5), CPU, log=[].append)
+    assert seen == [(step, 5) for step in range(5)]
+
+
 def test_gradient_clipping_bounds_the_global_norm(splits):
     model = tiny_model()
     optimizer = configure_optimizer(model, tiny_config(), CPU)

@@ -1,4 +1,4 @@
-"""The transformer every experiment uses, and its KV cache."""
+"""The transformer every experiment uses, its KV cache, and how to read and steer it."""
 
 from digestlab.configs import GPTConfig
 from digestlab.nn.cache import KVCache

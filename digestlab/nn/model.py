@@ -298,6 +298,39 @@ class GPT(nn.Module):
         tokens attend to every cached real slot plus the new tokens before them, and their K/V
         are appended to the cache.
         """
+        rope_q, rope_k, mask = self._inputs(idx, positions, cache, attention_mask)
+        x = self.drop(self.wte(idx))  # (B, T, d_model)
+        kv = None
+        for block in self.blocks:
+            x, kv = block(x, rope_q, rope_k, kv, cache, mask)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+    @torch.no_grad()
+    def stream_after(self, idx: torch.Tensor, layer: int) -> torch.Tensor:
+        """The residual stream after block `layer`, (B, T, d_model), of idx (B, T), without
+        running the blocks above it (nor any residual hook on them)."""
+        rope_q, rope_k, mask = self._inputs(idx, None, None, None)
+        x = self.drop(self.wte(idx))
+        kv = None
+        for block in self.blocks[: layer + 1]:
+            x, kv = block(x, rope_q, rope_k, kv, None, mask)
+        return x
+
+    def _inputs(
+        self,
+        idx: torch.Tensor,
+        positions: torch.Tensor | None,
+        cache: KVCache | None,
+        attention_mask: torch.Tensor | None,
+    ) -> tuple:
+        """The rotations of the queries and keys and the attention mask of a forward (see
+        `forward`); with a cache, the new tokens' positions are appended to it."""
         B, T = idx.shape
         past = len(cache) if cache is not None else 0
         if past + T > self.config.block_size:
@@ -320,19 +353,7 @@ class GPT(nn.Module):
             key_positions, key_valid = positions, attention_mask
         rope_q = self.rotary(positions)
         rope_k = self.rotary(key_positions)  # (B, 1, S, rope/2) each
-        mask = self._attention_mask(T, past, key_valid, idx.device)
-
-        x = self.drop(self.wte(idx))  # (B, T, d_model)
-        kv = None
-        for block in self.blocks:
-            x, kv = block(x, rope_q, rope_k, kv, cache, mask)
-        logits = self.lm_head(self.norm_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return rope_q, rope_k, self._attention_mask(T, past, key_valid, idx.device)
 
     @staticmethod
     def _attention_mask(
@@ -402,14 +423,21 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        stop_token: int | None = None,
+        return_logits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Extend idx (B, T) by sampling max_new_tokens with the KV cache; temperature 0 is
         greedy. Prompts of different lengths come left-padded, with attention_mask (B, T) false
-        on the padding. Prompt plus new tokens must fit in block_size."""
+        on the padding. Prompt plus new tokens must fit in block_size. With `stop_token` it stops
+        early once every row has produced it (rows keep whatever follows it until then). With
+        `return_logits` it also returns the logits each new token was drawn from (B, n, vocab)."""
         cache = self.new_cache(idx.shape[0], device=idx.device)
         logits, _ = self(idx, cache=cache, attention_mask=attention_mask)  # prefill
+        drawn_from = []
+        ended = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
         for i in range(max_new_tokens):
             logits = logits[:, -1, :]  # (B, vocab)
+            drawn_from.append(logits)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
             else:
@@ -420,8 +448,14 @@ class GPT(nn.Module):
                 probs = F.softmax(logits, dim=-1)
                 next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
             idx = torch.cat([idx, next_id], dim=1)
+            if stop_token is not None:
+                ended |= next_id == stop_token
+                if bool(ended.all()):
+                    break
             if i < max_new_tokens - 1:
                 logits, _ = self(next_id, cache=cache)
+        if return_logits:
+            return idx, torch.stack(drawn_from, dim=1)
         return idx
 
     def sequence_logprobs(

@@ -7,28 +7,35 @@ x ~ b_dec + sum_i f_i(x) d_i, with f = encode(x) and d_i the rows of W_dec. Two 
   f = ReLU(W_enc (x - b_dec) + b_enc), decoder rows free in norm, and the loss
       L = E ||x - x_hat||^2 + lambda * E sum_i f_i(x) ||d_i||,
   the L1 penalty weighted by each decoder row's norm so that shrinking f while growing d_i
-  buys nothing.
+  buys nothing; lambda rises linearly from 0 over the first `l1_warmup` of training.
 - "topk", Gao et al. 2024 (Scaling and evaluating sparse autoencoders): only the k largest
-  pre-activations survive (then ReLU), decoder rows kept at unit norm, the loss the MSE alone.
+  pre-activations survive (then ReLU), decoder rows kept at unit norm, the loss the MSE plus
+  their auxiliary loss (AuxK): the most active features among the dead ones (no firing for
+  `dead_after` inputs) must reconstruct what the live ones missed, which pulls them back.
 
 Inputs are scaled by one constant so that their mean squared norm is d_in (fit once on the
-data by `fit_to`), which makes lambda comparable across layers and models. The SAE trains
-with the one training loop (`objective` builds its Objective); `synthetic_activations` makes
-data with known ground-truth features to check that an SAE finds them.
+data by `fit_to`), which makes lambda comparable across layers and models. Both recipes train
+with the one training loop under the update's optimiser (`training_config`: Adam with betas
+(0.9, 0.999), no weight decay, the rate held and then decayed linearly to 0 over the last 20%);
+`objective` builds the loop's Objective, the warm-up included. `synthetic_activations` makes
+data with known ground-truth features to check that an SAE finds them; `clamp_hook` steers a
+model by setting one feature.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from digestlab.configs import SAEConfig
+from digestlab.configs import SAEConfig, TrainConfig
 from digestlab.train import Batch, Objective
 
 DENSE_FREQUENCY = 0.1  # a feature active on more than this share of inputs counts as dense
+DECAY_FRACTION = 0.2  # the learning rate decays to 0 over this last share of training
 
 
 class SparseAutoencoder(nn.Module):
@@ -49,6 +56,10 @@ class SparseAutoencoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d))
         # multiplies raw inputs so that their mean squared norm is d_in; set by fit_to
         self.register_buffer("input_scale", torch.ones(()))
+        # training state, not part of the dictionary: the share of lambda reached in its
+        # warm-up, and the inputs seen since each feature last fired (for AuxK)
+        self.register_buffer("penalty_scale", torch.ones(()), persistent=False)
+        self.register_buffer("since_fired", torch.zeros(w, dtype=torch.long), persistent=False)
 
     @torch.no_grad()
     def fit_to(self, x: torch.Tensor) -> None:
@@ -63,13 +74,19 @@ class SparseAutoencoder(nn.Module):
             return self.W_dec / self.W_dec.norm(dim=1, keepdim=True)
         return self.W_dec
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations f (..., width) of raw inputs x (..., d_in)."""
-        pre = (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc  # (..., width)
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """W_enc (x - b_dec) + b_enc (..., width) of raw inputs x (..., d_in), x scaled."""
+        return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
+
+    def _sparse(self, pre: torch.Tensor) -> torch.Tensor:
         if self.config.kind == "topk":
             top = pre.topk(self.config.k, dim=-1)
             return torch.zeros_like(pre).scatter(-1, top.indices, F.relu(top.values))
         return F.relu(pre)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations f (..., width) of raw inputs x (..., d_in)."""
+        return self._sparse(self.pre_activations(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Reconstruction (..., d_in), in the inputs' own units, of features f (..., width)."""
@@ -80,13 +97,48 @@ class SparseAutoencoder(nn.Module):
         f = self.encode(x)
         return self.decode(f), f
 
+    def warm_up(self, step: int, steps: int) -> None:
+        """Set lambda's share for a 0-based step of `steps`: linear from 0 over l1_warmup."""
+        ramp = round(self.config.l1_warmup * steps)
+        self.penalty_scale.fill_(min(1.0, (step + 1) / ramp) if ramp > 0 else 1.0)
+
+    def dead(self) -> torch.Tensor:
+        """(width,) whether each feature has gone dead_after training inputs without firing."""
+        return self.since_fired >= self.config.dead_after
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The recipe's training loss on a batch of raw inputs (N, d_in), in scaled units."""
-        x_hat, f = self(x)
-        mse = ((x_hat - x) * self.input_scale).pow(2).sum(-1).mean()
-        if self.config.kind == "relu" and self.config.l1_coeff > 0:
-            return mse + self.config.l1_coeff * (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+        """The recipe's training loss on a batch of raw inputs (N, d_in), in scaled units; in
+        training mode it also counts the inputs since each feature last fired."""
+        pre = self.pre_activations(x)
+        f = self._sparse(pre)
+        error = (x - self.decode(f)) * self.input_scale  # what the reconstruction missed
+        mse = error.pow(2).sum(-1).mean()
+        if self.training:
+            with torch.no_grad():
+                self.since_fired += len(x)
+                self.since_fired[(f > 0).any(0)] = 0
+        cfg = self.config
+        if cfg.kind == "relu" and cfg.l1_coeff > 0:
+            penalty = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+            return mse + cfg.l1_coeff * self.penalty_scale * penalty
+        if cfg.auxiliary_k and self.training:
+            return mse + cfg.aux_coeff * self.auxiliary_loss(pre, error.detach())
         return mse
+
+    def auxiliary_loss(self, pre: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+        """AuxK: the normalised MSE with which the auxiliary_k most active dead features,
+        decoded without bias, reconstruct the live features' error (scaled units); 0 while
+        none is dead."""
+        dead = self.dead().nonzero().flatten()
+        k = min(self.config.auxiliary_k, len(dead))
+        if k == 0:
+            return pre.new_zeros(())
+        among = pre[:, dead]  # (N, dead)
+        top = among.topk(k, dim=-1)
+        f = torch.zeros_like(among).scatter(-1, top.indices, F.relu(top.values))
+        guess = f @ self.decoder()[dead]
+        missed = (guess - error).pow(2).sum(-1).mean()
+        return missed / error.pow(2).sum(-1).mean().clamp_min(1e-12)
 
     def flops_per_sample(self) -> int:
         """Training FLOPs per input: encode and decode matmuls, forward and backward (3x)."""
@@ -99,12 +151,24 @@ def sae_loss(sae: nn.Module, batch: Batch) -> torch.Tensor:
     return sae.loss(x)
 
 
+def training_config(steps: int, learning_rate: float, seed: int = 0) -> TrainConfig:
+    """The April 2024 update's optimiser, for either recipe: Adam with betas (0.9, 0.999) and
+    no weight decay (it would shrink the decoder rows the penalty is weighted by), no warmup
+    (lambda's warm-up is the SAE's own), the rate held at its peak and then decayed linearly to
+    0 over the last DECAY_FRACTION of the steps, gradients clipped at norm 1."""
+    return TrainConfig(steps=steps, learning_rate=learning_rate, min_lr=0.0, warmup_steps=0,
+                       decay="linear", decay_fraction=DECAY_FRACTION, weight_decay=0.0,
+                       betas=(0.9, 0.999), grad_clip=1.0, seed=seed,
+                       log_every=max(1, steps // 5))
+
+
 def objective(
     sae: SparseAutoencoder, activations: torch.Tensor, batch_size: int,
     val_activations: torch.Tensor | None = None,
 ) -> Objective:
     """Train `sae` on random rows of `activations` (N, d_in), drawn with replacement by the loop's
-    generator; validation on `val_activations` in fixed batches."""
+    generator, lambda warming up over the run; validation on `val_activations` in fixed
+    batches."""
     data = activations.float()
     val: list[Batch] = []
     if val_activations is not None:
@@ -116,7 +180,32 @@ def objective(
         flops_per_item=sae.flops_per_sample(),
         unit="sample",
         val_batches=val,
+        schedule=sae.warm_up,
     )
+
+
+def clamp_hook(sae: SparseAutoencoder, feature: int, value: float, last_only: bool = False
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A residual-stream hook (GPT.residual_hook) that sets one feature to `value` and keeps
+    the SAE's error term, so nothing else in the stream changes: h' = h + (value - f(h)) d, d
+    the feature's decoder row in the stream's units. At every position, or (`last_only`) at
+    the last position of each forward: the last byte of left-padded prompts, and each token
+    decoded after them."""
+    direction = sae.decoder()[feature].detach() / sae.input_scale
+
+    def value_of(h: torch.Tensor) -> torch.Tensor:
+        if sae.config.kind == "relu":  # the one feature's own pre-activation suffices
+            pre = (h * sae.input_scale - sae.b_dec) @ sae.W_enc[:, feature] + sae.b_enc[feature]
+            return F.relu(pre)
+        return sae.encode(h)[..., feature]  # topk: whether it survives depends on the rest
+
+    def hook(h: torch.Tensor) -> torch.Tensor:
+        at = h[:, -1:] if last_only else h
+        f = value_of(at)  # (B, T)
+        moved = at + (value - f)[..., None] * direction.to(h.dtype)
+        return torch.cat([h[:, :-1], moved], dim=1) if last_only else moved
+
+    return hook
 
 
 @torch.no_grad()
