@@ -1,43 +1,33 @@
-"""Scaling Monosemanticity in miniature: the statistics, the clamp, what is chosen on which
-split and seed, how the claims are decided, and a whole smoke-scale run."""
+"""Scaling Monosemanticity in miniature: the clamp's matching, what is chosen on which split
+and seed, which steering runs are made, how the claims are decided, and a whole smoke-scale
+run."""
 
 from __future__ import annotations
 
 import copy
-import itertools
+import types
 
+import numpy as np
 import pytest
 import torch
 
-from digestlab.claims import Claim
-from digestlab.configs import SAEConfig
+from digestlab.claims import Claim, auroc
+from digestlab.data.programs import ERROR_TYPES
 from digestlab.experiments import load_spec, param_problems
-from digestlab.experiments.monosemanticity import SCALES
-from digestlab.experiments.monosemanticity.run import (
-    ANY,
-    auroc,
-    bug_features,
-    choose_l1,
-    clamp_hook,
-    decide_claims,
-    held_out,
+from digestlab.experiments.monosemanticity import ANY, BUG_TYPES, SCALES
+from digestlab.experiments.monosemanticity.heldout import held_out, steering_sets
+from digestlab.experiments.monosemanticity.saes import bug_features, choose_l1
+from digestlab.experiments.monosemanticity.steering import (
+    PLACEMENTS,
+    effects,
     matched_clamp,
-    steering_effects,
-    steering_sets,
+    steering_jobs,
 )
-from digestlab.nn.sae import SparseAutoencoder
+from digestlab.experiments.monosemanticity.verdicts import decide_claims
 
 
-def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right_ties_half():
-    scores = torch.tensor([[0.0, 3.0], [0.0, 1.0], [2.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
-    positive = torch.tensor([True, False, True, False, False])
-    got = auroc(scores, positive)
-    for column in range(2):
-        pairs = list(itertools.product(scores[positive, column], scores[~positive, column]))
-        expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
-        assert got[column].item() == pytest.approx(expected)
-    with pytest.raises(ValueError):
-        auroc(scores, torch.zeros(5, dtype=torch.bool))
+def test_the_spec_names_the_programs_error_types():
+    assert BUG_TYPES == ERROR_TYPES
 
 
 @pytest.mark.parametrize("positive", [True, False])
@@ -48,27 +38,15 @@ def test_matched_clamp_moves_the_feature_by_the_target_mean(positive):
     assert (c - values).abs().mean().item() == pytest.approx(3.0, abs=1e-6)
 
 
-def test_clamp_changes_the_stream_along_the_feature_only_and_by_the_set_amount():
-    sae = SparseAutoencoder(SAEConfig(d_in=8, width=32, kind="relu"),
-                            torch.Generator().manual_seed(0))
-    sae.fit_to(torch.randn(200, 8) * 2)
-    h = torch.randn(3, 5, 8) * 2
-    with torch.no_grad():
-        f = sae.encode(h)[..., 4]
-        moved = clamp_hook(sae, 4, 5.0)(h) - h
-        direction = sae.decoder()[4] / sae.input_scale
-        assert torch.allclose(moved, (5.0 - f)[..., None] * direction, atol=1e-5)
-        # clamping a feature to the value it has changes nothing
-        same = clamp_hook(sae, 4, 0.0)
-        untouched = h[f == 0]
-        assert torch.allclose(same(untouched[None])[0], untouched, atol=1e-6)
+def _metrics(ev=0.8, l0=10.0, recovered=0.95, general=0.9, ceiling=0.95, base_up=0.02,
+             up=0.9, base_down=0.8, down=0.1, controls=0.05, seeds=3) -> dict:
+    params = SCALES["cpu"]
+    base = {"up": {"feature": {"rate": base_up, "n": 200}},
+            "down": {"feature": {"rate": base_down, "n": 200}}}
 
-
-def _metrics(ev=0.8, l0=10.0, recovered=0.95, auroc_=0.95, base_up=0.02, up=0.9,
-             base_down=0.8, down=0.1, controls=0.05, seeds=3) -> dict:
-    def steering(base, clamped):
-        return {"base": {"rate": base, "n": 200}, "clamped": {"rate": clamped, "n": 200},
-                "control_rates": [base + controls] * 4}
+    def run(direction, clamped, shift):
+        return {"feature": {"rate": clamped, "n": 200},
+                "controls": [base[direction]["feature"]["rate"] + shift] * 4}
 
     relu = []
     for i in range(seeds):
@@ -76,13 +54,14 @@ def _metrics(ev=0.8, l0=10.0, recovered=0.95, auroc_=0.95, base_up=0.02, up=0.9,
         relu.append({
             "explained_variance": ev + jitter, "l0": l0 + jitter,
             "recovered": {"mean-ablation": recovered + jitter, "zero-ablation": 0.999},
-            "best": {name: {"auroc": auroc_ + jitter, "feature": 1}
-                     for name in (ANY, "ZeroDivisionError", "NameError", "TypeError",
-                                  "IndexError")},
-            "steering": {"up": steering(base_up + jitter, up + jitter),
-                         "down": steering(base_down + jitter, down + jitter)},
+            "general": {name: general + jitter for name in (ANY, *BUG_TYPES)},
+            "steering": [{"dose": params.clamp_multiple, "placement": "every",
+                          "up": run("up", up + jitter, controls + jitter),
+                          "down": run("down", down + jitter, -controls - jitter)}],
         })
-    return {"relu": relu, "steering": steering_effects(relu)}
+    ceilings = ceiling if isinstance(ceiling, dict) else dict.fromkeys((ANY, *BUG_TYPES), ceiling)
+    return {"relu": relu, "model": {"auroc": ceilings}, "unclamped": base,
+            "steering": effects(params, relu, base)}
 
 
 def _claims(metrics: dict) -> dict[str, Claim]:
@@ -111,11 +90,12 @@ def test_claims_are_typed_records_over_the_sae_seeds_of_one_model():
 
 def test_claims_follow_the_measurements():
     assert set(_verdicts(_metrics()).values()) == {"reproduced"}
-    bad = _verdicts(_metrics(ev=0.4, recovered=0.5, auroc_=0.7, up=0.2, down=0.6,
+    bad = _verdicts(_metrics(ev=0.4, recovered=0.5, general=0.6, up=0.2, down=0.6,
                              controls=0.5))
     assert bad == {
         "sae-explains-variance": "not_reproduced", "splicing-costs-little": "not_reproduced",
-        "features-detect-bugs": "not_reproduced", "clamp-high-invents-errors": "not_reproduced",
+        "one-feature-detects-every-bug": "not_reproduced",
+        "clamp-high-invents-errors": "not_reproduced",
         "clamp-negative-hides-bugs": "not_reproduced", "controls-move-less": "not_reproduced"}
     # L0 near the width is not "far below" it, however much variance is explained
     assert _verdicts(_metrics(l0=600.0))["sae-explains-variance"] == "not_reproduced"
@@ -136,6 +116,33 @@ def test_claims_whose_premise_is_missing_are_not_testable_with_their_numbers_kep
     assert unwelcome.premises[0].holds and unwelcome.verdict == "not_reproduced"
 
 
+def test_the_general_feature_is_held_to_the_models_own_ceiling_type_by_type():
+    # the feature keeps (0.72 - 0.5) / (0.9 - 0.5) = 0.55 of the model's margin: over half
+    claim = _claims(_metrics(general=0.72, ceiling=0.9))["one-feature-detects-every-bug"]
+    assert claim.verdict == "reproduced"
+    assert [t.name for t in claim.comparisons] == [ANY, *BUG_TYPES]
+    assert claim.comparisons[0].estimate == pytest.approx((0.722 - 0.5) / 0.4, rel=1e-6)
+    # against a sharper model the same feature keeps too little: 0.22 / 0.49 = 0.45
+    assert _verdicts(_metrics(general=0.72, ceiling=0.99))[
+        "one-feature-detects-every-bug"] == "not_reproduced"
+
+
+def test_a_bug_type_the_model_does_not_tell_apart_is_not_testable_and_the_rest_decide():
+    ceilings = {ANY: 0.85, "ZeroDivisionError": 0.9, "NameError": 0.52, "TypeError": 0.9,
+                "IndexError": 0.95}
+    claim = _claims(_metrics(general=0.8, ceiling=ceilings))["one-feature-detects-every-bug"]
+    by_name = {t.name: t for t in claim.comparisons}
+    # the feature is at 0.8 on NameError, "over half" of a 0.02 margin: not evidence of anything
+    assert by_name["NameError"].verdict == "not_testable"
+    assert {t.verdict for n, t in by_name.items() if n != "NameError"} == {"reproduced"}
+    assert claim.verdict == "reproduced"
+    missing = [p for p in claim.premises if not p.holds]
+    assert [(p.comparison, p.value) for p in missing] == [("NameError", 0.52)]
+    # a model that tells no bug apart leaves nothing to test
+    blind = _claims(_metrics(ceiling=0.55))["one-feature-detects-every-bug"]
+    assert blind.verdict == "not_testable"
+
+
 def test_param_problems_refuse_tuning_seeds_that_vote_and_one_split_for_both():
     spec = load_spec("monosemanticity")
     for scale in ("smoke", "cpu", "gpu"):
@@ -150,6 +157,24 @@ def test_param_problems_refuse_tuning_seeds_that_vote_and_one_split_for_both():
     # nor may either split be programs a model trained on
     assert param_problems(spec, "cpu", {"selection_seed": SCALES["cpu"].activation_seed})
     assert param_problems(spec, "cpu", {"eval_seed": 0})
+    # the dose the claims are decided at is one of the doses clamped
+    assert param_problems(spec, "cpu", {"clamp_multiple": 3.0})
+
+
+def test_steering_runs_the_fixed_dose_on_every_sae_and_every_dose_on_the_first_relu():
+    params = SCALES["cpu"]
+    scored = [{"kind": kind, "l1_coeff": 1.0, "seed": seed, "state": {}, "best": {},
+               "alive": []} for kind in ("relu", "topk") for seed in params.sae_seeds]
+    jobs = steering_jobs(params, scored)
+    first = [(dose, placement, n) for sae, dose, placement, n in jobs
+             if (sae["kind"], sae["seed"]) == ("relu", params.sae_seeds[0])]
+    assert first == [(d, p, params.controls) for d in params.doses for p in PLACEMENTS]
+    fixed = [(sae["kind"], sae["seed"], dose, placement, n) for sae, dose, placement, n in jobs
+             if (sae["kind"], sae["seed"]) != ("relu", params.sae_seeds[0])]
+    assert fixed == [("relu", s, params.clamp_multiple, "every", params.controls)
+                     for s in params.sae_seeds[1:]] + [
+        ("topk", s, params.clamp_multiple, "every", 0) for s in params.sae_seeds]
+    assert params.controls >= 4
 
 
 def test_selection_and_evaluation_splits_share_no_program_and_steering_reads_evaluation():
@@ -181,37 +206,39 @@ def test_bug_features_are_chosen_on_the_selection_split_and_scored_on_the_evalua
     def stream(data, separating: int) -> torch.Tensor:
         # feature `separating` fires on the buggy programs alone; the other is noise
         h = torch.rand(len(data.all), 2, generator=g)
-        h[:, separating] = data.labels()[ANY].float()
+        h[:, separating] = torch.from_numpy(data.labels()[ANY]).float()
         return h
 
     at_output = {"selection": stream(splits["selection"], 0),
                  "evaluation": stream(splits["evaluation"], 1)}
-    bugs = bug_features(_Identity(), at_output, splits)
+    bugs = bug_features(_Identity(), types.SimpleNamespace(at_output=at_output, splits=splits))
     best = bugs["best"][ANY]
     # feature 0 separates the selection split, so it is chosen, and it is scored on the
     # evaluation split, where it is noise (feature 1, perfect there, is never looked at)
     assert best["feature"] == 0
     assert best["selection_auroc"] == 1.0
     evaluation_labels = splits["evaluation"].labels()[ANY]
-    assert best["auroc"] == pytest.approx(
-        auroc(at_output["evaluation"][:, :1], evaluation_labels)[0].item())
+    assert best["auroc"] == pytest.approx(auroc(at_output["evaluation"][:, 0].numpy(),
+                                                evaluation_labels))
     assert best["auroc"] < 0.9
+    # the general feature is the "any bug" one, scored on every type of the evaluation split
+    assert bugs["general"][ANY] == best["auroc"]
+    assert set(bugs["general"]) == {ANY, *BUG_TYPES}
     # the evaluation split's scores depend on its programs alone
     noise = torch.rand(len(splits["selection"].all), 2, generator=g)
-    again = bug_features(_Identity(), {**at_output, "selection": noise}, splits)
-    assert torch.equal(again["scores"][ANY], bugs["scores"][ANY])
+    again = bug_features(_Identity(), types.SimpleNamespace(
+        at_output={**at_output, "selection": noise}, splits=splits))
+    assert np.array_equal(again["scores"][ANY], bugs["scores"][ANY])
 
 
 def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     root, runs = smoke_runs("monosemanticity")
     metrics = runs[0]
     params = SCALES["smoke"]
-    assert [c["id"] for c in metrics["claims"]] == [
-        "sae-explains-variance", "splicing-costs-little", "features-detect-bugs",
-        "clamp-high-invents-errors", "clamp-negative-hides-bugs", "controls-move-less"]
+    assert [c["id"] for c in metrics["claims"]] == list(load_spec("monosemanticity").CLAIMS)
     for c in metrics["claims"]:
         assert (c["unit"], c["n"], c["base_models"]) == ("SAE seeds", len(params.sae_seeds), 1)
-    assert metrics["figures"] == ["sae_sweep", "feature_activations", "steering"]
+    assert metrics["figures"] == ["sae_sweep", "feature_activations", "dose_response"]
     assert (root / "a" / "figures" / "data.json").exists()
     # only the scored seeds' SAEs are analysed; the tuning seed's SAEs chose lambda alone
     assert metrics["seeds"] == params.sae_seeds
@@ -219,6 +246,16 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
         assert [a["seed"] for a in metrics["metrics"][kind]] == params.sae_seeds
     assert [row["l1_coeff"] for row in metrics["metrics"]["sweep"]] == params.l1_coeffs
     assert len(metrics["metrics"]["browser"]) == params.browser_features
+    # the first ReLU SAE is steered at every dose, in both placements, beside its controls
+    curve = metrics["metrics"]["relu"][0]["steering"]
+    assert [(r["dose"], r["placement"]) for r in curve] == [
+        (d, p) for d in params.doses for p in PLACEMENTS]
+    for r in curve:
+        assert len(r["controls"]) == params.controls
+        assert len(r["up"]["controls"]) == len(r["down"]["control_bug_free"]) == params.controls
+        assert 0 <= r["down"]["bug_free"]["rate"] <= 1
+    # the same controls at every dose
+    assert len({tuple(r["controls"]) for r in curve}) == 1
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]

@@ -1,9 +1,11 @@
 """Scaling Monosemanticity (Templeton et al. 2024) in miniature: sparse-autoencoder features of a
-small model of Python sessions, and steering it with its code-error feature.
+small model of Python sessions, the one feature that detects bugs of every kind, and steering
+the model with it.
 
 The spec: params, scales, budgets and the claims. `base_lm.py` trains the program model;
-`run.py` trains the SAEs on its residual stream, finds the features that detect bugs and
-clamps them.
+`run.py` runs the analysis: `heldout.py` holds the programs it is judged on and what the model
+makes of them, `saes.py` trains and scores the SAEs, `steering.py` clamps the bug feature at a
+range of doses, and `verdicts.py` decides the claims.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from digestlab.experiments import LanguageModelParams, Selection
 
 BASES = ("lm",)
 LM_PROGRAM_SEED = 0  # the program model trains on the sessions of this seed (base_lm.py)
+ANY = "any bug"
+# the error types of digestlab.data.programs (which imports torch, so they are named again here)
+BUG_TYPES = ("ZeroDivisionError", "NameError", "TypeError", "IndexError")
 
 
 class ProgramModel(LanguageModelParams):
@@ -42,7 +47,9 @@ class Params(BaseModel):
     width: int = Field(gt=0)  # SAE features
     l1_coeffs: list[float] = Field(min_length=1)  # the ReLU recipe's lambda sweep
     k: int = Field(gt=0)  # the TopK recipe's active features, fixed: nothing is chosen for it
-    sae_train: TrainConfig
+    # both recipes train under the SAE module's optimiser (digestlab.nn.sae.training_config)
+    sae_steps: int = Field(gt=0)
+    sae_learning_rate: float = Field(gt=0)
     sae_batch_size: int = Field(gt=0)
     # The sweep trains a ReLU SAE per lambda on each tuning seed and chooses lambda there; the
     # chosen lambda, and TopK, are then trained on the scored seeds, which alone vote.
@@ -51,8 +58,12 @@ class Params(BaseModel):
     activation_programs: int = Field(gt=0)  # programs whose every byte gives a training input
     eval_pairs: int = Field(gt=1)  # (clean twin, buggy) programs per error type, per split
     steer_programs: int = Field(gt=1)  # clean and buggy programs each steering run reads
-    clamp_multiple: float = Field(4.0, gt=0)  # clamp to +/- this times the max clean activation
-    controls: int = Field(8, gt=0)  # random features clamped at a matched norm
+    # Steering clamps to +/- a dose times the feature's largest activation on clean programs.
+    # The claims are decided at `clamp_multiple`, fixed before any run, on every scored SAE;
+    # the first scored ReLU SAE is also clamped at every dose, in both placements.
+    clamp_multiple: float = Field(4.0, gt=0)
+    doses: list[float] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1)
+    controls: int = Field(4, gt=0)  # random features clamped at a matched norm, at each dose
     browser_features: int = Field(6, gt=0)  # features shown in the feature browser
     # Held-out program pairs: the selection split chooses the bug features, judges the lambda
     # sweep and calibrates the clamp; the evaluation split scores and steers.
@@ -69,6 +80,9 @@ class Params(BaseModel):
             raise ValueError(f"k {self.k} exceeds width {self.width}")
         if self.controls >= self.width:
             raise ValueError("controls must be fewer than the SAE's features")
+        if self.clamp_multiple not in self.doses:
+            raise ValueError(f"clamp_multiple {self.clamp_multiple} must be one of the doses "
+                             f"{self.doses}")
         # held-out programs are programs no model trained on (selection against evaluation is
         # SELECTIONS' to check)
         trained_on = {self.activation_seed, LM_PROGRAM_SEED}
@@ -103,36 +117,29 @@ def _lm(d_model: int, n_layer: int, n_heads: int, steps: int, batch_size: int,
     )
 
 
-def _sae_train(steps: int) -> TrainConfig:
-    # No weight decay: it would shrink the decoder rows the ReLU penalty is weighted by.
-    return TrainConfig(steps=steps, learning_rate=2e-3, min_lr=2e-4,
-                       warmup_steps=max(1, steps // 20), weight_decay=0.0,
-                       log_every=max(1, steps // 5))
-
-
 SCALES = {
     "smoke": Params(
         lm=_lm(d_model=32, n_layer=2, n_heads=4, steps=30, batch_size=8, n_programs=600),
-        layer=0, width=128, l1_coeffs=[1.0, 3.0], k=8, sae_train=_sae_train(60),
+        layer=0, width=128, l1_coeffs=[1.0, 3.0], k=8, sae_steps=60, sae_learning_rate=2e-3,
         sae_batch_size=128, sae_tuning_seeds=[0], sae_seeds=[1, 2], activation_programs=100,
-        eval_pairs=8,
-        steer_programs=12, controls=2, browser_features=3,
+        eval_pairs=8, steer_programs=12, controls=2, browser_features=3,
     ),
-    # About 3.5 minutes of training on 2 cores (3.1M bytes), then the SAEs, one per core: four
-    # lambdas on the tuning seed, then ReLU and TopK on three scored seeds.
+    # About 3 minutes of training on 2 cores (3.1M bytes), then the SAEs, one per core: four
+    # lambdas on the tuning seed, then ReLU and TopK on three scored seeds, then the steering.
     "cpu": Params(
         lm=_lm(d_model=128, n_layer=3, n_heads=8, steps=1500, batch_size=8,
                n_programs=40000),
         layer=1, width=1024, l1_coeffs=[1.0, 2.0, 4.0, 8.0], k=16,
-        sae_train=_sae_train(1500), sae_batch_size=256, sae_tuning_seeds=[0],
+        sae_steps=1500, sae_learning_rate=2e-3, sae_batch_size=256, sae_tuning_seeds=[0],
         sae_seeds=[1, 2, 3], activation_programs=2000, eval_pairs=100, steer_programs=160,
     ),
     "gpu": Params(
         lm=_lm(d_model=256, n_layer=6, n_heads=16, steps=4000, batch_size=64,
                n_programs=400000, compile=True),
         layer=3, width=4096, l1_coeffs=[1.0, 2.0, 4.0, 8.0, 16.0], k=32,
-        sae_train=_sae_train(8000), sae_batch_size=1024, sae_tuning_seeds=[0],
+        sae_steps=8000, sae_learning_rate=2e-3, sae_batch_size=1024, sae_tuning_seeds=[0],
         sae_seeds=[1, 2, 3], activation_programs=20000, eval_pairs=500, steer_programs=500,
+        controls=8,
     ),
 }
 
@@ -142,7 +149,8 @@ SCALES = {
 EV_BAR = 0.65  # the paper's floor on its SAEs' explained variance
 L0_SHARE = 0.05  # "far below the width": at most this share of the features active per byte
 RECOVERED_BAR = 0.90
-AUROC_BAR = 0.90
+SHARE_OF_CEILING = 0.5  # of the model's own margin over chance, per bug type
+REPRESENTED = 0.6  # the model's own AUROC at which it represents a bug type at all
 CLEAN_BASE_BELOW, CLAMPED_ABOVE = 0.10, 0.50
 HALVED = 0.5
 CONTROL_SHARE = 1 / 3
@@ -201,21 +209,52 @@ CLAIMS = {c.id: c for c in (
                    "nearly intact, which the steering results rely on."))},
     ),
     ClaimSpec(
-        id="features-detect-bugs",
-        text={"ko": f"오류 종류마다 AUROC {AUROC_BAR:g} 이상으로 버그를 가려내는 특징이 있다",
-              "en": f"For every error type a feature detects the bug with AUROC ≥ {AUROC_BAR:g}"},
-        comparisons={"weakest type": ComparisonSpec(
-            statistic={"ko": "고른 특징의 AUROC, 가장 약한 오류 종류",
-                       "en": "AUROC of the chosen feature, weakest error type"}, direction=">",
-            bound=our_bound(
-                AUROC_BAR,
-                ko="논문은 코드 오류 특징의 활성값을 AUROC 없이 "
-                   "보여 줍니다. 버그 있는 프로그램을 깨끗한 쌍둥이보다 열에 아홉 번 높게 매겨야 "
-                   "버그와 상관만 있는 것이 아니라 버그를 알아보는 특징이라고 할 수 있습니다.",
-                en="The paper shows the code-error feature's "
-                   "activations without an AUROC; a feature that ranks a buggy program above its "
-                   "clean twin nine times in ten detects the bug rather than merely correlating "
-                   "with it."))},
+        id="one-feature-detects-every-bug",
+        text={"ko": "특징 하나가 모델이 구별하는 모든 종류의 버그를 가려낸다: 오류 종류마다, "
+                    "모델 자신의 P(error)가 우연보다 나은 만큼의 절반 이상을 그 특징의 AUROC가 "
+                    "보인다: (AUROC − ½) ÷ (모델의 AUROC − ½) > ½",
+              "en": "One feature detects bugs of every type the model itself tells apart: for "
+                    "each type its AUROC keeps at least half of the margin over chance of the "
+                    "model's own P(error), (AUROC − ½) ÷ (the model's AUROC − ½) > ½"},
+        comparisons={
+            name: ComparisonSpec(
+                statistic={"ko": "모델 P(error)의 우연 초과분 가운데 일반 특징의 몫, "
+                                 f"{'모든 버그' if name == ANY else name}",
+                           "en": f"the general feature's share of the model's margin, {name}"},
+                direction=">", rule="ratio-of-means", bound=our_bound(
+                    SHARE_OF_CEILING,
+                    ko="논문은 여러 종류의 오류에 두루 켜지는 특징 하나를, 얼마나 잘 "
+                       "가려내는지 수치 없이 보여 줍니다. 모델이 스스로 내놓는 P(error)는 "
+                       "stream에 버그에 대해 담긴 것으로 알려진 최대치(천장)이므로, 한 특징이 "
+                       "종류마다 그 천장이 우연보다 나은 만큼의 절반 이상을 지켜야 그 종류를 "
+                       "가려낸다고 봅니다.",
+                    en="The paper shows one feature firing on errors of "
+                       "many kinds, without a number for how well it tells them apart. The "
+                       "model's own P(error) is the most the stream is known to hold about a "
+                       "bug (the ceiling); a feature that keeps at least half of that ceiling's "
+                       "margin over chance, type by type, detects the type rather than brushing "
+                       "against it."))
+            for name in (ANY, *BUG_TYPES)},
+        premises={f"the model tells {name} apart": PremiseSpec(
+            text={"ko": "모델 자신의 P(error)가 깨끗한 프로그램과 "
+                        f"{'버그 있는 프로그램' if name == ANY else name + ' 프로그램'}을 "
+                        f"AUROC {REPRESENTED:g} 이상으로 구별한다",
+                  "en": f"the model's own P(error) tells {name} from clean programs with AUROC "
+                        f"≥ {REPRESENTED:g}"},
+            statistic={"ko": f"모델 P(error)의 AUROC, {'모든 버그' if name == ANY else name}",
+                       "en": f"AUROC of the model's P(error), {name}"},
+            direction=">=", comparison=name, bound=our_bound(
+                REPRESENTED,
+                ko="모델이 한 종류의 버그를 우연과 거의 구별하지 못하면 SAE가 찾을 것도 "
+                   "없습니다. 종류마다 버그 100개와 깨끗한 프로그램 400개(cpu 규모)에서는 "
+                   "우연만으로도 스무 번에 한 번 0.55를 넘으므로, 그보다 확실히 높은 0.6부터 "
+                   "모델이 그 종류를 구별한다고 봅니다.",
+                en="Where the model itself barely tells a type of bug from "
+                   "chance, there is nothing for an SAE to find. With 100 bugs of a type against "
+                   "400 clean programs (the cpu scale), chance alone passes 0.55 one time in "
+                   "twenty, so the model is taken to tell the type apart from 0.6, clearly "
+                   "above that."))
+            for name in (ANY, *BUG_TYPES)},
     ),
     ClaimSpec(
         id="clamp-high-invents-errors",

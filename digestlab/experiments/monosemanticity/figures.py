@@ -56,27 +56,47 @@ def feature_activations(data: list[dict], _):
     return fig
 
 
-def steering(data: list[dict], _):
-    """Error predictions before and after clamping, for the feature and the controls.
-    data: one {"up", "down"} per analysed SAE, each {"base": {"rate"}, "clamped": {"rate"},
-    "control_rates"}."""
-    fig, axes = new_figure(ncols=2, width=3.6, height=3.2)
-    for ax, direction, title in ((axes[0], "up", _("clean programs, clamped high")),
-                                 (axes[1], "down", _("buggy programs, clamped negative"))):
-        for i, sae in enumerate(data):
-            st = sae[direction]
-            x = i * 0.08
-            ax.scatter([0 + x], [st["base"]["rate"]], color="grey")
-            ax.scatter([1 + x], [st["clamped"]["rate"]], color="C3")
-            ax.scatter([2 + x] * len(st["control_rates"]), st["control_rates"], color="C0",
-                       s=10)
-        ax.set_xticks([0, 1, 2], [_("no clamp"), _("code-error\nfeature"),
-                                  _("random\nfeatures")])
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel(_("predicts an error"))
+def dose_response(data: dict, _):
+    """The rate of each outcome against the dose, for the general feature (with its 95% interval
+    over programs) and its matched random controls, clamped at every position (top) and at the
+    output positions alone (bottom). data: {"seed", "fixed", "unclamped", "curve"}, each run of
+    the curve a {"dose", "placement", "up", "down"} (steering.steer_run)."""
+    panels = ((_("clean programs: an error's name written"), "up", "feature", "controls"),
+              (_("buggy programs: an error's name written"), "down", "feature", "controls"),
+              (_("buggy programs: the bug-free output written"), "down", "bug_free",
+               "control_bug_free"))
+    placements = (("every", _("clamped at every position")),
+                  ("output", _("clamped at the output alone")))
+    fig, axes = new_figure(ncols=3, nrows=2, width=3.3, height=2.9)
+    for row, (placement, where) in enumerate(placements):
+        runs = sorted((r for r in data["curve"] if r["placement"] == placement),
+                      key=lambda r: r["dose"])
+        doses = [r["dose"] for r in runs]
+        for column, (title, direction, key, controls_key) in enumerate(panels):
+            ax = axes[3 * row + column]
+            rates = [r[direction][key] for r in runs]
+            ax.fill_between(doses, [x["interval"][0] for x in rates],
+                            [x["interval"][1] for x in rates], color="C3", alpha=0.2,
+                            linewidth=0)
+            ax.plot(doses, [x["rate"] for x in rates], "o-", color="C3",
+                    label=_("bug feature"))
+            controls = np.array([r[direction][controls_key] for r in runs])  # (doses, controls)
+            for i in range(controls.shape[1]):
+                ax.plot(doses, controls[:, i], color="C0", alpha=0.35, linewidth=0.8,
+                        label=_("random features") if i == 0 else None)
+            ax.axhline(data["unclamped"][direction][key]["rate"], color="grey", linestyle=":",
+                       label=_("no clamp"))
+            ax.axvline(data["fixed"], color="grey", linewidth=0.6)
+            log_x(ax, ticks=doses)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(title if row == 0 else "", fontsize=9)
+            if column == 0:
+                ax.set_ylabel(where + "\n" + _("rate"), fontsize=9)
+            if row == 1:
+                ax.set_xlabel(_("dose (× largest activation)"))
+    axes[0].legend(fontsize=7, loc="upper left")
     return fig
 
 
 FIGURES = {"sae_sweep": sae_sweep, "feature_activations": feature_activations,
-           "steering": steering}
+           "dose_response": dose_response}
