@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import types
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from digestlab.claims import Claim, auroc
 from digestlab.data.programs import ERROR_TYPES
 from digestlab.experiments import load_spec, param_problems
-from digestlab.experiments.monosemanticity import ANY, BUG_TYPES, SCALES
+from digestlab.experiments.monosemanticity import ANY, BUG_TYPES, SCALES, steering
 from digestlab.experiments.monosemanticity.heldout import held_out, steering_sets
 from digestlab.experiments.monosemanticity.saes import bug_features, choose_l1
 from digestlab.experiments.monosemanticity.steering import (
@@ -163,17 +164,25 @@ def test_param_problems_refuse_tuning_seeds_that_vote_and_one_split_for_both():
 
 def test_steering_runs_the_fixed_dose_on_every_sae_and_every_dose_on_the_first_relu():
     params = SCALES["cpu"]
-    scored = [{"kind": kind, "l1_coeff": 1.0, "seed": seed, "state": {}, "best": {},
-               "alive": []} for kind in ("relu", "topk") for seed in params.sae_seeds]
-    jobs = steering_jobs(params, scored)
-    first = [(dose, placement, n) for sae, dose, placement, n in jobs
+    readings = types.SimpleNamespace(params=params, device=torch.device("cpu"))
+    scored = [{"kind": kind, "l1_coeff": 1.0, "seed": seed, "state": {},
+               "best": {ANY: {"feature": 3}}, "alive": list(range(40))}
+              for kind in ("relu", "topk") for seed in params.sae_seeds]
+    with mock.patch.multiple(steering, load_sae=mock.DEFAULT,
+                             reference_activation=mock.Mock(return_value=2.0)):
+        jobs = steering_jobs(readings, scored)
+    first = [(dose, placement) for sae, dose, placement in jobs
              if (sae["kind"], sae["seed"]) == ("relu", params.sae_seeds[0])]
-    assert first == [(d, p, params.controls) for d in params.doses for p in PLACEMENTS]
-    fixed = [(sae["kind"], sae["seed"], dose, placement, n) for sae, dose, placement, n in jobs
+    assert first == [(d, p) for d in params.doses for p in PLACEMENTS]
+    fixed = [(sae["kind"], sae["seed"], dose, placement) for sae, dose, placement in jobs
              if (sae["kind"], sae["seed"]) != ("relu", params.sae_seeds[0])]
-    assert fixed == [("relu", s, params.clamp_multiple, "every", params.controls)
-                     for s in params.sae_seeds[1:]] + [
-        ("topk", s, params.clamp_multiple, "every", 0) for s in params.sae_seeds]
+    assert fixed == [("relu", s, params.clamp_multiple, "every") for s in params.sae_seeds[1:]] \
+        + [("topk", s, params.clamp_multiple, "every") for s in params.sae_seeds]
+    # controls: live features other than the general one, on the ReLU SAEs alone
+    for sae, _, _ in jobs:
+        assert (sae["feature"], sae["reference"]) == (3, 2.0)
+        assert len(sae["controls"]) == (params.controls if sae["kind"] == "relu" else 0)
+        assert 3 not in sae["controls"] and set(sae["controls"]) <= set(range(40))
     assert params.controls >= 4
 
 

@@ -364,9 +364,9 @@ def test_generate_stops_once_every_row_wrote_the_stop_token_and_returns_its_logi
     stop = int(full[0, 4])  # the first row writes it first
     alone = model.generate(prompt[:1], 8, temperature=0.0, stop_token=stop)
     assert torch.equal(alone, full[:1, :5])  # stopped as soon as the one row wrote it
-    if not (full[1, 4:] == stop).any():  # a row that never writes it keeps both going
-        both = model.generate(prompt, 8, temperature=0.0, stop_token=stop)
-        assert torch.equal(both, full)
+    assert not (full[1, 4:] == stop).any()  # a row that never writes it keeps both going
+    both = model.generate(prompt, 8, temperature=0.0, stop_token=stop)
+    assert torch.equal(both, full)
 
 
 def test_readout_reads_each_row_as_if_it_were_alone():

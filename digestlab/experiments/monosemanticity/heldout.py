@@ -20,11 +20,9 @@ from digestlab.claims import auroc
 from digestlab.data import DOCUMENT_SEPARATOR
 from digestlab.data import programs as program_data
 from digestlab.data.programs import ERROR_FIRST_BYTES, ERROR_TYPES, Program
-from digestlab.experiments.monosemanticity import ANY, BUG_TYPES, Params
+from digestlab.experiments.monosemanticity import ANY, Params
 from digestlab.nn import GPT
 from digestlab.nn.readout import Hook, greedy
-
-assert ERROR_TYPES == BUG_TYPES, "the spec's bug types must be the programs' error types"
 
 MAX_OUTPUT = 18  # bytes read back per output line: the longest error name and its newline
 NEWLINE = ord("\n")

@@ -77,7 +77,7 @@ def run(params: Params, ctx: RunContext) -> Report:
             f"trained on seeds {params.sae_seeds}")
     scored = each(scored_run, [(kind, l1 if kind == "relu" else 0.0, seed)
                                for kind in ("relu", "topk") for seed in params.sae_seeds])
-    runs = each(steer_run, steering_jobs(params, scored))
+    runs = each(steer_run, steering_jobs(readings, scored))
     # throughput is timing, which differs from run to run: it stays out of the metrics
     speeds = [{key: a.pop(key) for key in ("samples_per_s", "mfu")} for a in scored] + sweep
     for a in scored:
@@ -95,7 +95,6 @@ def run(params: Params, ctx: RunContext) -> Report:
                 f"{fixed['down']['feature']['rate']:.2f}")
 
     browser = next(a.pop("browser") for a in relu if "browser" in a)
-    curve = [r for r in relu[0]["steering"]]
     metrics = {
         "lm": {"params": model.num_params(), "val_loss": saved["train"]["val_loss"],
                "train_tokens": saved["train"]["items_seen"],
@@ -123,7 +122,7 @@ def run(params: Params, ctx: RunContext) -> Report:
                       "relu": relu, "topk": topk},
         "feature_activations": browser,
         "dose_response": {"seed": relu[0]["seed"], "fixed": params.clamp_multiple,
-                          "unclamped": base, "curve": curve},
+                          "unclamped": base, "curve": relu[0]["steering"]},
     }
     return Report(
         seeds=list(params.sae_seeds),

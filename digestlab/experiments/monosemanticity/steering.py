@@ -54,36 +54,40 @@ def reference_activation(readings: Readings, sae: SparseAutoencoder, feature: in
     return max(reference, 1e-6)
 
 
-def steering_jobs(params: Params, scored: list[dict]) -> list[tuple[dict, float, str, int]]:
-    """(SAE, dose, placement, controls) of every steering run: the fixed dose clamped at every
-    position on each scored SAE (controls on the ReLU ones, which the claims read), and every
-    other dose and placement on the first scored ReLU SAE."""
+def steering_jobs(readings: Readings, scored: list[dict]) -> list[tuple[dict, float, str]]:
+    """(SAE, dose, placement) of every steering run: the fixed dose clamped at every position on
+    each scored SAE (with controls on the ReLU ones, which the claims read), and every other
+    dose and placement on the first scored ReLU SAE. Each SAE's general feature, its reference
+    activation and its controls are settled here, once, for all of its runs."""
+    params = readings.params
     jobs = []
     for trained in scored:
-        sae = {k: trained[k] for k in ("kind", "l1_coeff", "seed", "state", "best", "alive")}
+        sae = {k: trained[k] for k in ("kind", "l1_coeff", "seed", "state")}
         relu = trained["kind"] == "relu"
+        feature = trained["best"][ANY]["feature"]
+        candidates = [j for j in trained["alive"] if j != feature]
+        g = torch.Generator().manual_seed(trained["seed"])
+        picks = torch.randperm(len(candidates), generator=g)[: params.controls if relu else 0]
+        sae |= {"feature": feature, "controls": [candidates[int(i)] for i in picks],
+                "reference": reference_activation(
+                    readings, load_sae(params, trained, readings.device), feature)}
         curve = relu and trained["seed"] == params.sae_seeds[0]
         for dose in params.doses:
             for placement in PLACEMENTS:
                 fixed = dose == params.clamp_multiple and placement == "every"
                 if fixed or curve:
-                    jobs.append((sae, dose, placement, params.controls if relu else 0))
+                    jobs.append((sae, dose, placement))
     return jobs
 
 
 @torch.no_grad()
-def steer_run(readings: Readings, job: tuple[dict, float, str, int]) -> dict:
+def steer_run(readings: Readings, job: tuple[dict, float, str]) -> dict:
     """One SAE's general feature clamped at one dose and placement, up on the clean steering
-    programs and down on the buggy ones, beside `controls` matched random features."""
-    trained, dose, placement, n_controls = job
+    programs and down on the buggy ones, beside its matched random controls."""
+    trained, dose, placement = job
     params, model = readings.params, readings.model
     sae = load_sae(params, trained, readings.device)
-    feature = trained["best"][ANY]["feature"]
-    reference = reference_activation(readings, sae, feature)
-    candidates = [j for j in trained["alive"] if j != feature]
-    g = torch.Generator().manual_seed(trained["seed"])  # the same controls at every dose
-    controls = [candidates[int(i)] for i in torch.randperm(len(candidates), generator=g)
-                [:n_controls]]
+    feature, reference, controls = trained["feature"], trained["reference"], trained["controls"]
     at = readings.prompt_acts if placement == "every" else readings.output_acts
     last_only = placement == "output"
     norms = (sae.decoder() / sae.input_scale).norm(dim=1).cpu()  # stream units
