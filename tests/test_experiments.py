@@ -203,8 +203,8 @@ def clock_free(metrics: dict) -> dict:
     out = {k: v for k, v in metrics.items() if k not in ("timing", "provenance")}
     out["claims"] = [{"id": c["id"]} if c["from_clock"] else c for c in metrics["claims"]]
     # Holm ranks a paper's claims together: with one decided from the clock among them, every
-    # claim's correction moves with the clock
-    if any(c["from_clock"] and c["holm"] for c in metrics["claims"]):
+    # claim's correction (its rank's threshold, and the family's size) moves with the clock
+    if any(c["from_clock"] for c in metrics["claims"]):
         out["claims"] = [{k: v for k, v in c.items() if k != "holm"} for c in out["claims"]]
     return out
 

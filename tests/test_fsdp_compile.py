@@ -298,8 +298,8 @@ def test_fsdp_on_one_process_trains_what_eager_does_to_the_bit_in_bf16(tmp_path)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from Linux's /proc")
-def test_smoke_run_measures_every_configuration_and_repeats_its_losses(smoke_runs):
-    root, (first, second) = smoke_runs("fsdp_compile")
+def test_smoke_run_measures_every_configuration(smoke_runs):
+    root, (first, _) = smoke_runs("fsdp_compile")
     names = [c["name"] for c in first["timing"]["configurations"]]
     assert names == ["eager", "compile", checkpoint_name(0.5, True), checkpoint_name(1.0, True)]
     for c in first["timing"]["configurations"]:
@@ -317,8 +317,4 @@ def test_smoke_run_measures_every_configuration_and_repeats_its_losses(smoke_run
     assert (claims["compile-speeds-up"]["verdict"] == "not_testable") == (not regime["holds"])
     figures = json.loads((root / "a" / "figures" / "data.json").read_text())
     assert first["figures"] == list(figures) == ["throughput", "checkpointing", "parity"]
-
-    for m in (first, second):
-        del m["timing"], m["provenance"]
-        m["claims"] = [c for c in m["claims"] if not c["from_clock"]]
-    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    # that the second run repeats the first, timings aside, test_experiments.py checks
