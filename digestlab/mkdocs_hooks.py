@@ -1,5 +1,6 @@
-"""MkDocs hooks: the tags plugin allows exactly the labels of the tag vocabulary, and pages
-make no requests that cannot be answered."""
+"""MkDocs hooks: the tags plugin allows exactly the labels of the tag vocabulary, every page's
+content passes the site's HTML allow-list, and pages make no requests that cannot be
+answered."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from material.plugins.tags.structure.tag.options import TagSet
 from mkdocs.plugins import event_priority
 
 from digestlab.papers import LANGUAGES, load_tags
+from digestlab.sanitize import page_html
 from digestlab.site import TAGS_ENV
 
 
@@ -26,6 +28,12 @@ def on_config(config):
         if name.endswith("tags"):
             plugin.config.tags_allowed = TagSet().validate(labels)
     return config
+
+
+def on_page_content(html, page, config, files):
+    """Whatever a page's Markdown made, only what `digestlab.sanitize` allows reaches the
+    site, its search index included."""
+    return page_html(html)
 
 
 # The head's links to the same page in the other languages (the i18n plugin writes them per

@@ -3,13 +3,15 @@
 One set of jinja2 templates serves both languages; UI strings come from the Babel catalog of each
 language (`digestlab/locale/<lang>/LC_MESSAGES/messages.po`). Text from outside (arXiv titles,
 abstracts, author names) passes the `md` filter, which escapes it for HTML and for Markdown, so
-it can neither open a tag nor make a link or attribute. Only the entry's own notes, which the
-digest's author writes in Markdown, are inserted as they are.
+it can neither open a tag nor make a link or attribute. The entry's own notes, which the digest's
+author writes in Markdown, reach a page as HTML that `digestlab/sanitize.py` made and cleaned;
+every page then passes its allow-list once more as MkDocs writes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import re
 import unicodedata
@@ -21,6 +23,7 @@ from typing import Any
 
 import jinja2
 import markupsafe
+import nh3
 from babel.dates import format_date
 from babel.numbers import format_decimal
 from feedgen.feed import FeedGenerator
@@ -37,7 +40,8 @@ from digestlab.papers import (
     read_paper,
     resolve_related,
 )
-from digestlab.site import BIBLIOGRAPHY, FEED, PAGES
+from digestlab.sanitize import note_html
+from digestlab.site import BIBLIOGRAPHY, FEED, FILTERS_CSS, PAGES
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -96,6 +100,7 @@ def environment(lang: str) -> jinja2.Environment:
     env.filters["md"] = markdown_text
     env.filters["yaml"] = yaml_scalar
     env.filters["fenced"] = fenced
+    env.filters["note"] = note_html
     env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
     # a value the same in every language, or one per language
     env.filters["local"] = lambda value: value[lang] if isinstance(value, dict) else value
@@ -187,8 +192,11 @@ def _bibtex_escape(text: str) -> str:
 
 
 def first_paragraph(markdown: str) -> str:
-    """The first paragraph of a note, for the home page (its CSS shows the first lines)."""
-    return markdown.strip().split("\n\n", 1)[0].replace("\n", " ")
+    """The first paragraph of a note as plain text, for the home page's cards (their CSS shows
+    the first lines) and the feed: its Markdown rendered, sanitized, and only the text kept."""
+    paragraph = markdown.strip().split("\n\n", 1)[0]
+    text = html.unescape(nh3.clean(note_html(paragraph), tags=set()))
+    return " ".join(text.split())
 
 
 def digest_order(view: PaperView) -> tuple:
@@ -283,6 +291,9 @@ def render_site_pages(
             text = render(f"{page}.md.j2", lang, **context)
             write_text_atomic(Path(out_dir) / lang / f"{page}.md", text)
         write_bytes_atomic(Path(out_dir) / lang / FEED, atom_feed(views, vocabulary, lang))
+    # the results table's filters: a <style> in the page would not pass the site's allow-list
+    write_text_atomic(Path(out_dir) / FILTERS_CSS, render(
+        "filters.css.j2", LANGUAGES[0], claim_tags=claim_tags, filter_ids=filter_ids))
     bibliography = "\n".join(v.bibtex() for v in sorted(views, key=lambda v: v.paper.id))
     write_text_atomic(Path(out_dir) / BIBLIOGRAPHY, bibliography)
 

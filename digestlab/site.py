@@ -17,6 +17,7 @@ from digestlab.papers import LANGUAGES
 PAGES = ("index", "results", "tags")  # generated per language beside the paper pages
 FEED = "feed.xml"  # an Atom feed of the digest, per language, beside the home page
 BIBLIOGRAPHY = "assets/digestlab.bib"  # the whole catalogue in BibTeX, under the docs folder
+FILTERS_CSS = "stylesheets/filters.css"  # the results table's filters, under the docs folder
 TAGS_ENV = "DIGESTLAB_TAGS"  # tells mkdocs_hooks.py where the tag vocabulary is
 
 

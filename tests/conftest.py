@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import shutil
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,7 @@ from fake_arxiv import FakeArxiv
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the tests download no browser
 sys.path.insert(0, str(TESTS))
 
 ARXIV_PAPERS = {
@@ -122,3 +128,63 @@ def smoke_runs(tmp_path_factory):
         return root, copy.deepcopy(metrics)
 
     return runs
+
+
+def site_skeleton(root: Path) -> Path:
+    """`root` made ready for `build_site`: the MkDocs configuration, its hooks, and the notes
+    folder with the hand-written pages and stylesheet, for the rendered pages to join."""
+    shutil.copy(ROOT / "mkdocs.yml", root)
+    (root / "digestlab").symlink_to(ROOT / "digestlab")  # mkdocs.yml names its hooks by path
+    for name in ("ko/about.md", "en/about.md", "stylesheets/extra.css"):
+        (root / "notes" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "notes" / name, root / "notes" / name)
+    return root
+
+
+# The browser tests (marked `browser`): a built site over loopback HTTP, read in Chromium.
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """`directory` over HTTP on loopback, as a reader's browser gets a site; yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, javascript: bool = True):
+    """A new page that records every console error and failed request."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900},
+                            java_script_enabled=javascript)
+    page.problems = []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("requestfailed", lambda r: page.problems.append(f"failed {r.url}"))
+    page.on("response", lambda r: r.status >= 400 and page.problems.append(
+        f"{r.status} {r.url}"))
+    return page
+
+
+def visit(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")

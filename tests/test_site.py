@@ -4,16 +4,12 @@ Chromium, driven by Playwright. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, open_page, serve, site_skeleton, visit
 
 from digestlab.fetch import offline_metadata
 from digestlab.figures import draw_figures
@@ -22,7 +18,6 @@ from digestlab.render import render_paper_pages, render_site_pages
 from digestlab.site import broken_links, build_site
 
 TAGS = ROOT / "config" / "tags.yaml"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the tests download no browser
 ARTIFACTS = ROOT / "test-artifacts"
 RELATED_TITLE = "Efficient Streaming Language Models with Attention Sinks"
 
@@ -32,13 +27,7 @@ def built_site(smoke_runs, tmp_path_factory) -> Path:
     """The site of every entry under papers/, with the smoke-scale result of each reproduction,
     as the workflow's render stage builds it (arXiv offline, but one related paper's title
     fetched)."""
-    root = tmp_path_factory.mktemp("site")
-    shutil.copy(ROOT / "mkdocs.yml", root)
-    (root / "digestlab").symlink_to(ROOT / "digestlab")  # mkdocs.yml names its hooks by path
-    for lang in LANGUAGES:
-        (root / "notes" / lang).mkdir(parents=True)
-        shutil.copy(ROOT / "notes" / lang / "about.md", root / "notes" / lang)
-    shutil.copytree(ROOT / "notes" / "stylesheets", root / "notes" / "stylesheets")
+    root = site_skeleton(tmp_path_factory.mktemp("site"))
     entries = sorted((ROOT / "papers").glob("*.yaml"))
     papers = {path.stem: read_paper(path) for path in entries}
     related = root / "related.json"
@@ -130,46 +119,8 @@ def test_paper_page_shows_related_titles_figures_and_the_command_that_reruns_it(
 @pytest.fixture(scope="module")
 def server(built_site):
     """The built site over HTTP on loopback, as a reader's browser gets it."""
-    handler = functools.partial(_QuietHandler, directory=str(built_site))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                              args=["--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
-
-
-def open_page(browser, javascript: bool = True):
-    """A new page that records every console error and failed request."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900},
-                            java_script_enabled=javascript)
-    page.problems = []
-    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("requestfailed", lambda r: page.problems.append(f"failed {r.url}"))
-    page.on("response", lambda r: r.status >= 400 and page.problems.append(
-        f"{r.status} {r.url}"))
-    return page
-
-
-def visit(page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
+    with serve(built_site) as url:
+        yield url
 
 
 @pytest.mark.browser

@@ -19,7 +19,7 @@ from digestlab.papers import (
     related_fallback,
     resolve_related,
 )
-from digestlab.site import BIBLIOGRAPHY, FEED, PAGES
+from digestlab.site import BIBLIOGRAPHY, FEED, FILTERS_CSS, PAGES
 from digestlab.workflow import (
     clear_stale_locks,
     export_package_path,
@@ -132,7 +132,7 @@ def site_pages():
     """The pages, feeds and bibliography made from every entry at once."""
     pages = expand("notes/{lang}/{page}.md", lang=LANGUAGES, page=PAGES)
     return pages + expand("notes/{lang}/{feed}", lang=LANGUAGES, feed=FEED) + [
-        f"notes/{BIBLIOGRAPHY}"]
+        f"notes/{BIBLIOGRAPHY}", f"notes/{FILTERS_CSS}"]
 
 
 def fallback_metadata(wildcards):
