@@ -25,7 +25,9 @@ from digestlab.digest import DigestError, parse_digest
 from digestlab.experiments import resolve_scale
 from digestlab.fetch import (
     FETCH_ERRORS,
+    ArxivUnreachable,
     FetchSettings,
+    NoSuchPaper,
     find_arxiv_id,
     offline_metadata,
     query_arxiv,
@@ -116,6 +118,8 @@ def new_entry(arxiv_id: str, tags: list[str], config: dict[str, Any]
         raise PaperError(problems)
     try:
         meta = query_arxiv(arxiv_id, FetchSettings(**config["fetch"]))
+    except NoSuchPaper as exc:
+        raise PaperError([f"{arxiv_id}: (argument): {exc}; nothing was written"]) from None
     except FETCH_ERRORS as exc:  # what the pipeline falls back on, the same way
         meta = offline_metadata({"arxiv_id": arxiv_id, "title": "", "authors": [],
                                  "published": "", "url": arxiv_abs_url(arxiv_id)},
@@ -151,18 +155,42 @@ def new(arxiv_id: str, tags: list[str], config: dict[str, Any]) -> int:
     return 0
 
 
+def arxiv_id_by_title(title: str, settings: FetchSettings, where: str) -> str | None:
+    """The arXiv id of the paper titled `title`, or None; when there is none, say whether arXiv
+    lacks the title (stdout) or could not be asked (stderr), one line naming `where`."""
+    try:
+        arxiv_id = find_arxiv_id(title, settings)
+    except ArxivUnreachable as exc:
+        print(f"{where}: arXiv could not be reached to look up the title ({exc}); the entry "
+              "was not checked against the entries' arXiv ids", file=sys.stderr)
+        return None
+    if arxiv_id is None and re.search(r"\w", title):
+        print(f"{where}: arXiv has no paper of this title")
+    return arxiv_id
+
+
+def tag_list(text: str) -> list[str]:
+    """The tags of a comma-separated list, spaces around each and empty pieces dropped."""
+    return [tag for tag in (piece.strip() for piece in text.split(",")) if tag]
+
+
 def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = False) -> int:
     """Write an entry for each paper of a plain-text digest that no entry holds yet. The
     commentary becomes note.ko; the abstract is left to the fetch step; an arXiv id comes from
     the paper's URL or from a title search, and its record gives the authors and date the
-    digest lacks. Unknown tags are kept and reported, and nothing existing is overwritten."""
+    digest lacks. Unknown tags are kept and reported, and nothing existing is overwritten.
+    What the reader had to guess or could not place is said on stderr, one line each; the exit
+    status is 1 when some part of the digest was not imported, else 0."""
     digest = Path(digest)
     try:
-        date, items = parse_digest(digest.read_text(encoding="utf-8"))
+        date, items, problems = parse_digest(digest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         sys.exit(f"{digest}: (file): cannot be read as UTF-8 text ({type(exc).__name__})")
     except DigestError as exc:
         sys.exit(f"{digest}: {exc}")
+    for problem in problems:
+        print(f"{digest}: {problem}", file=sys.stderr)
+    left_out = sum(problem.skipped for problem in problems)
     known = load_tags(config["tags"])
     settings = FetchSettings(**config["fetch"])
     papers_dir = Path(config["papers_dir"])
@@ -172,7 +200,7 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
         if n:
             time.sleep(settings.delay_s)  # arXiv asks for a pause between requests
         where = f"{digest}: line {item.line}"
-        arxiv_id = item.arxiv_id or find_arxiv_id(item.title, settings)
+        arxiv_id = item.arxiv_id or arxiv_id_by_title(item.title, settings, where)
         meta = None
         if arxiv_id:
             if bare_arxiv_id(arxiv_id) in held:
@@ -184,10 +212,16 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
             except FETCH_ERRORS:
                 meta = None
         source = ({"arxiv": arxiv_id} if arxiv_id else {"url": item.url} if item.url else {})
+        title = item.title or (meta["title"] if meta else "")
+        if not title:
+            print(f"{where}: an entry without a title, and arXiv gave none; not written",
+                  file=sys.stderr)
+            left_out += 1
+            continue
         entry = {
-            "id": entry_id(item.title, f"entry-{item.line}"),
+            "id": entry_id(title, f"entry-{item.line}"),
             "source": source,
-            "title": item.title,
+            "title": title,
             "authors": item.authors or (meta["authors"] if meta else []),
             "published": meta["published"] if meta else "",
             "digest_date": date.isoformat(),
@@ -216,7 +250,10 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
             held[bare_arxiv_id(arxiv_id)] = path
     verb = "would write" if dry_run else "wrote"
     print(f"{verb} {written} of {len(items)} papers; then run `digestlab check`")
-    return 0
+    if left_out:
+        print(f"{digest}: {left_out} part{'s' if left_out > 1 else ''} of the digest not "
+              "imported (named above); fix the digest and import it again", file=sys.stderr)
+    return 1 if left_out else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             return check(config)
         if args.command == "import":
             return import_digest(args.digest, config, args.dry_run)
-        return new(args.arxiv_id, [t for t in args.tags.split(",") if t], config)
+        return new(args.arxiv_id, tag_list(args.tags), config)
     except PaperError as exc:  # a broken tags file, say
         sys.exit("\n".join(exc.problems))
 

@@ -17,6 +17,17 @@ import requests
 from digestlab.io import write_bytes_atomic, write_json_atomic
 from digestlab.papers import arxiv_abs_url, bare_arxiv_id
 
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+class NoSuchPaper(LookupError):
+    """arXiv answered, with a well-formed feed listing no paper: it has none of that id."""
+
+
+class ArxivUnreachable(Exception):
+    """arXiv could not be asked, or its answer could not be read: nothing is known."""
+
+
 # What a failed fetch raises; each makes the entry's own fields stand in.
 FETCH_ERRORS = (arxiv.ArxivError, requests.RequestException, LookupError, ValueError)
 
@@ -58,22 +69,36 @@ def _client(settings: FetchSettings) -> arxiv.Client:
     return client
 
 
+def _read_feed(body: bytes) -> ET.Element:
+    """The root of a whole Atom feed; raise LookupError for anything else (a feed cut off
+    halfway, a web page)."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise LookupError(f"the feed is cut off or not XML ({exc})") from None
+    if root.tag != f"{ATOM}feed":
+        raise LookupError(f"the answer is not an Atom feed but <{root.tag}>")
+    return root
+
+
 def query_arxiv(arxiv_id: str, settings: FetchSettings) -> dict[str, Any]:
-    """Ask the arXiv API for one paper; raise LookupError (or a network error) when it cannot.
+    """Ask the arXiv API for one paper; raise NoSuchPaper when arXiv has none of that id,
+    LookupError (or a network error) when it cannot tell.
 
     An answer counts only when the whole feed is well-formed XML and its entry carries what
     every real record has: an id, a title, at least one author, an abstract and a published
     date. A feed cut off halfway would otherwise give a record with a truncated abstract and no
-    authors, which would be cached as if arXiv had said it."""
+    authors, which would be cached as if arXiv had said it. arXiv answers an id it has not
+    given out with a complete feed of no entries; anything else without an entry (a web page,
+    say) is no answer."""
     search = arxiv.Search(id_list=[arxiv_id], max_results=1)
     client = _client(settings)
     results = list(client.results(search))
-    try:
-        ET.fromstring(client._session.last_body)
-    except ET.ParseError as exc:
-        raise LookupError(f"the feed is cut off or not XML ({exc})") from None
+    feed = _read_feed(client._session.last_body)
+    if not results and feed.find(f"{ATOM}entry") is None:
+        raise NoSuchPaper("arXiv has no such paper (its answer listed none)")
     if not results:
-        raise LookupError("the feed held no entry (malformed or empty answer)")
+        raise LookupError("the feed's entry could not be read")
     result = results[0]
     short_id = result.get_short_id()
     if bare_arxiv_id(short_id) != bare_arxiv_id(arxiv_id):
@@ -109,17 +134,20 @@ def _words(title: str) -> str:
 
 def find_arxiv_id(title: str, settings: FetchSettings) -> str | None:
     """The arXiv id of the paper with this title (compared word for word, case and punctuation
-    aside), or None when arXiv has none or cannot be reached."""
+    aside), or None when arXiv has none; raise ArxivUnreachable, naming the error, when arXiv
+    cannot be asked or its answer cannot be read."""
     words = _words(title)
     if not words:
         return None
     search = arxiv.Search(query=f'ti:"{words}"', max_results=5)
+    client = _client(settings)
     try:
-        for result in _client(settings).results(search):
+        for result in client.results(search):
             if _words(result.title) == words:
                 return bare_arxiv_id(result.get_short_id())
-    except FETCH_ERRORS:
-        return None
+        _read_feed(client._session.last_body)  # no match only if arXiv's answer was whole
+    except FETCH_ERRORS as exc:
+        raise ArxivUnreachable(f"{type(exc).__name__}: {exc}") from None
     return None
 
 

@@ -7,6 +7,7 @@ line naming the file, the field and what is allowed.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,11 +90,17 @@ class PaperError(Exception):
         self.problems = problems
 
 
-def is_arxiv_id(value: str) -> bool:
+def this_month() -> tuple[int, int]:
+    """The current (year, month), in UTC: arXiv gives out no id of a later month."""
+    today = dt.datetime.now(dt.UTC).date()
+    return today.year, today.month
+
+
+def is_arxiv_id(value: str, today: dt.date | None = None) -> bool:
     """True for an identifier some arXiv paper can have: the right shape, a real year and month
-    of its scheme (old-style ids from 1991-08 to 2007-03, new-style ids from 2007-04), the
-    digit count of its era (four after the dot until 2014, five from 2015) and a number other
-    than zero."""
+    of its scheme (old-style ids from 1991-08 to 2007-03, new-style ids from 2007-04 to the
+    current month, or that of `today`), the digit count of its era (four after the dot until
+    2014, five from 2015) and a number other than zero."""
     match = _ARXIV_PARTS.match(value)
     if not match:
         return False
@@ -103,8 +110,9 @@ def is_arxiv_id(value: str) -> bool:
         return False
     if match["new"]:
         digits = 4 if (year, month) <= (14, 12) else 5
-        return (year, month) >= (7, 4) and len(match["number"]) == digits \
-            and int(match["number"]) > 0
+        latest = (today.year, today.month) if today else this_month()
+        return (7, 4) <= (year, month) and (2000 + year, month) <= latest \
+            and len(match["number"]) == digits and int(match["number"]) > 0
     old_era = (year, month) >= (91, 8) or (year, month) <= (7, 3)
     return old_era and int(match["serial"]) > 0
 
@@ -160,9 +168,11 @@ class Source(Strict):
     @classmethod
     def _arxiv_shape(cls, value: str | None) -> str | None:
         if value is not None and not is_arxiv_id(value):
+            year, month = this_month()
             raise ValueError(
                 f"{value!r} is not an arXiv id that can exist (allowed: YYMM.NNNN from 0704 to "
-                "1412, YYMM.NNNNN from 1501, or an old-style id such as \"hep-th/9901001\")"
+                f"1412, YYMM.NNNNN from 1501 to this month, {year % 100:02d}{month:02d}, or an "
+                "old-style id such as \"hep-th/9901001\")"
             )
         return value
 
@@ -182,8 +192,9 @@ class Note(Strict):
     @field_validator("ko", "en")
     @classmethod
     def _markdown_only(cls, value: str) -> str:
-        # Notes reach the page as Markdown, unescaped: raw HTML or a javascript: link there
-        # would run in every reader's browser. Code spans and blocks show it as text.
+        # A courtesy to the note's author, not the site's defence (digestlab/sanitize.py's
+        # allow-list is): raw HTML and javascript: links would be dropped from the page
+        # silently, so they are named here. Code spans and blocks show them as text.
         prose = re.sub(r"```.*?```|`[^`\n]*`", "", value, flags=re.DOTALL)
         tag = re.search(r"</?(?!https?://)[a-zA-Z!][^>]*>", prose)  # <https://…>: an autolink
         if tag:
@@ -303,6 +314,9 @@ def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
         return field, "unknown field"
     if kind == "missing":
         return field, "missing required field"
+    if kind.endswith("_type") and error.get("input") in (None, ""):
+        allowed = " (allowed: a date such as 2024-05-22)" if kind.startswith("date") else ""
+        return field, f"empty{allowed}"
     if kind == "value_error":
         return field, msg.removeprefix("Value error, ")
     if loc[-1:] == ["arxiv"] and kind == "string_type":
@@ -339,6 +353,24 @@ def _read_entry(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
+def _not_an_entry_file(path: Path, papers_dir: Path) -> str | None:
+    """Why `path` cannot be an entry, or None when it is a .yaml file. A symbolic link is
+    refused, whatever it points to: an entry is the file in papers_dir that its id names."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        if not path.exists():
+            return f"a dangling symbolic link (to {target}); entries must be files in {papers_dir}/"
+        inside = path.resolve().is_relative_to(papers_dir.resolve())
+        outside = "" if inside else f", outside {papers_dir}/"
+        return (f"a symbolic link to {target}{outside}; entries must be files in "
+                f"{papers_dir}/, not links")
+    if path.is_dir():
+        return f"a folder; only .yaml entry files belong in {papers_dir}/"
+    if path.suffix != ".yaml" or not path.is_file():
+        return f"only .yaml entries belong in {papers_dir}/"
+    return None
+
+
 def load_papers(
     papers_dir: str | Path,
     tags: Mapping[str, Mapping[str, str]],
@@ -356,8 +388,8 @@ def load_papers(
     for path in sorted(papers_dir.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.suffix != ".yaml" or not path.is_file():
-            problems.append(f"{path}: (file): only .yaml entries belong in {papers_dir}/")
+        if why := _not_an_entry_file(path, papers_dir):
+            problems.append(f"{path}: (file): {why}")
             continue
         data = _read_entry(path, problems)
         if data is None:

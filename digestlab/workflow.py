@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import socket
 import sys
 import time
 import traceback
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from digestlab.experiments import experiment_exists, load_spec, merge_params, param_problems
-from digestlab.io import read_json
+from digestlab.io import read_json, write_json_atomic
 from digestlab.papers import Paper, PaperError, load_papers, load_tags
 
 
@@ -100,20 +101,145 @@ def live_snakemake_runs(workdir: str | Path) -> list[int] | None:
     return runs
 
 
-def clear_stale_locks(workdir: str | Path = ".") -> bool:
-    """Remove Snakemake's locks in `workdir` when no other Snakemake run works there.
+# Beside Snakemake's locks, each run that takes them records itself, so that a run on another
+# host of a shared filesystem, which cannot see that run's processes, does not take its locks
+# for stale. Snakemake removes the whole folder, these records included, when a run ends.
+LOCKS = Path(".snakemake") / "locks"
+UNLOCK = "snakemake --unlock"
+
+
+def _read_first_line(path: str | Path) -> str | None:
+    """The first line of a small text file (of /proc, say), or None where it cannot be read."""
+    try:
+        return Path(path).read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat, field 22): with
+    the pid it tells the process from a later one given the same pid. None where /proc has no
+    such process (or only one that has ended and awaits its parent), or no /proc."""
+    stat = _read_first_line(f"/proc/{pid}/stat")
+    try:
+        fields = stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+        return None if fields[0] == "Z" else int(fields[19])
+    except (AttributeError, ValueError, IndexError):
+        return None
+
+
+def _process_started(start_ticks: int | None) -> str:
+    """When a process that started `start_ticks` after boot started, in UTC (now where /proc
+    cannot tell)."""
+    started = dt.datetime.now(dt.UTC)
+    stat = Path("/proc/stat")
+    if start_ticks is not None and stat.exists():
+        boot = [line.split()[1] for line in stat.read_text().splitlines()
+                if line.startswith("btime ")]
+        if boot:
+            seconds = int(boot[0]) + start_ticks / os.sysconf("SC_CLK_TCK")
+            started = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return started.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def this_run() -> dict[str, Any]:
+    """This process as the holder of Snakemake's locks: host, pid, and its start (as ticks
+    since this boot, and as a time for people)."""
+    pid = os.getpid()
+    ticks = process_start_ticks(pid)
+    return {"host": socket.gethostname(), "pid": pid, "start_ticks": ticks,
+            "boot_id": _read_first_line("/proc/sys/kernel/random/boot_id"),
+            "started": _process_started(ticks)}
+
+
+def record_lock_holder(workdir: str | Path = ".") -> Path | None:
+    """Write this run's holder record beside Snakemake's locks in `workdir`, atomically; called
+    once the run holds them. Returns the record's path, or None when there are no locks."""
+    locks = Path(workdir) / LOCKS
+    if not (locks.is_dir() and any(locks.glob("*.lock"))):
+        return None
+    holder = this_run()
+    path = locks / f"holder.{holder['host']}.{holder['pid']}.json"
+    write_json_atomic(path, holder)
+    return path
+
+
+def _holder_records(locks: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """The holder records beside the locks, and the files among them that cannot be read."""
+    holders, unreadable = [], []
+    for path in sorted(locks.glob("holder.*.json")):
+        try:
+            holder = read_json(path)
+            holder["host"], holder["pid"] = str(holder["host"]), int(holder["pid"])
+            if holder["pid"] <= 0:
+                raise ValueError("no process has this pid")
+            holders.append(holder)
+        except (OSError, ValueError, TypeError, KeyError):
+            unreadable.append(path)
+    return holders, unreadable
+
+
+def holder_is_gone(holder: Mapping[str, Any]) -> bool:
+    """Whether the run of a holder record made on this host has ended: its pid is free, or now
+    names a process that started at another time, or the host has restarted since."""
+    boot_id = _read_first_line("/proc/sys/kernel/random/boot_id")
+    if holder.get("boot_id") and boot_id and holder["boot_id"] != boot_id:
+        return True
+    ticks = process_start_ticks(holder["pid"])
+    if ticks is not None:
+        return holder.get("start_ticks") is not None and ticks != holder["start_ticks"]
+    if Path("/proc/self/stat").exists():
+        return True  # /proc works, and has no such process
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a process of another user
+    return False
+
+
+def describe_holder(holder: Mapping[str, Any]) -> str:
+    """The holder in words: its pid, host and start."""
+    return f"pid {holder['pid']} on {holder['host']}, started {holder.get('started', '?')}"
+
+
+def clear_stale_locks(workdir: str | Path = ".") -> str | None:
+    """Remove Snakemake's locks in `workdir` when the run that holds them has ended; returns
+    the line to print: what was removed, or why the locks were kept (None: nothing to say).
 
     A run killed outright (SIGKILL, a power cut) leaves its locks behind, and the next plain
     `snakemake` would refuse to start until someone found `--unlock`. A lock held by a live run
-    is left alone, so that a second run at the same time is still refused. Returns whether
-    anything was removed."""
-    locks = Path(workdir) / ".snakemake" / "locks"
+    is left alone, so that a second run at the same time is still refused. Locks are removed
+    only when every run that recorded itself as their holder ran on this host and is gone, and
+    no other Snakemake run works in `workdir` here: a holder on another host of a shared
+    filesystem cannot be checked from this one. Locks without a holder record (a run that was
+    stopped before it wrote one) are removed when no other Snakemake run works here."""
+    locks = Path(workdir) / LOCKS
     stale = sorted(locks.glob("*.lock")) if locks.is_dir() else []
-    if not stale or live_snakemake_runs(workdir) != []:
-        return False
-    for lock in stale:
-        lock.unlink(missing_ok=True)
-    return True
+    if not stale:
+        return None
+    holders, unreadable = _holder_records(locks)
+    if unreadable:
+        return (f"{unreadable[0]}: (file): a lock holder record that cannot be read; the locks "
+                f"in {locks} were kept; if no run is working here, clear them with `{UNLOCK}`")
+    here = socket.gethostname()
+    for holder in holders:
+        if holder["host"] != here:
+            return (f"{locks}: the locks were kept: they belong to the run of "
+                    f"{describe_holder(holder)}, which this host cannot check; if that run has "
+                    f"stopped, clear them with `{UNLOCK}`")
+    for holder in holders:
+        if not holder_is_gone(holder):
+            return (f"{locks}: the locks were kept: they belong to the run of "
+                    f"{describe_holder(holder)}, still running; wait for it to end, or stop it "
+                    f"and clear them with `{UNLOCK}`")
+    if live_snakemake_runs(workdir) != []:
+        return None
+    for path in [*stale, *locks.glob("holder.*.json")]:
+        path.unlink(missing_ok=True)
+    whose = f" ({'; '.join(describe_holder(h) for h in holders)})" if holders else ""
+    return f"removed the locks of an earlier run{whose} that was stopped without cleaning up"
 
 
 def export_package_path(root: str | Path) -> None:

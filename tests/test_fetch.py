@@ -6,7 +6,14 @@ import time
 import pytest
 from conftest import entry
 
-from digestlab.fetch import FetchSettings, fetch_metadata
+from digestlab.fetch import (
+    ArxivUnreachable,
+    FetchSettings,
+    NoSuchPaper,
+    fetch_metadata,
+    find_arxiv_id,
+    query_arxiv,
+)
 from digestlab.papers import Paper
 from digestlab.workflow import retry_token
 
@@ -114,3 +121,35 @@ def test_pdf_is_downloaded_beside_the_metadata_when_asked(fake_arxiv, tmp_path):
                           log=lambda _: None)
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
     assert meta["pdf_path"] == str(out.with_suffix(".pdf"))
+
+
+def test_an_empty_feed_means_arxiv_has_no_such_paper(fake_arxiv):
+    with pytest.raises(NoSuchPaper):
+        query_arxiv("2405.99999", settings(fake_arxiv))
+
+
+@pytest.mark.parametrize("mode", ["html", "malformed", "500"])
+def test_an_answer_that_is_no_feed_is_not_taken_for_no_such_paper(fake_arxiv, mode):
+    fake_arxiv.mode = mode
+    with pytest.raises(Exception) as caught:
+        query_arxiv("2405.12981", settings(fake_arxiv))
+    assert not isinstance(caught.value, NoSuchPaper)
+
+
+@pytest.mark.parametrize(("mode", "says"), [
+    ("500", "HTTPError"), ("malformed", "cut off or not XML"), ("html", "not an Atom feed"),
+    ("truncated", "cut off")])
+def test_a_title_search_tells_no_match_from_no_answer(fake_arxiv, mode, says):
+    title = "Reducing transformer key-value cache size with cross-layer attention!"
+    assert find_arxiv_id(title, settings(fake_arxiv)) == "2405.12981"  # case and marks aside
+    assert find_arxiv_id("A title arXiv does not hold", settings(fake_arxiv)) is None
+    fake_arxiv.mode = mode
+    with pytest.raises(ArxivUnreachable, match=says):
+        find_arxiv_id("A title arXiv does not hold", settings(fake_arxiv))
+
+
+def test_a_title_search_of_an_unreachable_server_says_so():
+    unreachable = FetchSettings(api_url="http://127.0.0.1:9/api/query", timeout_s=1,
+                                num_retries=0, delay_s=0)
+    with pytest.raises(ArxivUnreachable, match="ConnectionError"):
+        find_arxiv_id("Any title", unreachable)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime as dt
+import os
+
 import pytest
 import yaml
 from conftest import ROOT, entry, write_entry
@@ -135,6 +138,20 @@ def test_malformed_arxiv_ids_are_rejected(bad):
 ])
 def test_arxiv_ids_must_fit_the_scheme_of_their_era(arxiv_id, exists):
     assert is_arxiv_id(arxiv_id) is exists
+
+
+@pytest.mark.parametrize(("arxiv_id", "exists"), [
+    ("2612.12345", True), ("2612.12345v3", True),  # this month
+    ("2701.00001", False), ("9912.12345", False),  # next month; December 2099
+])
+def test_arxiv_ids_stop_at_the_current_month(arxiv_id, exists):
+    assert is_arxiv_id(arxiv_id, today=dt.date(2026, 12, 31)) is exists
+
+
+def test_an_id_from_the_future_is_refused_without_a_date_given():
+    assert not is_arxiv_id("9912.12345")
+    this_month = dt.datetime.now(dt.UTC).strftime("%y%m")
+    assert is_arxiv_id(f"{this_month}.00001")
 
 
 def test_an_impossible_id_is_named_with_its_field(tmp_path):
@@ -315,3 +332,54 @@ def test_a_tag_that_cannot_name_a_page_or_a_filter_is_refused(tmp_path):
         load_tags(tags)
     assert caught.value.problems == [
         f"{tags}: Long Context: a tag is lowercase letters, digits and dashes"]
+
+
+@pytest.mark.parametrize("written", ["published:\n", "published: ''\n", "published: ~\n"])
+def test_an_empty_date_is_named_as_empty(tmp_path, written):
+    path = write_entry(tmp_path, entry("one"))
+    kept = [line for line in path.read_text().splitlines() if not line.startswith("published:")]
+    path.write_text("\n".join(kept) + "\n" + written)
+    assert problems(tmp_path) == [
+        f"{path}: published: empty (allowed: a date such as 2024-05-22)"]
+
+
+def test_an_empty_list_field_is_named_as_empty(tmp_path):
+    path = write_entry(tmp_path, entry("one", authors=None))
+    assert problems(tmp_path) == [f"{path}: authors: empty"]
+
+
+def test_a_link_to_a_file_outside_papers_is_named_for_what_it_is(tmp_path):
+    papers, outside = tmp_path / "papers", tmp_path / "elsewhere"
+    papers.mkdir()
+    outside.mkdir()
+    target = write_entry(outside, entry("one"))
+    (papers / "one.yaml").symlink_to(target)
+    assert problems(papers) == [
+        f"{papers / 'one.yaml'}: (file): a symbolic link to {target}, outside {papers}/; "
+        f"entries must be files in {papers}/, not links"]
+
+
+def test_a_link_between_entries_is_refused_too(tmp_path):
+    write_entry(tmp_path, entry("one"))
+    (tmp_path / "two.yaml").symlink_to("one.yaml")  # relative, as `ln -s one.yaml two.yaml`
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'two.yaml'}: (file): a symbolic link to one.yaml; "
+        f"entries must be files in {tmp_path}/, not links"]
+
+
+def test_a_dangling_link_is_named_as_dangling(tmp_path):
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere" / "gone.yaml")
+    (tmp_path / "notes.txt").symlink_to("missing.txt")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'gone.yaml'}: (file): a dangling symbolic link (to "
+        f"{tmp_path / 'nowhere' / 'gone.yaml'}); entries must be files in {tmp_path}/",
+        f"{tmp_path / 'notes.txt'}: (file): a dangling symbolic link (to missing.txt); "
+        f"entries must be files in {tmp_path}/"]
+
+
+def test_a_folder_named_like_an_entry_is_named_as_a_folder(tmp_path):
+    (tmp_path / "one.yaml").mkdir()
+    assert os.path.isdir(tmp_path / "one.yaml")
+    assert problems(tmp_path) == [
+        f"{tmp_path / 'one.yaml'}: (file): a folder; only .yaml entry files belong in "
+        f"{tmp_path}/"]

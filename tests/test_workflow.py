@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,15 @@ from snakemake.settings.types import (
     OutputSettings,
     ResourceSettings,
     StorageSettings,
+)
+
+from digestlab import workflow as workflow_module
+from digestlab.io import read_json, write_json_atomic
+from digestlab.workflow import (
+    clear_stale_locks,
+    process_start_ticks,
+    record_lock_holder,
+    this_run,
 )
 
 
@@ -272,11 +282,122 @@ def test_a_second_run_is_refused_and_a_killed_run_restarts_with_the_plain_comman
     time.sleep(1)
     os.killpg(third.pid, signal.SIGKILL)  # a power cut: Snakemake and its jobs at once
     third.wait()
-    assert list((workspace / ".snakemake" / "locks").glob("*.lock"))
+    locks = workspace / ".snakemake" / "locks"
+    assert list(locks.glob("*.lock"))
+    (record,) = locks.glob("holder.*.json")  # the killed run said who held the locks
+    assert read_json(record)["pid"] == third.pid
+    assert read_json(record)["host"] == socket.gethostname()
     again = snakemake_cli(workspace)  # the README's plain command, nothing added
     assert again.returncode == 0, again.stderr
-    assert "removed the locks of an earlier run" in again.stderr
+    assert f"removed the locks of an earlier run (pid {third.pid} on " in again.stderr
     resumed = json.loads(metrics.read_text())
     for m in (resumed, uninterrupted):
         del m["timing"]
     assert resumed == uninterrupted
+
+
+def leftover_locks(workdir: Path, *holders: dict) -> Path:
+    """Snakemake's locks in `workdir` as a run killed outright leaves them, with the holder
+    records `holders`."""
+    locks = workdir / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.input.lock").write_text("papers/cla.yaml\n")
+    (locks / "0.output.lock").write_text("site/.built\n")
+    for holder in holders:
+        write_json_atomic(locks / f"holder.{holder['host']}.{holder['pid']}.json", holder)
+    return locks
+
+
+def ended_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+ELSEWHERE = {"host": "node-7", "pid": 4242, "start_ticks": 1234, "boot_id": "b",
+             "started": "2026-12-01 09:30:00 UTC"}
+
+
+def test_a_run_records_itself_beside_the_locks_it_holds(tmp_path):
+    assert record_lock_holder(tmp_path) is None  # no locks: nothing to hold
+    locks = leftover_locks(tmp_path)
+    record = read_json(record_lock_holder(tmp_path))
+    assert record["host"] == socket.gethostname() and record["pid"] == os.getpid()
+    assert record["start_ticks"] == process_start_ticks(os.getpid()) is not None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", record["started"])
+    assert [p.name for p in locks.glob("holder.*.json")] == [
+        f"holder.{socket.gethostname()}.{os.getpid()}.json"]
+
+
+def test_locks_of_a_run_that_ended_on_this_host_are_removed(tmp_path):
+    holder = this_run() | {"pid": ended_pid()}
+    locks = leftover_locks(tmp_path, holder)
+    said = clear_stale_locks(tmp_path)
+    assert said == (f"removed the locks of an earlier run (pid {holder['pid']} on "
+                    f"{holder['host']}, started {holder['started']}) that was stopped without "
+                    "cleaning up")
+    assert list(locks.iterdir()) == []
+
+
+def test_a_pid_given_to_a_later_process_is_not_taken_for_the_holder(tmp_path):
+    holder = this_run()  # this very pid, but a process that started at another time
+    holder["start_ticks"] -= 1
+    locks = leftover_locks(tmp_path, holder)
+    assert clear_stale_locks(tmp_path).startswith("removed the locks of an earlier run")
+    assert list(locks.iterdir()) == []
+
+
+def test_locks_held_on_another_host_are_kept_with_one_line_naming_the_holder(tmp_path):
+    locks = leftover_locks(tmp_path, ELSEWHERE)
+    before = sorted(locks.iterdir())
+    assert clear_stale_locks(tmp_path) == (
+        f"{locks}: the locks were kept: they belong to the run of pid 4242 on node-7, started "
+        "2026-12-01 09:30:00 UTC, which this host cannot check; if that run has stopped, "
+        "clear them with `snakemake --unlock`")
+    assert sorted(locks.iterdir()) == before
+    # one dead holder here does not make the other host's locks stale
+    leftover_locks(tmp_path / "both", ELSEWHERE, this_run() | {"pid": ended_pid()})
+    assert "node-7" in clear_stale_locks(tmp_path / "both")
+
+
+def test_locks_of_a_live_run_on_this_host_are_kept(tmp_path):
+    holder = this_run()  # this test's own process: alive
+    locks = leftover_locks(tmp_path, holder)
+    before = sorted(locks.iterdir())
+    said = clear_stale_locks(tmp_path)
+    assert said.startswith(f"{locks}: the locks were kept: they belong to the run of pid "
+                           f"{os.getpid()} on {socket.gethostname()}, started ")
+    assert "still running" in said and "`snakemake --unlock`" in said and "\n" not in said
+    assert sorted(locks.iterdir()) == before
+
+
+def test_locks_without_a_holder_record_go_when_no_snakemake_runs_here(tmp_path, monkeypatch):
+    locks = leftover_locks(tmp_path)  # a run stopped before it recorded itself
+    monkeypatch.setattr(workflow_module, "live_snakemake_runs", lambda workdir: [4242])
+    assert clear_stale_locks(tmp_path) is None and list(locks.glob("*.lock"))
+    monkeypatch.setattr(workflow_module, "live_snakemake_runs", lambda workdir: [])
+    assert clear_stale_locks(tmp_path) == ("removed the locks of an earlier run that was "
+                                           "stopped without cleaning up")
+    assert list(locks.iterdir()) == []
+
+
+def test_an_unreadable_holder_record_keeps_the_locks(tmp_path):
+    locks = leftover_locks(tmp_path)
+    (locks / "holder.x.1.json").write_text("{not json")
+    said = clear_stale_locks(tmp_path)
+    assert said.startswith(f"{locks / 'holder.x.1.json'}: (file): a lock holder record that "
+                           "cannot be read") and "`snakemake --unlock`" in said
+    assert list(locks.glob("*.lock"))
+
+
+def test_a_run_beside_locks_held_on_another_host_is_refused_and_names_the_holder(workspace):
+    locks = leftover_locks(workspace, ELSEWHERE)
+    done = snakemake_cli(workspace)
+    assert done.returncode != 0 and "cannot be locked" in done.stderr
+    assert "they belong to the run of pid 4242 on node-7, started 2026-12-01 09:30:00 UTC" \
+        in done.stderr and "Traceback" not in done.stderr
+    assert list(locks.glob("*.lock")) and not (workspace / "resources").exists()
+    unlocked = snakemake_cli(workspace, "--unlock")
+    assert unlocked.returncode == 0 and "node-7" not in unlocked.stderr
+    assert not locks.exists()

@@ -25,18 +25,29 @@ from digestlab.workflow import (
     export_package_path,
     load_papers_or_exit,
     load_reproductions_or_exit,
+    record_lock_holder,
     retry_token,
 )
 
 
 validate(config, "schemas/config.schema.yaml")
 
-# A run killed outright leaves its locks behind; with no other run alive here, they are stale.
-# Only a run a person started clears them: a job that parses the workflow again (on a cluster
-# node, where the run that submitted it is not among the processes) leaves them alone.
-if not (workflow.remote_exec or workflow.subprocess_exec) and clear_stale_locks():
-    print("removed the locks of an earlier run that was stopped without cleaning up",
-          file=sys.stderr)
+# A run killed outright leaves its locks behind; when the run that recorded itself as their
+# holder ran on this host and is gone, and no other run is alive here, they are stale. Only a
+# run a person started clears them: a job that parses the workflow again (on a cluster node,
+# where the run that submitted it is not among the processes) leaves them alone, and so does
+# `--unlock`, which removes them anyway.
+PERSON_STARTED = not (workflow.remote_exec or workflow.subprocess_exec)
+if PERSON_STARTED and "--unlock" not in sys.argv and (said := clear_stale_locks()):
+    print(said, file=sys.stderr)
+
+
+# Once this run holds the locks (a real run, not a dry one), it records itself beside them:
+# host, pid and start, which a run on another host of a shared folder reads.
+onstart:
+    if PERSON_STARTED and workflow.execution_settings.lock:
+        record_lock_holder()
+
 
 # Every job imports the digestlab package beside this workflow, whichever environment runs it.
 export_package_path(workflow.basedir)
