@@ -67,7 +67,8 @@ EXPERIMENT_GPUS = 1 if SCALE == "gpu" else 0
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
 REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
 # Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
-RENDER_SOURCES = package_files("templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
+RENDER_SOURCES = package_files(
+    "render.py", "sanitize.py", "templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
 HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/stylesheets/extra.css"]
 
 

@@ -69,7 +69,7 @@ rule site:
         hand_written=HAND_WRITTEN,
         tags=config["tags"],
         mkdocs="mkdocs.yml",
-        hooks=package_files("mkdocs_hooks.py"),
+        hooks=package_files("mkdocs_hooks.py", "sanitize.py"),
     output:
         "site/.built",
     params:
