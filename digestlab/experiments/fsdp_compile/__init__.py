@@ -53,6 +53,9 @@ class Params(BaseModel):
     threads: int = Field(1, gt=0)  # CPU threads of each process
     memory_steps: int = Field(3, gt=1)  # steps of a memory run (CPU), past the first optimizer step
     memory_rounds: int = Field(2, ge=2)  # the first rounds, which also run memory runs (CPU)
+    # every single-process run in one process (a quick look: its timings and memory peaks are
+    # not each run's own); otherwise each timed or memory run has processes of its own
+    one_process: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
@@ -153,7 +156,7 @@ SCALES = {
         train=TrainConfig(steps=4, learning_rate=3e-3, min_lr=3e-4, warmup_steps=1,
                           log_every=1),
         batch_size=2, seq_len=32, n_documents=40, repeats=2, memory_steps=2,
-        world_sizes=[1, 2],
+        world_sizes=[1, 2], one_process=True,
         parity=Parity(model=GPTConfig(block_size=32, n_layer=2, d_model=32, n_heads=2,
                                       n_kv_heads=2, head_dim=16, mlp_hidden=128,
                                       tie_embeddings=False),

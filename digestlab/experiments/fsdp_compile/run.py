@@ -171,22 +171,44 @@ def run_parity(params: Params, device: torch.device, devices: int, workdir: Path
         return [r for measured in done for r in measured]
 
 
+def run_together(params: Params, plan: list[Setup], device: torch.device, devices: int,
+                 workdir: Path, log) -> tuple[list[dict], list[dict]]:
+    """With `params.one_process` (the smoke scale): every single-process run, timed, memory and
+    parity, one after the other in one process, beside the FSDP parity ranks. Every code path
+    runs, in seconds; the timings and memory peaks are not each run's own. Returns the timed and
+    memory runs' measurements, in plan order, and the parity runs'."""
+    alone, *sharded = parity_setups(params, devices)
+    jobs = [plan + alone, *sharded]
+    log(f"{len(plan) + len(alone)} runs in one process, beside "
+        f"{', '.join(f'{job[0].name} ({len(job)} runs)' for job in sharded) or 'nothing'}")
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        done = [r for measured in pool.map(lambda job: run_job(params, job, device, workdir), jobs)
+                for r in measured]
+    return ([r for r in done if not r["setup"]["parity"]],
+            [r for r in done if r["setup"]["parity"]])
+
+
 def run(params: Params, ctx: RunContext) -> Report:
     """Run every configuration, decide the claims, draw the figures."""
     device = pick_device("auto")
     gpu = device.type == "cuda"
     devices = torch.cuda.device_count() if gpu else max(params.world_sizes)
     plan = setups(params, gpu)
-    runs: dict[str, list[dict]] = {}  # configuration -> its timed runs, by round
-    memory_runs: dict[str, list[dict]] = {}  # configuration -> its memory runs (CPU), by round
     with tempfile.TemporaryDirectory(prefix="fsdp-compile-") as tmp:
         workdir = Path(tmp)
-        for i, setup in enumerate(plan, 1):
-            kind = "memory" if setup.memory else "timed"
-            ctx.log(f"run {i}/{len(plan)}: {setup.name}, seed {setup.seed}, {kind}")
-            (measured,) = run_job(params, [setup], device, workdir)
-            (memory_runs if setup.memory else runs).setdefault(setup.name, []).append(measured)
-        parity = run_parity(params, device, devices, workdir, ctx.log)
+        if params.one_process:
+            measured, parity = run_together(params, plan, device, devices, workdir, ctx.log)
+        else:
+            measured = []
+            for i, setup in enumerate(plan, 1):
+                kind = "memory" if setup.memory else "timed"
+                ctx.log(f"run {i}/{len(plan)}: {setup.name}, seed {setup.seed}, {kind}")
+                measured += run_job(params, [setup], device, workdir)
+            parity = run_parity(params, device, devices, workdir, ctx.log)
+    runs: dict[str, list[dict]] = {}  # configuration -> its timed runs, by round
+    memory_runs: dict[str, list[dict]] = {}  # configuration -> its memory runs (CPU), by round
+    for m in measured:
+        (memory_runs if m["setup"]["memory"] else runs).setdefault(m["setup"]["name"], []).append(m)
     memory = {name: [r["training_memory_bytes"] for r in rs]
               for name, rs in (memory_runs or runs).items()}
     # each checkpointed fraction's memory: eager memory runs on a CPU, compiled timed runs on a

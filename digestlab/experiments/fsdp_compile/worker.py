@@ -7,7 +7,8 @@ JOB is a JSON file with the params and the setups to run one after the other; ra
 what the loop measured in each, and the peak memory over ranks, to OUT. Every timed or memory
 run is a job of its own, in processes of its own, so that its peak memory is its own and
 nothing compiled or allocated by one run serves the next; the loss-parity runs, which measure
-neither, share their processes.
+neither, share their processes. (At the smoke scale, `Params.one_process`, every single-process
+run shares one.)
 """
 
 from __future__ import annotations
