@@ -48,6 +48,9 @@ INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2060"))  # a BOM, zero-width s
 SENTENCE = re.compile(r"[.!?]$|[.!?][\"')\]]$")
 
 MAX_TITLE_LINES = 3  # a title wraps over at most this many lines
+# An English paragraph before the commentary is the abstract only when it is this long (arXiv's
+# abstracts run to 1,000 characters and more); a shorter one is commentary, kept in the note.
+MIN_ABSTRACT_CHARS = 300
 MAX_TITLE_CHARS = 250  # a longer line is a paragraph, not a title
 MAX_AUTHOR_LINES = 12  # a list of authors wraps over at most this many lines
 MAX_NAME_WORDS = 6
@@ -175,7 +178,8 @@ def _authors(lines: list[Line], i: int, strict: bool) -> _Authors | None:
     """The authors in parentheses from lines[i] on, however wrapped; None when lines[i] opens no
     such list. A list over several lines, and with `strict` any list, must read as names."""
     first = lines[i].text
-    if not first.startswith("(") or _url(first):
+    # a parenthesis closed before the line ends opens a title such as "(Self-)Rewarding ..."
+    if not first.startswith("(") or ")" in first[:-1] or _url(first):
         return None
     rows, j = [first], i
     while not rows[-1].endswith(")"):
@@ -325,17 +329,24 @@ def _fill_body(item: DigestItem, body: list[Line], problems: list[Problem]) -> l
     else:  # one English paragraph: the abstract runs to its first full stop
         cut = next((k + 1 for k, line in enumerate(rows) if SENTENCE.search(line.text)), 1)
         cut = cut if cut < len(rows) else 1 if len(rows) > 1 else 0
+    if sum(len(line.text) for line in rows[:cut]) < MIN_ABSTRACT_CHARS:
+        cut = 0  # too short for an abstract: the commentary, which must not be lost
     if cut:
         item.abstract = " ".join(line.text for line in rows[:cut])
     item.commentary = [line.text for line in rows[cut:]]
+    starts_paragraph = {line.number for above, line in zip(body, body[1:], strict=False)
+                        if not above.text and line.text}
     for k, line in enumerate(rows[:-1]):
         above, below = rows[k - 1].text if k else "", rows[k + 1].text
-        if k and not (HANGUL.search(above) or SENTENCE.search(above)):
+        if k and not (HANGUL.search(above) or SENTENCE.search(above)
+                      or line.number in starts_paragraph):
             continue  # the wrapped rest of a paragraph
         url = _url(below, bracketed=False)
-        if _starts_title(line.text) and _title_like(line.text) and (HANGUL.search(below) or (
-                k >= cut and url and not ARXIV_HOST.match(url))):
-            what = "Korean text" if HANGUL.search(below) else "a URL"
+        if _starts_title(line.text) and _title_like(line.text) and (
+                HANGUL.search(below) or (k >= cut and url and not ARXIV_HOST.match(url))
+                or (k and line.number in starts_paragraph)):
+            what = ("Korean text" if HANGUL.search(below) else "a URL" if url
+                    else "the rest of its paragraph")
             problems.append(Problem(line.number, f"{_short(line.text)}, above {what} in the "
                                     f"body of {_short(item.title)}, reads as a title; if another "
                                     "paper starts there, end this one with its #tags line"))

@@ -33,6 +33,10 @@ _ARXIV_PARTS = re.compile(r"^(?:(?P<new>\d{4})\.(?P<number>\d{4,5})"
                           r"|[a-z][a-z-]*(?:\.[A-Z]{2})?/(?P<old>\d{4})(?P<serial>\d{3}))"
                           r"(?:v\d+)?$")
 LANGUAGES = ("ko", "en")
+# Characters that XML 1.0 (and so a feed) cannot hold; and the line breaks that YAML and
+# Markdown see besides \n, which would end a title's line in a page's front matter.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+LINE_BREAKS = re.compile("[\r\n\x85\u2028\u2029]")
 MAX_ENTRY_BYTES = 256 * 1024  # an entry is a page of notes; anything larger is a mistake
 MAX_NOTE_CHARS = 20_000
 
@@ -137,6 +141,36 @@ def arxiv_abs_url(arxiv_id: str) -> str:
     return f"https://arxiv.org/abs/{arxiv_id}"
 
 
+def plain_text(text: str, one_line: bool = True) -> str:
+    """Text from outside (arXiv's) made fit for a page, its front matter and a feed: without
+    the characters XML cannot hold, and with `one_line` its line breaks of every kind spaces."""
+    text = NOT_XML.sub("", text)
+    return " ".join(LINE_BREAKS.sub(" ", text).split()) if one_line else text
+
+
+def _fit_text(value: str, one_line: bool) -> str:
+    """An entry's text as written, or a ValueError naming the first character no page, front
+    matter or feed can carry."""
+    unfit = NOT_XML.search(value) or (LINE_BREAKS.search(value) if one_line else None)
+    if unfit:
+        what = "a line break" if LINE_BREAKS.match(unfit[0]) else "a control character" \
+            if unfit[0] < " " else "a character that is not text"
+        raise ValueError(f"holds U+{ord(unfit[0]):04X} ({what}) at character {unfit.start() + 1};"
+                         f" {'one line of text' if one_line else 'text'} is allowed")
+    return value
+
+
+def _line(value: str) -> str:
+    return _fit_text(value, one_line=True)
+
+
+def _text(value: str) -> str:
+    return _fit_text(value, one_line=False)
+
+
+Line = Annotated[str, AfterValidator(_line)]
+
+
 def _known_tag(value: str, info: ValidationInfo) -> str:
     tags = (info.context or {}).get("tags")
     if tags is not None and value not in tags:
@@ -186,8 +220,8 @@ class Source(Strict):
 class Note(Strict):
     """The reader's commentary in Markdown, once per language."""
 
-    ko: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
-    en: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+    ko: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+    en: Annotated[str, AfterValidator(_text)] = Field(min_length=1, max_length=MAX_NOTE_CHARS)
 
     @field_validator("ko", "en")
     @classmethod
@@ -216,9 +250,9 @@ class Paper(Strict):
 
     id: str
     source: Source
-    title: str = Field(min_length=1, max_length=500)
+    title: Line = Field(min_length=1, max_length=500)
     # some collaborations sign with thousands of names
-    authors: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+    authors: list[Annotated[Line, Field(min_length=1, max_length=200)]] = Field(
         min_length=1, max_length=5000)
     published: dt.date
     digest_date: dt.date
@@ -228,7 +262,7 @@ class Paper(Strict):
     tags: list[Annotated[str, AfterValidator(_known_tag)]] = Field(min_length=1, max_length=30)
     note: Note
     related: list[str] = Field(default_factory=list, max_length=200)
-    links: dict[str, HttpUrl] = Field(default_factory=dict, max_length=50)
+    links: dict[Line, HttpUrl] = Field(default_factory=dict, max_length=50)
     reproduction: Reproduction | None = None
 
     @field_validator("id")
@@ -308,7 +342,9 @@ def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
     """Turn one pydantic error into (field path, readable message)."""
     loc = [str(part) for part in error["loc"]]
     field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-    field = field.lstrip(".") or "(top level)"
+    # a key is the entry's own text: what would break the message's line is shown escaped
+    field = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in field.lstrip("."))
+    field = field or "(top level)"
     kind, msg = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return field, "unknown field"

@@ -37,6 +37,7 @@ from digestlab.papers import (
     arxiv_abs_url,
     bare_arxiv_id,
     load_tags,
+    plain_text,
     read_paper,
     resolve_related,
 )
@@ -71,10 +72,10 @@ def markdown_text(value: Any) -> markupsafe.Markup:
 
 
 def yaml_scalar(value: Any) -> markupsafe.Markup:
-    """A front-matter value: a JSON string is a YAML scalar, once YAML's forbidden characters
-    (C1 controls and DEL, which JSON leaves alone) are escaped."""
-    text = json.dumps(value, ensure_ascii=False)
-    return markupsafe.Markup(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m[0]):04x}", text))
+    """A front-matter value: a JSON string with every character beyond ASCII escaped is a YAML
+    scalar that no character can end early (YAML breaks lines at U+2028 too, and forbids C1
+    controls, which JSON would leave alone)."""
+    return markupsafe.Markup(json.dumps(value, ensure_ascii=True))
 
 
 def fenced(text: str, lang: str = "") -> markupsafe.Markup:
@@ -223,11 +224,22 @@ def read_result(metrics: str | Path) -> dict[str, Any]:
     return result
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A paper's metadata (resources/arxiv/<id>.json) with its text made plain: arXiv's title,
+    authors and abstract may hold what no page, front matter or feed can carry."""
+    meta = read_json(path)
+    for key in ("title", "abstract"):
+        if isinstance(meta.get(key), str):
+            meta[key] = plain_text(meta[key], one_line=key == "title")
+    meta["authors"] = [plain_text(str(a)) for a in meta.get("authors") or []]
+    return meta
+
+
 def load_view(entry: str | Path, arxiv: str | Path | None, metrics: str | Path | None) -> PaperView:
     """Read one paper's entry, metadata and result."""
     return PaperView(
         paper=read_paper(entry),
-        meta=read_json(arxiv) if arxiv else None,
+        meta=read_metadata(arxiv) if arxiv else None,
         result=read_result(metrics) if metrics else None,
     )
 
@@ -251,7 +263,7 @@ def render_paper_pages(
     view = load_view(entry, arxiv, metrics)
     vocabulary = load_tags(tags)
     papers = {Path(p).stem: read_paper(p) for p in related_entries}
-    metadata = {bare_arxiv_id(m["arxiv_id"]): m for m in map(read_json, related_arxiv)}
+    metadata = {bare_arxiv_id(m["arxiv_id"]): m for m in map(read_metadata, related_arxiv)}
     for lang in LANGUAGES:
         text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers,
                       related_metadata=metadata)

@@ -55,9 +55,6 @@ PAGE_ATTRIBUTES = {
     "th": {"style"},
     "ol": {"start"},
 }
-# (a `data-` attribute carries no script: the results table's filters read them)
-PAGE_ATTRIBUTE_PREFIXES = {"data-"}
-
 URL_SCHEMES = {"http", "https", "mailto"}  # and relative URLs, which have none
 NOTE_STYLES = {"text-align"}  # a table cell's, from the tables extension
 PAGE_STYLES = NOTE_STYLES | {"background-color"}  # the feature browser's shading
@@ -75,7 +72,6 @@ def note_html(text: str) -> markupsafe.Markup:
 def page_html(html: str) -> str:
     """A page's content as MkDocs rendered it, with only what the PAGE_ lists allow."""
     return nh3.clean(
-        html, tags=PAGE_TAGS, attributes=PAGE_ATTRIBUTES,
-        generic_attribute_prefixes=PAGE_ATTRIBUTE_PREFIXES, url_schemes=URL_SCHEMES,
+        html, tags=PAGE_TAGS, attributes=PAGE_ATTRIBUTES, url_schemes=URL_SCHEMES,
         filter_style_properties=PAGE_STYLES, link_rel=None, strip_comments=True,
     )

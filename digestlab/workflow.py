@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import socket
 import sys
 import time
@@ -152,16 +153,33 @@ def this_run() -> dict[str, Any]:
             "started": _process_started(ticks)}
 
 
-def record_lock_holder(workdir: str | Path = ".") -> Path | None:
-    """Write this run's holder record beside Snakemake's locks in `workdir`, atomically; called
-    once the run holds them. Returns the record's path, or None when there are no locks."""
+def record_lock_holder(workdir: str | Path = ".", before_locking: bool = False) -> Path | None:
+    """Write this run's holder record beside Snakemake's locks in `workdir`, atomically, and
+    return its path. Called while the workflow is parsed (`before_locking`: only when no locks
+    stand, since a run that finds locks is refused or holds other files), so that no moment of
+    the run's hold goes unrecorded, and again once it holds them. None when nothing is written."""
     locks = Path(workdir) / LOCKS
-    if not (locks.is_dir() and any(locks.glob("*.lock"))):
+    held = locks.is_dir() and any(locks.glob("*.lock"))
+    if held == before_locking:
         return None
     holder = this_run()
     path = locks / f"holder.{holder['host']}.{holder['pid']}.json"
     write_json_atomic(path, holder)
     return path
+
+
+# Command-line words of a Snakemake call that runs no job: a dry run, --unlock (which clears the
+# locks itself), and the calls that only read or describe the workflow.
+NO_RUN = frozenset("--dry-run --dryrun --unlock --lint --summary --detailed-summary --list-rules "
+                   "--list --dag --rulegraph --filegraph --d3dag --containerize --report "
+                   "--generate-unit-tests --cleanup-metadata --list-changes --lc".split())
+
+
+def runs_jobs(argv: list[str]) -> bool:
+    """Whether a `snakemake` command line may run jobs: none of NO_RUN, and no -n among short
+    flags (`-n`, `-pn`). The workflow's settings are not known while it is parsed, hence argv."""
+    return not any(arg.split("=")[0] in NO_RUN or (re.fullmatch(r"-[A-Za-z]+", arg)
+                                                   and "n" in arg) for arg in argv[1:])
 
 
 def _holder_records(locks: Path) -> tuple[list[dict[str, Any]], list[Path]]:
@@ -173,6 +191,9 @@ def _holder_records(locks: Path) -> tuple[list[dict[str, Any]], list[Path]]:
             holder["host"], holder["pid"] = str(holder["host"]), int(holder["pid"])
             if holder["pid"] <= 0:
                 raise ValueError("no process has this pid")
+            ticks = holder.get("start_ticks")
+            if ticks is not None and (type(ticks) is not int or ticks < 0):
+                raise ValueError("a start that is not a count of clock ticks")
             holders.append(holder)
         except (OSError, ValueError, TypeError, KeyError):
             unreadable.append(path)

@@ -156,8 +156,8 @@ def test_import_turns_a_digest_into_entries_and_overwrites_nothing(repo, capsys)
     note = yaml.safe_load((repo / "papers" / "a-note-without-authors.yaml").read_text())
     assert note["source"] == {"url": "https://example.org/a-note"} and note["authors"] == []
     assert note["tags"] == ["llm", "astrology"]  # tags over two lines; the unknown one kept
-    # an English paragraph before the commentary is taken for the abstract, left to the fetch
-    assert note["note"]["ko"] == "짧은 메모입니다."
+    # an English line too short to be the abstract is commentary, kept in the note
+    assert note["note"]["ko"] == "Tools and links collected for later.\n짧은 메모입니다."
     assert "unknown tags astrology kept" in said
     # found by its title on arXiv, and already held by the workspace's cla entry
     assert "cla.yaml already holds 2405.12981; skipped" in said

@@ -14,8 +14,16 @@ from conftest import ROOT
 from digestlab.cli import import_digest
 from digestlab.digest import DigestError, parse_digest
 
+# An abstract as long as arXiv's (they run to 1,000 characters and more): an English paragraph
+# this short before the commentary (300 characters) is read as commentary.
+ABSTRACT = ("Caching keys and values speeds up decoding but takes memory that grows with the "
+            "context and the batch. We let adjacent layers share one set of keys and values, "
+            "which halves the cache again on top of multi-query attention, and we train models "
+            "from scratch at several sizes to show that the perplexity given up is small against "
+            "what the smaller cache buys at serving time.")
+
 # The issue's digest: the second entry's tags are glued together.
-GLUED = """\
+GLUED = f"""\
 2024-05-22
 You Only Cache Once: Decoder-Decoder Architectures for Language Models
 (Yutao Sun, Li Dong)
@@ -30,7 +38,7 @@ https://arxiv.org/abs/2405.12528
 Reducing Transformer Key-Value Cache Size with Cross-Layer Attention
 (William Brandon, Mayank Mishra)
 https://arxiv.org/abs/2405.12981
-Key-value caching plays an essential role in decoding.
+{ABSTRACT}
 레이어 사이에서 KV 캐시를 나눠 씁니다.
 #efficiency
 Phi-3 Technical Report
@@ -74,7 +82,7 @@ def test_glued_tags_close_an_entry_like_spaced_ones():
         assert [item.line for item in digest.items] == [2, 7, 12, 18]
         assert digest.items[1].commentary == ["엔트로피가 높은 토큰의 KV 캐시만 남기는 방법."]
         assert digest.items[2].authors == ["William Brandon", "Mayank Mishra"]
-        assert digest.items[2].abstract == "Key-value caching plays an essential role in decoding."
+        assert digest.items[2].abstract == ABSTRACT
         assert digest.problems == []
         assert_apart(digest)
 
@@ -281,46 +289,55 @@ Phi-3 모델.
 
 
 def test_english_and_korean_commentary_and_wrapped_abstracts():
-    digest = parse_digest("""\
+    wrapped = ABSTRACT.replace(" context and", "\ncontext and").replace(" multi-query",
+                                                                      "\nmulti-query")
+    yoco = ("A decoder-decoder architecture caches key-value pairs only once: a self-decoder "
+            "encodes the context with efficient attention, and a cross-decoder reuses its one "
+            "cache in every layer, so memory and prefill time drop by an order of magnitude "
+            "for long contexts while the language modelling loss stays close to a Transformer's "
+            "of the same size.")
+    digest = parse_digest(f"""\
 2024-05-22
 Cross-Layer Attention
 (William Brandon)
-Key-value caching plays an essential role in accelerating decoding for
-transformer-based autoregressive large language models. However, the
-amount of memory required can become prohibitive
+{wrapped}
 레이어 사이에서 KV 캐시를 나눠 씁니다.
 English remark in the middle, then Korean again.
 한국어 코멘트.
 #efficiency
 You Only Cache Once
 https://arxiv.org/abs/2405.05254
-A decoder-decoder architecture that caches key-value pairs
-only once.
+{yoco.replace(" a self-decoder", chr(10) + "a self-decoder")}
 Commentary in English, on two lines
 of text.
 #efficiency
 SirLLM
 (Yao Yao)
-An abstract paragraph.
+{ABSTRACT}
 
 The commentary, after a blank line.
 #efficiency
+SPO
+(Xingzhou Lou)
+A short English remark is commentary, not an abstract.
+짧은 한국어 코멘트.
+#alignment
 """)
     assert entries(digest) == [("Cross-Layer Attention", None, ["efficiency"]),
                                ("You Only Cache Once", "2405.05254", ["efficiency"]),
-                               ("SirLLM", None, ["efficiency"])]
-    assert digest.items[0].abstract == (
-        "Key-value caching plays an essential role in accelerating decoding for "
-        "transformer-based autoregressive large language models. However, the "
-        "amount of memory required can become prohibitive")
+                               ("SirLLM", None, ["efficiency"]),
+                               ("SPO", None, ["alignment"])]
+    assert digest.items[0].abstract == ABSTRACT
     assert digest.items[0].commentary == ["레이어 사이에서 KV 캐시를 나눠 씁니다.",
                                           "English remark in the middle, then Korean again.",
                                           "한국어 코멘트."]
-    assert digest.items[1].abstract == ("A decoder-decoder architecture that caches key-value "
-                                        "pairs only once.")
+    assert digest.items[1].abstract == yoco
     assert digest.items[1].commentary == ["Commentary in English, on two lines", "of text."]
-    assert digest.items[2].abstract == "An abstract paragraph."
+    assert digest.items[2].abstract == ABSTRACT
     assert digest.items[2].commentary == ["The commentary, after a blank line."]
+    assert digest.items[3].abstract is None
+    assert digest.items[3].commentary == ["A short English remark is commentary, not an "
+                                          "abstract.", "짧은 한국어 코멘트."]
     assert digest.problems == []
     assert_apart(digest)
 
@@ -488,9 +505,8 @@ URLS = {"none": ([], None), "abs": (["https://arxiv.org/abs/2405.12981v2"], "240
         "pdf": (["http://www.arxiv.org/pdf/2405.12981.pdf"], "2405.12981"),
         "old style": (["arxiv.org/abs/hep-th/9901001/"], "hep-th/9901001"),
         "elsewhere": (["https://example.org/cla"], None)}
-ABSTRACTS = {"none": [], "one line": ["Sharing key-value heads between layers shrinks the "
-                                      "cache."],
-             "wrapped": ["Sharing key-value heads between adjacent", "layers shrinks the cache."]}
+ABSTRACTS = {"none": [], "one line": [ABSTRACT],
+             "wrapped": ABSTRACT.replace(" We let", "\nWe let").split("\n")}
 TAG_LINES = {"spaced": ["#efficiency #llm"], "glued": ["#efficiency#llm"],
              "commas": ["#efficiency, #llm"], "two lines": ["#efficiency", "#llm"],
              "absent, at the line's end": None}
@@ -602,3 +618,41 @@ def test_import_without_a_title_or_an_arxiv_record_writes_nothing(config, capsys
     assert said.err.splitlines()[1] == ("digest.txt: line 2: an entry without a title, and "
                                         "arXiv gave none; not written")
     assert "wrote 0 of 1 papers" in said.out
+
+
+def test_short_english_commentary_an_untagged_entry_and_a_title_opening_a_parenthesis():
+    digest = parse_digest("""\
+2024-07-12
+FlashAttention-3: Fast and Accurate Attention with Asynchrony and Low-precision
+(Jay Shah, Ganesh Bikshandi, Ying Zhang)
+https://arxiv.org/abs/2407.08608
+H100 only, FP8 support, 1.5-2.0x faster than FA2.
+Hopper의 비동기 기능을 적극 활용했네요.
+#efficiency
+Phi-3
+Phi-3 Small, Medium 모델 공개.
+
+Mixtral of Experts
+Sparse MoE with 8 experts per layer, top-2 routing.
+오픈 모델 중 최고.
+#llm
+(Self-)Rewarding Language Models
+(Weizhe Yuan, Richard Yuanzhe Pang,
+ Xian Li, Jason Weston)
+https://arxiv.org/abs/2401.10020
+자기 보상.
+#alignment
+""")
+    flash, phi, rewarding = digest.items
+    # an English line before the Korean, too short for an abstract, stays in the note
+    assert flash.abstract is None and flash.commentary[0].startswith("H100 only")
+    # without a tags line, authors or a URL, nothing proves a second paper starts at Mixtral,
+    # but the reader says where one may
+    assert phi.commentary[1] == "Mixtral of Experts"
+    assert messages(digest) == [
+        "line 11: 'Mixtral of Experts', above the rest of its paragraph in the body of 'Phi-3', "
+        "reads as a title; if another paper starts there, end this one with its #tags line"]
+    # a parenthesis closed inside the line opens a title, not a list of authors
+    assert rewarding.title == "(Self-)Rewarding Language Models"
+    assert rewarding.authors == ["Weizhe Yuan", "Richard Yuanzhe Pang", "Xian Li", "Jason Weston"]
+    assert rewarding.arxiv_id == "2401.10020"

@@ -311,6 +311,30 @@ def test_a_byte_order_mark_and_html_in_the_text_are_read_as_the_person_wrote_the
     assert paper.title == "<script>alert(1)</script> & <b>x</b>"  # escaped when rendered
 
 
+@pytest.mark.parametrize(("field", "fields", "said"), [
+    # a line separator would end the title's line in a page's front matter
+    ("title", {"title": "A title\u2028--- [x](https://evil.example){ .md-button }"},
+     "holds U+2028 (a line break) at character 8; one line of text is allowed"),
+    ("title", {"title": "Two\nlines"}, "holds U+000A (a line break)"),
+    # characters XML cannot hold would stop every feed from being written
+    ("authors[0]", {"authors": ["Ada\ufffeLovelace"]}, "holds U+FFFE (a character that is not"),
+    ("note.en", {"note": {"ko": "노트", "en": "bell \x07 rings"}},
+     "holds U+0007 (a control character) at character 6; text is allowed"),
+    ("links.co\\u2029de.[key]", {"links": {"co\u2029de": "https://example.org"}},
+     "holds U+2029"),
+])
+def test_text_no_page_front_matter_or_feed_can_carry_is_named(tmp_path, field, fields, said):
+    path = write_entry(tmp_path, entry("one", **fields))
+    (line,) = problems(tmp_path)
+    assert line.startswith(f"{path}: {field}: ") and said in line, line
+
+
+def test_a_note_keeps_its_line_breaks_and_tabs(tmp_path):
+    note = "First line\n\n\tindented code\r\nlast"
+    write_entry(tmp_path, entry("one", note={"ko": note, "en": note}))
+    assert load_papers(tmp_path, TAGS, known_experiment)["one"].note.en == note
+
+
 def test_notes_may_compare_with_angle_brackets_and_link_over_https(tmp_path):
     note = ("MFU < 57% and loss > 2; see [the post](https://example.org/a), "
             "<https://example.org/b> and `<tag>` code")

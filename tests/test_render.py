@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import yaml
 from conftest import ROOT, entry, write_entry
 
 from digestlab.claims import (
@@ -24,6 +25,7 @@ from digestlab.render import (
     number,
     render_paper_pages,
     render_site_pages,
+    yaml_scalar,
 )
 from digestlab.site import SiteError, build_site
 
@@ -96,10 +98,21 @@ def test_paper_page_in_both_languages(tmp_path, paper_files):
     assert "2024년 5월 21일" in pages["ko"] and "May 21, 2024" in pages["en"]
 
 
+def front_matter(page: str) -> dict:
+    return yaml.safe_load(page.split("---\n")[1])
+
+
 def test_tags_in_front_matter_use_each_languages_labels(tmp_path, paper_files):
     pages = render_both(tmp_path, paper_files)
-    assert 'tags: ["효율", "LLM"]' in pages["ko"]
-    assert 'tags: ["Efficiency", "LLM"]' in pages["en"]
+    assert front_matter(pages["ko"])["tags"] == ["효율", "LLM"]
+    assert front_matter(pages["en"])["tags"] == ["Efficiency", "LLM"]
+
+
+def test_front_matter_is_ascii_so_no_character_ends_it_early():
+    # YAML breaks lines at U+2028 and U+2029 too: escaped, they stay inside the value
+    value = "A title\u2028--- [x](https://example.org){ .md-button }\u2029é\x85"
+    text = yaml_scalar(value)
+    assert text.isascii() and yaml.safe_load(f"title: {text}\n") == {"title": value}
 
 
 def test_text_from_arxiv_is_escaped(tmp_path, paper_files):

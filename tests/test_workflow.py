@@ -31,6 +31,7 @@ from digestlab.workflow import (
     clear_stale_locks,
     process_start_ticks,
     record_lock_holder,
+    runs_jobs,
     this_run,
 )
 
@@ -319,9 +320,14 @@ ELSEWHERE = {"host": "node-7", "pid": 4242, "start_ticks": 1234, "boot_id": "b",
              "started": "2026-12-01 09:30:00 UTC"}
 
 
-def test_a_run_records_itself_beside_the_locks_it_holds(tmp_path):
+def test_a_run_records_itself_before_it_locks_and_once_it_holds_the_locks(tmp_path):
     assert record_lock_holder(tmp_path) is None  # no locks: nothing to hold
+    before = record_lock_holder(tmp_path, before_locking=True)  # the moment before it locks
+    assert read_json(before)["pid"] == os.getpid()
+    before.unlink()
+    before.parent.rmdir()
     locks = leftover_locks(tmp_path)
+    assert record_lock_holder(tmp_path, before_locking=True) is None  # locks stand: refused
     record = read_json(record_lock_holder(tmp_path))
     assert record["host"] == socket.gethostname() and record["pid"] == os.getpid()
     assert record["start_ticks"] == process_start_ticks(os.getpid()) is not None
@@ -388,6 +394,30 @@ def test_an_unreadable_holder_record_keeps_the_locks(tmp_path):
     said = clear_stale_locks(tmp_path)
     assert said.startswith(f"{locks / 'holder.x.1.json'}: (file): a lock holder record that "
                            "cannot be read") and "`snakemake --unlock`" in said
+    assert list(locks.glob("*.lock"))
+
+
+def test_a_holder_record_with_a_start_that_is_no_count_keeps_the_locks(tmp_path):
+    locks = leftover_locks(tmp_path, this_run() | {"start_ticks": "abc"})
+    said = clear_stale_locks(tmp_path)
+    assert "a lock holder record that cannot be read" in said and list(locks.glob("*.lock"))
+
+
+@pytest.mark.parametrize(("argv", "runs"), [
+    (["snakemake", "--cores", "all"], True),
+    (["snakemake", "-c2", "-p", "--config", "scale=smoke"], True),
+    (["snakemake", "-n"], False), (["snakemake", "-pn", "-c1"], False),
+    (["snakemake", "--dry-run"], False), (["snakemake", "--unlock"], False),
+    (["snakemake", "--lint"], False), (["snakemake", "--dag"], False),
+])
+def test_only_a_command_that_may_run_jobs_clears_stale_locks_or_records_itself(argv, runs):
+    assert runs_jobs(argv) is runs
+
+
+def test_a_dry_run_leaves_stale_locks_alone(workspace):
+    locks = leftover_locks(workspace, this_run() | {"pid": ended_pid()})
+    done = snakemake_cli(workspace, "-n")
+    assert done.returncode == 0 and "removed the locks" not in done.stderr
     assert list(locks.glob("*.lock"))
 
 

@@ -83,6 +83,10 @@ TITLES = [
 ]
 AUTHORS = ['Ada "><svg onload=alert(46)>', "[x](javascript:alert(47))"]
 ABSTRACT = "</p></details><script>alert(48)</script> and [a](javascript:alert(49))."
+# arXiv's titles may hold what an entry's may not: a line separator, after which YAML would read
+# the rest of the front matter as page Markdown, and a character XML (the feed) cannot hold
+ARXIV_TITLES = ["A post\u2028--- [Sign in again](https://evil.example/login){ data-md-component="
+                "source .md-button #__search }", "A title with \ufffe in it"]
 LINK_LABEL = "code](javascript:alert(50)) [x"
 
 # attributes that hold a URL a browser may follow, load or submit to
@@ -133,6 +137,8 @@ def hazards(html: str) -> list[str]:
     for tag, attrs, in_content in parser.elements:
         if in_content and tag in FORBIDDEN_IN_CONTENT:
             found.append(f"<{tag}> in the content")
+        if in_content and any(name.startswith("data-") for name, _ in attrs):
+            found.append(f"<{tag}> in the content with the theme's data- attributes")
         for name, value in attrs:
             if name.startswith("on"):
                 found.append(f"<{tag} {name}={value!r}>")
@@ -169,6 +175,8 @@ def hostile_site(tmp_path_factory) -> Path:
         # as arXiv would give it: the entry's title and authors, and a hostile abstract
         meta = offline_metadata(read_paper(entries[-1]).fallback_metadata(), "offline")
         meta |= {"origin": "arxiv", "abstract": ABSTRACT}
+        if i < len(ARXIV_TITLES):
+            meta["title"] = ARXIV_TITLES[i]
         arxiv[paper_id] = root / "arxiv" / f"{paper_id}.json"
         arxiv[paper_id].parent.mkdir(exist_ok=True)
         arxiv[paper_id].write_text(json.dumps(meta))
@@ -206,6 +214,11 @@ def test_no_built_page_holds_a_handler_a_script_link_or_script_in_its_content(ho
     page = (hostile_site / "en" / "papers" / "payload-01" / "index.html").read_text()
     assert "A title { onclick=alert(43) }" in page
     assert "&lt;/p&gt;&lt;/details&gt;&lt;script&gt;alert(48)" in page
+    # the line separator did not end the front matter: the page is titled, and nothing made of
+    # the title's rest is a button or takes the search box's id
+    page = (hostile_site / "en" / "papers" / "payload-01" / "index.html").read_text()
+    assert "<title>A post --- [Sign in again]" in page
+    assert "class=\"md-button" not in page and page.count('id="__search"') == 1
 
 
 @pytest.mark.browser

@@ -27,6 +27,7 @@ from digestlab.workflow import (
     load_reproductions_or_exit,
     record_lock_holder,
     retry_token,
+    runs_jobs,
 )
 
 
@@ -34,16 +35,18 @@ validate(config, "schemas/config.schema.yaml")
 
 # A run killed outright leaves its locks behind; when the run that recorded itself as their
 # holder ran on this host and is gone, and no other run is alive here, they are stale. Only a
-# run a person started clears them: a job that parses the workflow again (on a cluster node,
-# where the run that submitted it is not among the processes) leaves them alone, and so does
-# `--unlock`, which removes them anyway.
+# run a person started that may run jobs clears them: a job that parses the workflow again (on
+# a cluster node, where the run that submitted it is not among the processes) leaves them
+# alone, and so do a dry run, which changes nothing, and `--unlock`, which removes them anyway.
+# Such a run records itself (host, pid, start), which a run on another host of a shared folder
+# reads: before Snakemake takes the locks, and again once it holds them.
 PERSON_STARTED = not (workflow.remote_exec or workflow.subprocess_exec)
-if PERSON_STARTED and "--unlock" not in sys.argv and (said := clear_stale_locks()):
-    print(said, file=sys.stderr)
+if PERSON_STARTED and runs_jobs(sys.argv):
+    if said := clear_stale_locks():
+        print(said, file=sys.stderr)
+    record_lock_holder(before_locking=True)
 
 
-# Once this run holds the locks (a real run, not a dry one), it records itself beside them:
-# host, pid and start, which a run on another host of a shared folder reads.
 onstart:
     if PERSON_STARTED and workflow.execution_settings.lock:
         record_lock_holder()
