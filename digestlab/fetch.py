@@ -190,6 +190,7 @@ def fetch_metadata(
     """Fetch one paper's metadata into `out` (JSON); fall back to the entry when arXiv fails."""
     arxiv_id = fallback["arxiv_id"]
     started = time.time()
+    reached = True  # whether a request reached arXiv, which then asks for a pause
     try:
         meta = query_arxiv(arxiv_id, settings)
         log(f"fetched {arxiv_id} from {settings.api_url} in {time.time() - started:.1f}s")
@@ -197,6 +198,8 @@ def fetch_metadata(
         reason = f"{type(exc).__name__}: {exc}"
         log(f"arXiv unavailable for {arxiv_id}, using the entry's own fields: {reason}")
         meta = offline_metadata(fallback, reason)
+        # no connection was made (offline, or the name does not resolve): nothing to pause for
+        reached = not isinstance(exc, requests.ConnectionError)
     if settings.download_pdf and meta["origin"] == "arxiv" and meta["pdf_url"]:
         pdf = Path(out).with_suffix(".pdf")
         try:
@@ -210,6 +213,7 @@ def fetch_metadata(
     meta["retry_token"] = retry_token
     write_json_atomic(out, meta)
     # arXiv asks for a pause between requests. Fetch jobs run one at a time (the arxiv_api
-    # resource), so each pauses before handing the API to the next.
-    time.sleep(settings.delay_s)
+    # resource), so each that reached it pauses before handing the API to the next.
+    if reached:
+        time.sleep(settings.delay_s)
     return meta

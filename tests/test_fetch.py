@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -25,7 +26,8 @@ def fallback(arxiv_id="2405.12981"):
 
 
 def settings(server, **kw) -> FetchSettings:
-    return FetchSettings(api_url=server.url, timeout_s=1, num_retries=0, delay_s=0, **kw)
+    return FetchSettings(**{"api_url": server.url, "timeout_s": 1, "num_retries": 0,
+                            "delay_s": 0} | kw)
 
 
 def test_fetch_writes_arxiv_metadata(fake_arxiv, tmp_path):
@@ -41,6 +43,27 @@ def test_fetch_writes_arxiv_metadata(fake_arxiv, tmp_path):
     assert meta["pdf_url"] == f"{fake_arxiv.base_url}/pdf/2405.12981v1"
     assert "pdf_path" not in meta and not out.with_suffix(".pdf").exists()  # off by default
     assert "id_list=2405.12981" in fake_arxiv.requests[0]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_fetch_pauses_for_arxiv_only_when_a_request_reached_it(fake_arxiv, tmp_path):
+    # arXiv asks for 3 s between requests; offline, no request reaches it, and the next
+    # fetch job need not wait (eight of them held a smoke run up by 24 s)
+    offline = FetchSettings(api_url=f"http://127.0.0.1:{closed_port()}/api/query",
+                            timeout_s=1, num_retries=0, delay_s=2)
+    started = time.monotonic()
+    meta = fetch_metadata(fallback(), tmp_path / "a.json", offline, log=lambda _: None)
+    assert meta["origin"] == "offline" and time.monotonic() - started < 1
+    started = time.monotonic()
+    fetch_metadata(fallback(), tmp_path / "b.json", settings(fake_arxiv, delay_s=0.5),
+                   log=lambda _: None)
+    assert time.monotonic() - started >= 0.5
 
 
 @pytest.mark.parametrize("mode", ["404", "429", "500", "503", "slow", "malformed", "html",
