@@ -258,18 +258,18 @@ def test_cache_is_for_inference_and_never_grows_past_block_size():
 
 
 def test_cache_grows_geometrically_instead_of_copying_every_step():
-    model = make_model(block_size=4096, n_layer=1)
+    model = make_model(block_size=1024, n_layer=1)
     cache = model.new_cache(1)
     storages, capacities = set(), set()
     with torch.no_grad():
         model(tokens(1, 1), cache=cache)
-        for t in range(1, 4096):
+        for t in range(1, 1024):
             model(tokens(1, 1, seed=t), cache=cache)
             storages.add(cache._buffers[0][0].data_ptr())
             capacities.add(cache.capacity)
-    assert len(cache) == 4096 and cache.capacity == 4096
-    # 16, 32, ..., 4096: nine allocations for 4,096 appends
-    assert sorted(capacities) == [16 * 2**i for i in range(9)]
+    assert len(cache) == 1024 and cache.capacity == 1024
+    # 16, 32, ..., 1024: seven allocations for 1,024 appends
+    assert sorted(capacities) == [16 * 2**i for i in range(7)]
     assert len(storages) <= len(capacities)
 
 
