@@ -9,10 +9,12 @@ no Markdown inside HTML) and passed through nh3, an allow-list sanitizer built o
 parser: only the tags, attributes and URL schemes listed below survive, and everything else is
 dropped, whatever its spelling. The site's pages then pass a second allow-list as MkDocs writes
 them (`page_html`, called from `digestlab/mkdocs_hooks.py`), wide enough for what our templates
-and Material's Markdown extensions make, and still without event handlers, styles other than a
-table cell's alignment, or links that are not http(s), mail or relative. The guarantee is these
-lists, not a list of forbidden spellings; `digestlab check` refusing raw HTML in notes is only
-a courtesy to their author.
+and Material's Markdown extensions make, and still without event handlers, the theme's `data-`
+attributes, styles other than a cell's alignment and a shading colour, or links and sources
+that are not http(s), mail or relative. The guarantee is these lists, not a list of forbidden
+spellings; `digestlab check` refusing raw HTML in notes is only a courtesy to their author.
+(What reaches front matter, which MkDocs reads before any of this, is escaped to ASCII by
+`digestlab.render.yaml_scalar`, and arXiv's text is made plain by `papers.plain_text`.)
 """
 
 from __future__ import annotations
