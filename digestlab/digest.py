@@ -174,12 +174,23 @@ class _Authors:
     closed: bool  # False: the parenthesis was never closed, only the first line was taken
 
 
+def _closes_early(text: str) -> bool:
+    """Whether the parenthesis that opens `text` is closed before its last character (an
+    author's own parentheses, "(Ada Lovelace (Analytical Engine), ...)", are not)."""
+    depth = 0
+    for k, c in enumerate(text):
+        depth += (c == "(") - (c == ")")
+        if depth == 0:
+            return k < len(text) - 1
+    return False
+
+
 def _authors(lines: list[Line], i: int, strict: bool) -> _Authors | None:
     """The authors in parentheses from lines[i] on, however wrapped; None when lines[i] opens no
     such list. A list over several lines, and with `strict` any list, must read as names."""
     first = lines[i].text
-    # a parenthesis closed before the line ends opens a title such as "(Self-)Rewarding ..."
-    if not first.startswith("(") or ")" in first[:-1] or _url(first):
+    # the opening parenthesis closed before the line ends starts a title, "(Self-)Rewarding"
+    if not first.startswith("(") or _closes_early(first) or _url(first):
         return None
     rows, j = [first], i
     while not rows[-1].endswith(")"):

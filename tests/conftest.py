@@ -74,14 +74,10 @@ def fake_arxiv():
 @pytest.fixture
 def workspace(tmp_path, fake_arxiv, monkeypatch):
     """A runnable copy of the workflow with two entries, pointed at the fake arXiv API."""
-    for name in ("Snakefile", "mkdocs.yml"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     for name in ("workflows", "config", "envs", "profiles"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    for name in ("ko/about.md", "en/about.md", "stylesheets/extra.css"):
-        (tmp_path / "notes" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "notes" / name, tmp_path / "notes" / name)
-    (tmp_path / "digestlab").symlink_to(ROOT / "digestlab")  # mkdocs.yml names its hook by path
+    site_skeleton(tmp_path)
     papers = tmp_path / "papers"
     papers.mkdir()
     write_entry(papers, entry("cla", reproduction={"experiment": "noisy_mean"},

@@ -656,3 +656,11 @@ https://arxiv.org/abs/2401.10020
     assert rewarding.title == "(Self-)Rewarding Language Models"
     assert rewarding.authors == ["Weizhe Yuan", "Richard Yuanzhe Pang", "Xian Li", "Jason Weston"]
     assert rewarding.arxiv_id == "2401.10020"
+
+
+def test_an_authors_own_parentheses_keep_the_list_of_authors():
+    digest = parse_digest("2024-05-22\nA Paper\n(Ada Lovelace (Analytical Engine), Alan Turing)\n"
+                          "https://arxiv.org/abs/2405.12981\n메모.\n#llm\n")
+    (item,) = digest.items
+    assert item.title == "A Paper" and item.authors == ["Ada Lovelace (Analytical Engine)",
+                                                        "Alan Turing"]

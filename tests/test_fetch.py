@@ -102,8 +102,8 @@ def test_an_entry_without_authors_is_not_taken_for_a_record(fake_arxiv, tmp_path
 
 
 def test_unreachable_server_falls_back(tmp_path):
-    unreachable = FetchSettings(api_url="http://127.0.0.1:9/api/query", timeout_s=1,
-                                num_retries=0, delay_s=0)
+    unreachable = FetchSettings(api_url=f"http://127.0.0.1:{closed_port()}/api/query",
+                                timeout_s=1, num_retries=0, delay_s=0)
     meta = fetch_metadata(fallback(), tmp_path / "m.json", unreachable, log=lambda _: None)
     assert meta["origin"] == "offline" and "ConnectionError" in meta["reason"]
 
@@ -172,7 +172,7 @@ def test_a_title_search_tells_no_match_from_no_answer(fake_arxiv, mode, says):
 
 
 def test_a_title_search_of_an_unreachable_server_says_so():
-    unreachable = FetchSettings(api_url="http://127.0.0.1:9/api/query", timeout_s=1,
-                                num_retries=0, delay_s=0)
+    unreachable = FetchSettings(api_url=f"http://127.0.0.1:{closed_port()}/api/query",
+                                timeout_s=1, num_retries=0, delay_s=0)
     with pytest.raises(ArxivUnreachable, match="ConnectionError"):
         find_arxiv_id("Any title", unreachable)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -158,34 +159,23 @@ def configuration_table(runs: dict[str, list[dict]], memory: dict[str, list[floa
     return rows
 
 
-def run_parity(params: Params, device: torch.device, devices: int, workdir: Path,
-               log) -> list[dict]:
-    """The loss-parity jobs; on the CPU side by side, since nothing in them is timed."""
-    jobs = parity_setups(params, devices)
+def run_parity(params: Params, device: torch.device, devices: int, workdir: Path, log,
+               first: Sequence[Setup] = ()) -> list[dict]:
+    """The loss-parity jobs; on the CPU side by side, since nothing in them is timed. With
+    `first` (`params.one_process`, the smoke scale: every timed and memory run), the
+    single-process job runs those before its parity runs: every code path in seconds, but
+    timings and memory peaks that are not each run's own. Returns what every run measured."""
+    alone, *sharded = parity_setups(params, devices)
+    jobs = [[*first, *alone], *sharded]
+    if first:
+        log(f"{len(first)} timed and memory runs first in the single-process parity job")
     for plan in jobs:
-        log(f"parity: {', '.join(dict.fromkeys(s.name for s in plan))} on {plan[0].world} "
-            f"process(es), {params.parity.seeds} seeds")
+        log(f"parity: {', '.join(dict.fromkeys(s.name for s in plan if s.parity))} on "
+            f"{plan[0].world} process(es), {params.parity.seeds} seeds")
     side_by_side = len(jobs) if device.type == "cpu" else 1
     with ThreadPoolExecutor(side_by_side) as pool:
         done = pool.map(lambda plan: run_job(params, plan, device, workdir), jobs)
         return [r for measured in done for r in measured]
-
-
-def run_together(params: Params, plan: list[Setup], device: torch.device, devices: int,
-                 workdir: Path, log) -> tuple[list[dict], list[dict]]:
-    """With `params.one_process` (the smoke scale): every single-process run, timed, memory and
-    parity, one after the other in one process, beside the FSDP parity ranks. Every code path
-    runs, in seconds; the timings and memory peaks are not each run's own. Returns the timed and
-    memory runs' measurements, in plan order, and the parity runs'."""
-    alone, *sharded = parity_setups(params, devices)
-    jobs = [plan + alone, *sharded]
-    log(f"{len(plan) + len(alone)} runs in one process, beside "
-        f"{', '.join(f'{job[0].name} ({len(job)} runs)' for job in sharded) or 'nothing'}")
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        done = [r for measured in pool.map(lambda job: run_job(params, job, device, workdir), jobs)
-                for r in measured]
-    return ([r for r in done if not r["setup"]["parity"]],
-            [r for r in done if r["setup"]["parity"]])
 
 
 def run(params: Params, ctx: RunContext) -> Report:
@@ -196,19 +186,20 @@ def run(params: Params, ctx: RunContext) -> Report:
     plan = setups(params, gpu)
     with tempfile.TemporaryDirectory(prefix="fsdp-compile-") as tmp:
         workdir = Path(tmp)
-        if params.one_process:
-            measured, parity = run_together(params, plan, device, devices, workdir, ctx.log)
-        else:
-            measured = []
-            for i, setup in enumerate(plan, 1):
-                kind = "memory" if setup.memory else "timed"
-                ctx.log(f"run {i}/{len(plan)}: {setup.name}, seed {setup.seed}, {kind}")
-                measured += run_job(params, [setup], device, workdir)
-            parity = run_parity(params, device, devices, workdir, ctx.log)
+        measured = []
+        for i, setup in enumerate([] if params.one_process else plan, 1):
+            kind = "memory" if setup.memory else "timed"
+            ctx.log(f"run {i}/{len(plan)}: {setup.name}, seed {setup.seed}, {kind}")
+            measured += run_job(params, [setup], device, workdir)
+        measured += run_parity(params, device, devices, workdir, ctx.log,
+                               first=plan if params.one_process else [])
     runs: dict[str, list[dict]] = {}  # configuration -> its timed runs, by round
     memory_runs: dict[str, list[dict]] = {}  # configuration -> its memory runs (CPU), by round
+    parity = [m for m in measured if m["setup"]["parity"]]
     for m in measured:
-        (memory_runs if m["setup"]["memory"] else runs).setdefault(m["setup"]["name"], []).append(m)
+        if not m["setup"]["parity"]:
+            into = memory_runs if m["setup"]["memory"] else runs
+            into.setdefault(m["setup"]["name"], []).append(m)
     memory = {name: [r["training_memory_bytes"] for r in rs]
               for name, rs in (memory_runs or runs).items()}
     # each checkpointed fraction's memory: eager memory runs on a CPU, compiled timed runs on a
