@@ -338,7 +338,7 @@ _SECTIONS: dict[tuple, type[BaseModel]] = {
 }
 
 
-def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+def describe_error(error: Mapping[str, Any]) -> tuple[str, str]:
     """Turn one pydantic error into (field path, readable message)."""
     loc = [str(part) for part in error["loc"]]
     field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
@@ -436,7 +436,7 @@ def load_papers(
             )
         except ValidationError as exc:
             for error in exc.errors():
-                field, message = _describe(error)
+                field, message = describe_error(error)
                 if message == "unknown field":
                     parent = _SECTIONS.get(tuple(error["loc"][:-1]))
                     message += f" (allowed: {_allowed_fields(parent)})" if parent else ""

@@ -13,11 +13,57 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from digestlab.experiments import experiment_exists, load_spec, merge_params, param_problems
 from digestlab.io import read_json, write_json_atomic
-from digestlab.papers import Paper, PaperError, load_papers, load_tags
+from digestlab.papers import Paper, PaperError, describe_error, load_papers, load_tags
+
+
+class FetchSettings(BaseModel):
+    """How the fetch stage asks arXiv (config/config.yaml, `fetch:`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    api_url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(gt=0)
+    num_retries: int = Field(ge=0)
+    delay_s: float = Field(ge=0)
+    retry_offline_after_min: float = Field(ge=0)
+    download_pdf: bool
+
+
+class Settings(BaseModel):
+    """The workflow's configuration: config/config.yaml with --configfile and --config over it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    scale: Literal["auto", "smoke", "cpu", "gpu"]
+    papers_dir: str
+    tags: str
+    experiment_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]] = (
+        Field(min_length=1))
+    fetch: FetchSettings
+
+
+def check_config_or_exit(config: Mapping[str, Any], files: list[str],
+                         command_line: bool = False) -> None:
+    """Validate the configuration; on any problem print one line each, naming where it came
+    from (the config files, and --config when the command line set values) and the field, and
+    stop before any job runs."""
+    try:
+        Settings.model_validate(config)
+    except ValidationError as exc:
+        here = Path.cwd()
+        shown = [str(Path(f).resolve().relative_to(here)) if Path(f).resolve().is_relative_to(here)
+                 else str(f) for f in files]
+        where = " + ".join([*dict.fromkeys(shown), *(["--config"] if command_line else [])])
+        problems = [f"{where}: {field}: {message}"
+                    for field, message in map(describe_error, exc.errors())]
+        n = len(problems)
+        sys.exit("\n".join(problems) + f"\n{n} problem{'s' * (n != 1)} in the configuration")
 
 
 def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:

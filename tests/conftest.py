@@ -144,7 +144,7 @@ def serve(directory: Path) -> Iterator[str]:
     """`directory` over HTTP on loopback, as a reader's browser gets a site; yields its URL."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:

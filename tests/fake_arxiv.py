@@ -108,7 +108,10 @@ class FakeArxiv:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # Stopping waits for the serving loop to look up: every 50 ms rather than the default
+        # 500, which cost a test using the server half a second at its end.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
 
     @property
     def base_url(self) -> str:

@@ -251,15 +251,16 @@ def test_evaluation_noise_is_the_standard_error_of_the_paired_window_differences
     assert noise["MQA-CLA2", "MQA"] == pytest.approx(0.1 / math.sqrt(6) / 20, rel=0.15)
 
 
-def run_smoke(out, threads, steps=6):
-    reproduce("cla", "smoke",
-              {"train": {"steps": steps, "warmup_steps": 2, "eval_every": 3}},
-              out / "metrics.json", out / "figures", threads=threads, log=lambda _: None)
+def run_smoke(out, threads, **params):
+    reproduce("cla", "smoke", params, out / "metrics.json", out / "figures", threads=threads,
+              log=lambda _: None)
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
-    metrics = run_smoke(tmp_path, threads=1)
+def test_smoke_run_writes_every_design_claim_curve_and_figure(smoke_runs, tmp_path):
+    root, (metrics, _) = smoke_runs("cla")
+    train = SCALES["smoke"].train
+    assert (train.steps, train.log_every, train.eval_every) == (6, 2, 3)  # the curves below
     variants = metrics["metrics"]["variants"]
     assert list(variants) == list(VARIANTS)
     assert [c["id"] for c in metrics["claims"]] == list(CLAIMS)
@@ -271,7 +272,7 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
                                                   6 * tokens_per_step]
     assert [t for t, _ in curves[0]["val"]] == [3 * tokens_per_step, 6 * tokens_per_step]
     assert curves[0]["val"][-1][1] == pytest.approx(math.log(variants["MQA"]["val_ppl"][0]))
-    figures = json.loads((tmp_path / "figures" / "data.json").read_text())
+    figures = json.loads((root / "a" / "figures" / "data.json").read_text())
     assert metrics["figures"] == list(figures) == ["ppl_vs_kv_bytes", "loss_curves"]
     assert figures["loss_curves"]["MQA"] == curves
     corpus = metrics["metrics"]["corpus"]
@@ -299,7 +300,7 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
     # the page explains the paired comparisons and shows each pair's spread and noise
     path = write_entry(tmp_path, entry("cla", reproduction={"experiment": "cla"}))
     out = {lang: tmp_path / lang / "cla.md" for lang in ("ko", "en")}
-    render_paper_pages(path, ROOT / "config" / "tags.yaml", None, tmp_path / "metrics.json", out)
+    render_paper_pages(path, ROOT / "config" / "tags.yaml", None, root / "a" / "metrics.json", out)
     pages = {lang: p.read_text(encoding="utf-8") for lang, p in out.items()}
     assert "### Paired comparisons" in pages["en"] and "### 짝지은 비교" in pages["ko"]
     assert "so it is a two-sided 90% interval" in pages["en"]
@@ -318,8 +319,9 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(tmp_path):
 
 
 def test_results_do_not_depend_on_how_many_workers_share_the_machine(tmp_path):
-    one = run_smoke(tmp_path / "one", threads=1, steps=3)
-    two = run_smoke(tmp_path / "two", threads=2, steps=3)
+    few = {"designs": list(CLAIMED), "train": {"steps": 3, "warmup_steps": 1}}  # 8 runs
+    one = run_smoke(tmp_path / "one", threads=1, **few)
+    two = run_smoke(tmp_path / "two", threads=2, **few)
     for m in (one, two):
         del m["timing"], m["provenance"]
     assert one == two

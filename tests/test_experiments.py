@@ -164,7 +164,9 @@ def test_set_assignments_become_nested_overrides_that_merge_like_an_entrys():
                          "corpus": "generated", "model": {"n_layer": 12}}
     params = merge_params(load_spec("cla"), "smoke", overrides)
     assert (params.train.steps, params.seeds, params.corpus) == (5, [3, 4], "generated")
-    assert params.train.warmup_steps == 4 and params.model.d_model == 64  # the rest kept
+    smoke = load_spec("cla").SCALES["smoke"]
+    assert params.train.warmup_steps == smoke.train.warmup_steps  # the rest kept
+    assert params.model.d_model == smoke.model.d_model
 
 
 def test_gpu_scale_without_a_gpu_is_refused(tmp_path, monkeypatch):

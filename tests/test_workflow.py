@@ -155,6 +155,31 @@ def test_failed_site_build_keeps_the_old_site(workspace):
     assert not (workspace / "site" / ".built").exists()  # so the next run builds again
 
 
+def test_a_bad_configuration_stops_the_run_with_one_line_each(workspace):
+    config = workspace / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("timeout_s: 15", "timeout_s: -1")
+                      .replace("download_pdf: false", "download_pdf: maybe"))
+    done = snakemake_cli(workspace, "--config", "scale=big", "papers=elsewhere")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    where = "config/config.yaml + config/test.yaml + --config"
+    lines = [line for line in done.stderr.splitlines() if line.startswith(where)]
+    assert lines == [f"{where}: {line}" for line in (
+        "scale: Input should be 'auto', 'smoke', 'cpu' or 'gpu'",
+        "papers: unknown field",
+    )]
+    assert done.stderr.rstrip().endswith("2 problems in the configuration")
+    # config/test.yaml sets every fetch field, so the file's own mistakes are overridden;
+    # without it they are found
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"],
+                          cwd=workspace, capture_output=True, text=True, timeout=120)
+    assert [line for line in done.stderr.splitlines() if line.startswith("config/")] == [
+        "config/config.yaml: fetch.timeout_s: Input should be greater than 0",
+        "config/config.yaml: fetch.download_pdf: Input should be a valid boolean",
+    ]
+    assert not (workspace / "results").exists() and not (workspace / "resources").exists()
+
+
 def test_bad_experiment_params_stop_the_run_before_any_job_with_one_line_each(workspace):
     write_entry(workspace / "papers", entry("cla", reproduction={
         "experiment": "noisy_mean", "params": {"stepz": 3, "samples": "many"}}))
@@ -255,7 +280,9 @@ def test_each_profile_plans_the_experiment_jobs_with_their_resources(profile, ex
 def test_a_second_run_is_refused_and_a_killed_run_restarts_with_the_plain_command(workspace):
     cla = workspace / "papers" / "cla.yaml"
     data = yaml.safe_load(cla.read_text(encoding="utf-8"))
-    data["reproduction"]["params"] = {"pause_s": 6}  # a job long enough to interrupt
+    # a job long enough to interrupt: a refused run's start and a kill fit in its pause, and
+    # the run that holds the locks renders the site after it
+    data["reproduction"]["params"] = {"pause_s": 3}
     cla.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile",
                "config/config.yaml", "config/test.yaml"]

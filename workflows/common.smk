@@ -2,8 +2,6 @@
 import os
 import sys
 
-from snakemake.utils import validate
-
 from digestlab import package_files
 from digestlab.experiments import (
     base_sources,
@@ -21,6 +19,7 @@ from digestlab.papers import (
 )
 from digestlab.site import BIBLIOGRAPHY, FEED, FILTERS_CSS, PAGES
 from digestlab.workflow import (
+    check_config_or_exit,
     clear_stale_locks,
     export_package_path,
     load_papers_or_exit,
@@ -31,7 +30,11 @@ from digestlab.workflow import (
 )
 
 
-validate(config, "schemas/config.schema.yaml")
+check_config_or_exit(
+    config,
+    workflow.overwrite_configfiles or workflow.configfiles,
+    command_line=bool(workflow.config_settings.config),
+)
 
 # A run killed outright leaves its locks behind; when the run that recorded itself as their
 # holder ran on this host and is gone, and no other run is alive here, they are stale. Only a

@@ -163,9 +163,9 @@ SCALES = {
         model=GPTConfig(block_size=64, n_layer=6, d_model=64, n_heads=8, n_kv_heads=8,
                         head_dim=8),
         designs=list(VARIANTS), latent=16, rope=4,
-        train=TrainConfig(steps=20, learning_rate=6e-3, min_lr=6e-4, warmup_steps=4, log_every=5,
-                          eval_every=10),
-        batch_size=8, seq_len=64, eval_batches=4, curve_every=2, seeds=[0, 1],
+        train=TrainConfig(steps=6, learning_rate=6e-3, min_lr=6e-4, warmup_steps=2, log_every=2,
+                          eval_every=3),
+        batch_size=4, seq_len=64, eval_batches=2, curve_every=2, seeds=[0, 1],
     ),
     # Sized for 2 cores: 12 single-threaded runs of 2.5M tokens, one per core, the designs the
     # claims compare on three scored seeds (MQA d/2's eight heads of 8 train at 2/3 of the

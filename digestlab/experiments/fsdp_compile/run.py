@@ -37,6 +37,7 @@ from digestlab.experiments.fsdp_compile import (
     parity_setups,
     setups,
 )
+from digestlab.experiments.fsdp_compile.worker import run_plan
 from digestlab.parallel import launch
 
 # The post's numbers (and fms-fsdp's): MFU of Llama-style models trained with FSDP.
@@ -163,19 +164,26 @@ def run_parity(params: Params, device: torch.device, devices: int, workdir: Path
                first: Sequence[Setup] = ()) -> list[dict]:
     """The loss-parity jobs; on the CPU side by side, since nothing in them is timed. With
     `first` (`params.one_process`, the smoke scale: every timed and memory run), the
-    single-process job runs those before its parity runs: every code path in seconds, but
-    timings and memory peaks that are not each run's own. Returns what every run measured."""
+    single-process job runs those before its parity runs, and in this process rather than one
+    of its own: every code path in seconds, but timings and memory peaks that are not each
+    run's own. Returns what every run measured."""
     alone, *sharded = parity_setups(params, devices)
     jobs = [[*first, *alone], *sharded]
     if first:
-        log(f"{len(first)} timed and memory runs first in the single-process parity job")
+        log(f"{len(first)} timed and memory runs first in the single-process parity job, "
+            "in this process")
     for plan in jobs:
         log(f"parity: {', '.join(dict.fromkeys(s.name for s in plan if s.parity))} on "
             f"{plan[0].world} process(es), {params.parity.seeds} seeds")
+
+    def run(plan: list[Setup]) -> list[dict]:
+        if first and plan is jobs[0]:
+            return run_plan(params, plan, device)
+        return run_job(params, plan, device, workdir)
+
     side_by_side = len(jobs) if device.type == "cpu" else 1
     with ThreadPoolExecutor(side_by_side) as pool:
-        done = pool.map(lambda plan: run_job(params, plan, device, workdir), jobs)
-        return [r for measured in done for r in measured]
+        return [r for measured in pool.map(run, jobs) for r in measured]
 
 
 def run(params: Params, ctx: RunContext) -> Report:

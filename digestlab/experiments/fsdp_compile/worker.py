@@ -49,8 +49,9 @@ def run(params: Params, setup: Setup, device: torch.device) -> dict:
         model = GPT(shape.model)
     checkpointed = checkpoint_blocks(model, setup.checkpoint)
     if setup.compile:
-        torch._dynamo.reset()  # this run compiles its own blocks, as in a process of its own
-        compile_blocks(model)
+        if not params.one_process:  # this run compiles its own blocks, as in a process of
+            torch._dynamo.reset()     # its own; in one process, what one run compiled serves
+        compile_blocks(model)         # the next run of its shape
     if setup.fsdp:
         shard(model, torch.bfloat16 if setup.bf16_params else None)
     val = (splits.val, params.parity.eval_batches) if setup.parity else (None,)
@@ -96,15 +97,12 @@ def run(params: Params, setup: Setup, device: torch.device) -> dict:
     }
 
 
-def main(job_path: str, out_path: str) -> None:
-    with open(job_path) as f:
-        job = json.load(f)
-    params = Params.model_validate(job["params"])
-    plan = [Setup(**setup) for setup in job["setups"]]
-    device = pick_device(job["device"])
-    backend = "nccl" if device.type == "cuda" else "gloo"
+def run_plan(params: Params, plan: list[Setup], device: torch.device) -> list[dict]:
+    """Run the setups one after the other in this process, a rank of torchrun's group when
+    torchrun started it, and return what each measured (on every rank)."""
     fsdp = any(setup.fsdp for setup in plan)
     distributed = "WORLD_SIZE" in os.environ or fsdp
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if "WORLD_SIZE" in os.environ:  # started by torchrun
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -115,12 +113,20 @@ def main(job_path: str, out_path: str) -> None:
     if device.type == "cpu":
         torch.set_num_threads(params.threads)
     try:
-        measured = [run(params, setup, device) for setup in plan]
-        if process_group()[0] == 0:
-            write_json_atomic(out_path, measured)
+        return [run(params, setup, device) for setup in plan]
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def main(job_path: str, out_path: str) -> None:
+    with open(job_path) as f:
+        job = json.load(f)
+    params = Params.model_validate(job["params"])
+    plan = [Setup(**setup) for setup in job["setups"]]
+    measured = run_plan(params, plan, pick_device(job["device"]))
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_json_atomic(out_path, measured)
 
 
 if __name__ == "__main__":
