@@ -154,28 +154,31 @@ def smoke_pipeline(tree: Path, env: dict[str, str], cores: int) -> tuple[float, 
     return wall, jobs
 
 
-def noop_seconds(cwd: Path, env: dict[str, str], cores: int, repeats: int, *args: str) -> float:
-    """Median wall seconds of `repeats` reruns that must find nothing to do."""
-    seconds = []
-    for _ in range(repeats):
-        wall, done = snakemake(cwd, env, cores, *args)
-        if "Nothing to be done" not in done.stdout + done.stderr:
-            sys.exit(f"the rerun in {cwd} was not a no-op:\n{done.stderr[-3000:]}")
-        seconds.append(wall)
-    return statistics.median(seconds)
+def noop_seconds(cwd: Path, env: dict[str, str], cores: int, *args: str) -> float:
+    """Wall seconds of one rerun that must find nothing to do."""
+    wall, done = snakemake(cwd, env, cores, *args)
+    if "Nothing to be done" not in done.stdout + done.stderr:
+        sys.exit(f"the rerun in {cwd} was not a no-op:\n{done.stderr[-3000:]}")
+    return wall
 
 
 def noop_rerun(tree: Path, toy: Path, env: dict[str, str], cores: int,
-               repeats: int) -> tuple[float, float]:
-    """Time the digest's no-op rerun and the toy workflow's; print both. Returns (digest, toy)."""
-    digest = noop_seconds(tree, env, cores, repeats, "--config", "scale=smoke")
+               repeats: int) -> tuple[float, float, float]:
+    """Time the digest's no-op rerun against the toy workflow's, in pairs run back to back so
+    that both of a pair meet the same machine (a shared 2-core machine drifts by 30% within
+    minutes); print the medians and the median paired ratio. Returns (digest, toy, ratio)."""
     toy.mkdir(parents=True)
     (toy / "Snakefile").write_text(TOY_SNAKEFILE)
     snakemake(toy, env, cores)
-    floor = noop_seconds(toy, env, cores, repeats)
-    print(f"no-op rerun (median of {repeats}): digest {digest:.2f} s, 25-job toy workflow "
-          f"{floor:.2f} s (Snakemake's floor): {digest / floor:.2f}x (target <= {NOOP_TARGET}x)\n")
-    return digest, floor
+    pairs = [(noop_seconds(tree, env, cores, "--config", "scale=smoke"),
+              noop_seconds(toy, env, cores)) for _ in range(repeats)]
+    digest = statistics.median(d for d, _ in pairs)
+    floor = statistics.median(f for _, f in pairs)
+    ratio = statistics.median(d / f for d, f in pairs)
+    print(f"no-op rerun ({repeats} pairs): digest {digest:.2f} s, 25-job toy workflow "
+          f"{floor:.2f} s (Snakemake's floor), median paired ratio {ratio:.2f}x "
+          f"(target <= {NOOP_TARGET}x)\n")
+    return digest, floor, ratio
 
 
 def forced_render(tree: Path, env: dict[str, str], cores: int) -> dict[str, tuple[float, int]]:
@@ -222,7 +225,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default: 2, "
                         "the project's machine)")
     parser.add_argument("--rev", default="HEAD", help="the commit to measure (default: HEAD)")
-    parser.add_argument("--repeats", type=int, default=3, help="no-op reruns; the median is shown")
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="pairs of no-op reruns (digest, toy); the medians are shown")
     parser.add_argument("--skip-tests", action="store_true", help="leave out the test suite")
     parser.add_argument("--keep", type=Path, help="make the copy here (a new folder) and keep it")
     parser.add_argument("--tests-args", default="", help=argparse.SUPPRESS)  # e.g. a test file
@@ -241,7 +245,7 @@ def main() -> None:
     print(f"commit {commit} copied to {tree}\n", flush=True)
 
     smoke_wall, jobs = smoke_pipeline(tree, env, args.cores)
-    digest, floor = noop_rerun(tree, toy, env, args.cores, args.repeats)
+    digest, floor, ratio = noop_rerun(tree, toy, env, args.cores, args.repeats)
     render = forced_render(tree, env, args.cores)
     tests = None if args.skip_tests else slowest_tests(tree, env, args.tests_args)
 
@@ -249,7 +253,7 @@ def main() -> None:
     print(f"summary (commit {commit}, {args.cores} cores)")
     print(f"  smoke pipeline      {smoke_wall:6.1f} s, {plural(len(jobs), 'job')}; slowest "
           f"{slowest['name']} {slowest['seconds']:.0f} s")
-    print(f"  no-op rerun         {digest:6.2f} s vs floor {floor:.2f} s: {digest / floor:.2f}x "
+    print(f"  no-op rerun         {digest:6.2f} s vs floor {floor:.2f} s: {ratio:.2f}x paired "
           f"(target <= {NOOP_TARGET}x)")
     for label, (wall, n) in render.items():
         print(f"  {'forced ' + label:<20}{wall:6.1f} s ({plural(n, 'job')})")

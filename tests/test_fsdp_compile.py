@@ -267,7 +267,7 @@ def test_without_a_second_rank_the_world_size_claim_is_not_testable():
     assert claim.comparisons[0].values == [0.0] * 6  # eager against itself, recorded
 
 
-def test_the_gpu_scale_builds_and_takes_a_step_at_reduced_width(tmp_path):
+def test_the_gpu_scale_builds_and_takes_a_step_at_reduced_width():
     """The gpu scale's recipe (its depth, MLP ratio, untied embeddings, its levers: each block
     compiled, half the blocks checkpointed, FSDP) builds and trains a step on the CPU."""
     gpu = SCALES["gpu"]
@@ -279,9 +279,9 @@ def test_the_gpu_scale_builds_and_takes_a_step_at_reduced_width(tmp_path):
         "train": gpu.train.__class__(**(gpu.train.__dict__ | {"steps": 2, "warmup_steps": 1}))})
     setup = next(s for s in setups(params, gpu=True)
                  if s.name == "compile + checkpoint 0.5")
-    from digestlab.experiments.fsdp_compile.run import run_job
+    from digestlab.experiments.fsdp_compile.worker import run_plan
 
-    (measured,) = run_job(params, [setup], torch.device("cpu"), tmp_path)
+    (measured,) = run_plan(params, [setup], torch.device("cpu"))  # in this process
     assert measured["checkpointed_blocks"] == list(range(1, gpu.model.n_layer, 2))
     assert math.isfinite(measured["loss_curve"][-1]) and measured["tokens_per_s"] > 0
 

@@ -98,24 +98,21 @@ def run(params: Params, setup: Setup, device: torch.device) -> dict:
 
 
 def run_plan(params: Params, plan: list[Setup], device: torch.device) -> list[dict]:
-    """Run the setups one after the other in this process, a rank of torchrun's group when
-    torchrun started it, and return what each measured (on every rank)."""
-    fsdp = any(setup.fsdp for setup in plan)
-    distributed = "WORLD_SIZE" in os.environ or fsdp
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if "WORLD_SIZE" in os.environ:  # started by torchrun
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend)
-    elif fsdp:  # FSDP in one process: a group of one, no rendezvous needed
+    """Run the setups one after the other in this process (a rank of the group torchrun
+    started, when it did) and return what each measured, on every rank. FSDP outside such a
+    group runs in a group of one, made here."""
+    alone = any(setup.fsdp for setup in plan) and not dist.is_initialized()
+    if alone:  # no rendezvous needed
+        backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(params.threads)
     try:
         return [run(params, setup, device) for setup in plan]
     finally:
-        if distributed:
+        torch.set_num_threads(threads)  # as it was, for a caller that goes on in this process
+        if alone:
             dist.destroy_process_group()
 
 
@@ -124,9 +121,20 @@ def main(job_path: str, out_path: str) -> None:
         job = json.load(f)
     params = Params.model_validate(job["params"])
     plan = [Setup(**setup) for setup in job["setups"]]
-    measured = run_plan(params, plan, pick_device(job["device"]))
-    if int(os.environ.get("RANK", 0)) == 0:
-        write_json_atomic(out_path, measured)
+    device = pick_device(job["device"])
+    torchrun = "WORLD_SIZE" in os.environ
+    if torchrun:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        measured = run_plan(params, plan, device)
+        if process_group()[0] == 0:
+            write_json_atomic(out_path, measured)
+    finally:
+        if torchrun:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
