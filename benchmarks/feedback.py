@@ -2,7 +2,7 @@
 job, the no-op rerun against Snakemake's own floor (a 25-job toy workflow), the forced site build
 and render stage, and the ten slowest tests.
 
-    python benchmarks/feedback.py                    # everything: ~5 min workflow + ~8 min tests
+    python benchmarks/feedback.py                    # everything: ~3 min workflow + ~5 min tests
     python benchmarks/feedback.py --skip-tests       # the workflow only
     python benchmarks/feedback.py --rev HEAD~5       # the same for an older commit (before/after)
     python benchmarks/feedback.py --keep /tmp/fb     # keep the copy (results/, site/, logs/)
@@ -197,7 +197,7 @@ def forced_render(tree: Path, env: dict[str, str], cores: int) -> dict[str, tupl
 
 def slowest_tests(tree: Path, env: dict[str, str], extra: str) -> tuple[float, str]:
     """Run the test suite in the copy; print its ten slowest tests. Returns (wall, result line)."""
-    print("test suite: running (7-9 minutes on 2 cores)...", flush=True)
+    print("test suite: running (5-6 minutes on 2 cores)...", flush=True)
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
             *shlex.split(extra)]
     started = time.perf_counter()

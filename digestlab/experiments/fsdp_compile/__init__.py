@@ -53,8 +53,9 @@ class Params(BaseModel):
     threads: int = Field(1, gt=0)  # CPU threads of each process
     memory_steps: int = Field(3, gt=1)  # steps of a memory run (CPU), past the first optimizer step
     memory_rounds: int = Field(2, ge=2)  # the first rounds, which also run memory runs (CPU)
-    # every single-process run in one process (a quick look: its timings and memory peaks are
-    # not each run's own); otherwise each timed or memory run has processes of its own
+    # every single-process run in the experiment's own process, sharing what it compiled (a
+    # quick look: its timings and memory peaks are not each run's own); otherwise each timed or
+    # memory run has processes of its own
     one_process: bool = False
 
     @model_validator(mode="after")

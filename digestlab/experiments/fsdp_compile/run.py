@@ -176,14 +176,14 @@ def run_parity(params: Params, device: torch.device, devices: int, workdir: Path
         log(f"parity: {', '.join(dict.fromkeys(s.name for s in plan if s.parity))} on "
             f"{plan[0].world} process(es), {params.parity.seeds} seeds")
 
-    def run(plan: list[Setup]) -> list[dict]:
+    def measure(plan: list[Setup]) -> list[dict]:
         if first and plan is jobs[0]:
             return run_plan(params, plan, device)
         return run_job(params, plan, device, workdir)
 
     side_by_side = len(jobs) if device.type == "cpu" else 1
     with ThreadPoolExecutor(side_by_side) as pool:
-        return [r for measured in pool.map(run, jobs) for r in measured]
+        return [r for measured in pool.map(measure, jobs) for r in measured]
 
 
 def run(params: Params, ctx: RunContext) -> Report:

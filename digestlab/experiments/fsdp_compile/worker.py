@@ -7,8 +7,8 @@ JOB is a JSON file with the params and the setups to run one after the other; ra
 what the loop measured in each, and the peak memory over ranks, to OUT. Every timed or memory
 run is a job of its own, in processes of its own, so that its peak memory is its own and
 nothing compiled or allocated by one run serves the next; the loss-parity runs, which measure
-neither, share their processes. (At the smoke scale, `Params.one_process`, every single-process
-run shares one.)
+neither, share their processes. At the smoke scale (`Params.one_process`) every single-process
+run goes through `run_plan` in the experiment's own process instead, sharing what it compiled.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def run(params: Params, setup: Setup, device: torch.device) -> dict:
         model = GPT(shape.model)
     checkpointed = checkpoint_blocks(model, setup.checkpoint)
     if setup.compile:
-        if not params.one_process:  # this run compiles its own blocks, as in a process of
-            torch._dynamo.reset()     # its own; in one process, what one run compiled serves
-        compile_blocks(model)         # the next run of its shape
+        # this run compiles its own blocks, as in a process of its own; with one process for
+        # every run, what one run compiled serves the next run of its shape
+        if not params.one_process:
+            torch._dynamo.reset()
+        compile_blocks(model)
     if setup.fsdp:
         shard(model, torch.bfloat16 if setup.bf16_params else None)
     val = (splits.val, params.parity.eval_batches) if setup.parity else (None,)
