@@ -11,7 +11,6 @@ every page then passes its allow-list once more as MkDocs writes it.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import re
 import unicodedata
@@ -23,7 +22,6 @@ from typing import Any
 
 import jinja2
 import markupsafe
-import nh3
 from babel.dates import format_date
 from babel.numbers import format_decimal
 from feedgen.feed import FeedGenerator
@@ -41,7 +39,7 @@ from digestlab.papers import (
     read_paper,
     resolve_related,
 )
-from digestlab.sanitize import note_html
+from digestlab.sanitize import note_html, note_text
 from digestlab.site import BIBLIOGRAPHY, FEED, FILTERS_CSS, PAGES
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -195,9 +193,7 @@ def _bibtex_escape(text: str) -> str:
 def first_paragraph(markdown: str) -> str:
     """The first paragraph of a note as plain text, for the home page's cards (their CSS shows
     the first lines) and the feed: its Markdown rendered, sanitized, and only the text kept."""
-    paragraph = markdown.strip().split("\n\n", 1)[0]
-    text = html.unescape(nh3.clean(note_html(paragraph), tags=set()))
-    return " ".join(text.split())
+    return note_text(markdown.strip().split("\n\n", 1)[0])
 
 
 def digest_order(view: PaperView) -> tuple:

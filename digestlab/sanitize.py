@@ -19,6 +19,8 @@ spellings; `digestlab check` refusing raw HTML in notes is only a courtesy to th
 
 from __future__ import annotations
 
+import html as html_entities
+
 import markdown
 import markupsafe
 import nh3
@@ -69,6 +71,12 @@ def note_html(text: str) -> markupsafe.Markup:
         html, tags=NOTE_TAGS, attributes=NOTE_ATTRIBUTES, allowed_classes=NOTE_CLASSES,
         url_schemes=URL_SCHEMES, filter_style_properties=NOTE_STYLES, link_rel=None,
     ))
+
+
+def note_text(text: str) -> str:
+    """A note's Markdown as plain text on one line: rendered as `note_html` does, every tag
+    then dropped and every entity decoded."""
+    return " ".join(html_entities.unescape(nh3.clean(note_html(text), tags=set())).split())
 
 
 def page_html(html: str) -> str:

@@ -57,8 +57,8 @@ def check_config_or_exit(config: Mapping[str, Any], files: list[str],
         Settings.model_validate(config)
     except ValidationError as exc:
         here = Path.cwd()
-        shown = [str(Path(f).resolve().relative_to(here)) if Path(f).resolve().is_relative_to(here)
-                 else str(f) for f in files]
+        paths = [Path(f).resolve() for f in files]
+        shown = [str(p.relative_to(here) if p.is_relative_to(here) else p) for p in paths]
         where = " + ".join([*dict.fromkeys(shown), *(["--config"] if command_line else [])])
         problems = [f"{where}: {field}: {message}"
                     for field, message in map(describe_error, exc.errors())]
