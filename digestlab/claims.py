@@ -47,7 +47,7 @@ LEVEL = round(2 * ONE_SIDED - 1, 12)  # so the interval is two-sided at this lev
 FAMILY_ALPHA = round(1 - ONE_SIDED, 12)  # Holm's family-wise error rate over a paper's claims
 
 # The units a claim's values can be replicated over, as the pages name them.
-Unit = Literal["training seeds", "SAE seeds", "alignment seeds", "rounds", "streams", "games",
+Unit = Literal["training seeds", "SAE seeds", "fine-tuned policies", "rounds", "streams", "games",
                "runs"]
 
 

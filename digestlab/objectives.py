@@ -4,15 +4,16 @@
   `weighted_next_token_loss` weighs each target (a chat model fine-tuned mostly on its replies).
 - `supervised`: next-token prediction on prompt/response pairs, the loss on response tokens
   only (supervised fine-tuning).
-- `dpo`: the DPO preference loss of a policy against a frozen reference model; `spo` is DPO
-  with SPO's per-pair term, and `lagrangian_dpo` a Safe-RLHF-style constrained one.
+- `dpo`: the DPO preference loss of a policy against a frozen reference model, whose share of
+  each pair's margin is computed once; `spo` is DPO with SPO's per-pair term, and
+  `lagrangian_dpo` a Safe-RLHF-style constrained one.
 Each returns a `train.Objective`; a new kind of model (a sparse autoencoder, say) builds its own
 Objective beside its module and trains with the same loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -116,33 +117,45 @@ def supervised(
     )
 
 
-def dpo_loss(policy: nn.Module, reference: GPT, batch: Batch, beta: float) -> torch.Tensor:
-    """Mean DPO loss, -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l)) - offset), where pi
-    and ref are the summed response log-probabilities of the chosen (w) and rejected (l) rows
-    and offset is the batch's seventh tensor, one value per pair, when it has one (SPO's term;
-    plain DPO has none)."""
-    chosen, rejected = batch[:3], batch[3:6]
-    offset = batch[6] if len(batch) > 6 else 0.0
-    if reference.wte.weight.device != batch[0].device:  # the loop moves only the policy
-        reference.to(batch[0].device)
-    with torch.no_grad():
-        ref_margin = reference.sequence_logprobs(*chosen) - reference.sequence_logprobs(*rejected)
-    margin = policy.sequence_logprobs(*chosen) - policy.sequence_logprobs(*rejected)
-    return -F.logsigmoid(beta * (margin - ref_margin) - offset).mean()
+def dpo_loss(policy: nn.Module, batch: Batch, beta: float) -> torch.Tensor:
+    """Mean DPO loss of a `pair_batch`, -log sigmoid(beta * (pi_w - pi_l) - shift): pi_w and
+    pi_l the summed response log-probabilities of each pair's chosen and rejected rows, read in
+    one forward pass, and shift the pair's constant (see `dpo`)."""
+    ids, prompt_lengths, lengths, shift = batch
+    chosen, rejected = policy.sequence_logprobs(ids, prompt_lengths, lengths).split(len(shift))
+    return -F.logsigmoid(beta * (chosen - rejected) - shift).mean()
 
 
 Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) tokens
 
 
-def pair_batch(pairs: Sequence[Pair], picks: Sequence[int],
-               offsets: torch.Tensor | None = None) -> Batch:
-    """The chosen rows' (ids, prompt_lengths, lengths), then the rejected rows', then the
-    picked pairs' offsets when there are any."""
-    picked = [pairs[i] for i in picks]
-    prompts = [p for p, _, _ in picked]
-    batch = (*pack_rows(prompts, [w for _, w, _ in picked]),
-             *pack_rows(prompts, [r for _, _, r in picked]))
-    return batch if offsets is None else (*batch, offsets[list(picks)])
+def _pack_pairs(pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # the chosen rows, then the rejected rows, in one right-padded block
+    prompts = [p for p, _, _ in pairs]
+    return pack_rows(prompts * 2, [w for _, w, _ in pairs] + [r for _, _, r in pairs])
+
+
+def pair_batch(pairs: Sequence[Pair], picks: Sequence[int], shifts: torch.Tensor) -> Batch:
+    """The picked pairs as one batch: (ids (2B, T), prompt_lengths (2B,), lengths (2B,)) with
+    the chosen rows first and the rejected rows after them, then each pair's shift (B,)."""
+    return (*_pack_pairs([pairs[i] for i in picks]), shifts[list(picks)])
+
+
+@torch.no_grad()
+def reference_margins(reference: GPT, pairs: Sequence[Pair], batch_size: int = 512
+                      ) -> torch.Tensor:
+    """log reference(y_w|x) - log reference(y_l|x) of every pair, (N,) on the CPU. The reference
+    is frozen, so its part of each pair's DPO margin is a constant: computed once for a set of
+    pairs, not at every step (TRL's precompute_ref_log_probs)."""
+    reference.eval()
+    device = reference.wte.weight.device
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        rows = [t.to(device) for t in _pack_pairs(chunk)]
+        chosen, rejected = reference.sequence_logprobs(*rows).split(len(chunk))
+        out.append(chosen - rejected)
+    return torch.cat(out).float().cpu()
 
 
 def dpo(
@@ -152,37 +165,54 @@ def dpo(
     batch_size: int,
     beta: float = 0.1,
     offsets: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> Objective:
-    """DPO on (prompt, chosen, rejected) token lists, drawn with replacement; the reference is
-    frozen (put in eval mode, no gradients) and follows the batches to their device. A batch is
-    the chosen rows' (ids, prompt_lengths, lengths) then the rejected rows', so splitting its rows
-    across ranks keeps pairs together. `offsets`, one per pair, are subtracted from each pair's
-    scaled margin inside the sigmoid (see `spo`). The loss calls sequence_logprobs, not
-    forward, so TrainConfig.compile does not reach it."""
-    reference.eval().requires_grad_(False)
+    """DPO (Rafailov et al. 2023) on (prompt, chosen, rejected) token lists against a frozen
+    reference:
+
+        L = -log sigmoid( beta * [log pi(y_w|x)/ref(y_w|x) - log pi(y_l|x)/ref(y_l|x)] - o )
+
+    with o = 0, or each pair's entry of `offsets` (SPO's term, see `spo`). Everything but the
+    policy's two log-probabilities is a constant of the pair, its shift beta * [log ref(y_w|x)
+    - log ref(y_l|x)] + o, computed here once (`reference_margins`). Pairs are drawn with
+    replacement, uniformly or in proportion to `weights`. The loss calls sequence_logprobs,
+    not forward, so TrainConfig.compile does not reach it."""
     if not pairs:
         raise ValueError("DPO needs at least one preference pair")
-    if offsets is not None and len(offsets) != len(pairs):
-        raise ValueError(f"{len(offsets)} offsets for {len(pairs)} pairs")
-
-    def next_batch(generator: torch.Generator) -> Batch:
-        picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
-        return pair_batch(pairs, picks, offsets)
-
+    for name, per_pair in (("offsets", offsets), ("weights", weights)):
+        if per_pair is not None and len(per_pair) != len(pairs):
+            raise ValueError(f"{len(per_pair)} {name} for {len(pairs)} pairs")
+    shifts = beta * reference_margins(reference, pairs)
+    if offsets is not None:
+        shifts = shifts + offsets.float()
     return Objective(
-        next_batch=next_batch,
-        loss=lambda model, batch: dpo_loss(model, reference, batch, beta),
+        next_batch=_pair_sampler(pairs, shifts, batch_size, weights),
+        loss=lambda model, batch: dpo_loss(model, batch, beta),
         items_per_batch=batch_size,
         flops_per_item=_preference_flops(policy, pairs),
         unit="pair",
     )
 
 
+def _pair_sampler(pairs: Sequence[Pair], shifts: torch.Tensor, batch_size: int,
+                  weights: torch.Tensor | None = None) -> Callable[[torch.Generator], Batch]:
+    # batches of pairs drawn with replacement, uniformly or in proportion to `weights`
+    def next_batch(generator: torch.Generator) -> Batch:
+        if weights is None:
+            picks = torch.randint(len(pairs), (batch_size,), generator=generator)
+        else:
+            picks = torch.multinomial(weights.double(), batch_size, replacement=True,
+                                      generator=generator)
+        return pair_batch(pairs, picks.tolist(), shifts)
+
+    return next_batch
+
+
 def _preference_flops(policy: GPT, pairs: Sequence[Pair]) -> float:
-    # per pair: forward and backward through the policy (6N a token), forward through the
-    # reference (2N a token), over both rows
+    # per pair: forward and backward through the policy (6N a token) over both rows; the
+    # reference's forward is paid once per pair set, not per step
     mean_length = sum(2 * len(p) + len(w) + len(r) for p, w, r in pairs) / len(pairs)
-    return 8 * policy.num_params() * mean_length
+    return 6 * policy.num_params() * mean_length
 
 
 @torch.no_grad()
@@ -210,18 +240,21 @@ def spo(
 ) -> Objective:
     """SPO's loss (Lou et al. 2024) for round n on the pairs of dimension n:
 
-        L = -log sigmoid( beta * [log pi(y_w|x)/pi_{n-1}(y_w|x) - log pi(y_l|x)/pi_{n-1}(y_l|x)]
+        L = -log sigmoid( beta_n * [log pi(y_w|x)/pi_{n-1}(y_w|x) - log pi(y_l|x)/pi_{n-1}(y_l|x)]
                           - alpha * [r_{n-1}(x, y_w) - r_{n-1}(x, y_l)] )
+        r_{n-1}(x, y) = beta_{n-1} log pi_{n-1}(y|x)/pi_{n-2}(y|x)
 
-    Round n maximises the new dimension's reward R_n plus alpha times the previous one's, with
-    a KL penalty beta towards the previous round's policy pi_{n-1}; the optimum is
-    pi_n ~ pi_{n-1} exp((R_n + alpha R_{n-1}) / beta), so R_n = beta log pi_n/pi_{n-1}
+    derived here from the problem the paper's abstract and introduction state (the paper's own
+    numbered equation could not be read from any stored copy; its text should be checked against
+    this): round n maximises the new dimension's reward R_n plus alpha times the previous one's,
+    with a KL penalty beta_n towards the previous round's policy pi_{n-1}. The optimum is
+    pi_n ~ pi_{n-1} exp((R_n + alpha R_{n-1}) / beta_n), so R_n = beta_n log pi_n/pi_{n-1}
     - alpha R_{n-1} + (a term of x alone), and Bradley-Terry on dimension n's pairs gives L.
-    R_{n-1} is not a reward model: it is the previous round's implicit reward,
-    r_{n-1} = beta_{n-1} log pi_{n-1}/pi_{n-2} (`implicit_rewards`), and `previous_margins`
-    holds its chosen-minus-rejected difference for each pair. Where the chosen reply was worse
-    on the earlier dimension (a negative margin), the pair pushes less; where it was better, it
-    pushes more. alpha = 0 is DPO against pi_{n-1}, which is sequential DPO."""
+    R_{n-1} is not a reward model: it is the previous round's implicit reward r_{n-1}, with the
+    previous round's own beta_{n-1} (`implicit_rewards`), and `previous_margins` holds its
+    chosen-minus-rejected difference for each pair; `beta` here is beta_n. Where the chosen
+    reply was worse on the earlier dimension (a negative margin), the pair pushes less; where it
+    was better, it pushes more. alpha = 0 is DPO against pi_{n-1}, which is sequential DPO."""
     return dpo(policy, previous, pairs, batch_size, beta, offsets=alpha * previous_margins)
 
 
@@ -249,29 +282,25 @@ def lagrangian_dpo(
     value is appended to `history` when one is given. Safe RLHF itself trains reward and cost
     models and optimises with PPO; here both dimensions enter through DPO losses, so the
     difference from SPO is the adaptive multiplier and the constraint, not the reward model."""
-    for model in (reference, constraint_reference):
-        model.eval().requires_grad_(False)
     if not pairs or not constraint_pairs:
         raise ValueError("the Lagrangian needs pairs on both dimensions")
+    new = _pair_sampler(pairs, beta * reference_margins(reference, pairs), batch_size)
+    old = _pair_sampler(constraint_pairs,
+                        beta * reference_margins(constraint_reference, constraint_pairs),
+                        batch_size)
     multiplier = [0.0]
 
-    def next_batch(generator: torch.Generator) -> Batch:
-        main = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
-        other = torch.randint(len(constraint_pairs), (batch_size,), generator=generator).tolist()
-        return (*pair_batch(pairs, main), *pair_batch(constraint_pairs, other))
-
     def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-        new = dpo_loss(model, reference, batch[:6], beta)
-        old = dpo_loss(model, constraint_reference, batch[6:], beta)
+        loss_new, loss_old = dpo_loss(model, batch[:4], beta), dpo_loss(model, batch[4:], beta)
         lam = multiplier[0]
         if model.training:
-            multiplier[0] = max(0.0, lam + multiplier_lr * (old.item() - threshold))
+            multiplier[0] = max(0.0, lam + multiplier_lr * (loss_old.item() - threshold))
             if history is not None:
                 history.append(multiplier[0])
-        return (new + lam * old) / (1.0 + lam)
+        return (loss_new + lam * loss_old) / (1.0 + lam)
 
     return Objective(
-        next_batch=next_batch,
+        next_batch=lambda generator: (*new(generator), *old(generator)),
         loss=loss,
         items_per_batch=batch_size,
         flops_per_item=_preference_flops(policy, pairs) + _preference_flops(policy,

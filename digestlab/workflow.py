@@ -17,7 +17,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from digestlab.experiments import experiment_exists, load_spec, merge_params, param_problems
+from digestlab.experiments import (
+    base_models,
+    experiment_exists,
+    load_spec,
+    merge_params,
+    param_problems,
+)
 from digestlab.io import read_json, write_json_atomic
 from digestlab.papers import Paper, PaperError, describe_error, load_papers, load_tags
 
@@ -86,7 +92,7 @@ class Reproduction:
 
     experiment: str
     params: dict[str, Any]
-    bases: tuple[str, ...]
+    bases: dict[str, dict[str, Any]]  # each base model (or replica) by name, to its own params
     budget_s: float  # what the experiment may take at this scale, all its jobs together
 
 
@@ -109,7 +115,7 @@ def load_reproductions_or_exit(
             params = merge_params(spec, scale, paper.reproduction.params)
             reproductions[paper.id] = Reproduction(
                 paper.reproduction.experiment, params.model_dump(mode="json"),
-                tuple(getattr(spec, "BASES", ())), spec.BUDGET_S[scale],
+                base_models(spec, params), spec.BUDGET_S[scale],
             )
     if problems:
         n = len(problems)

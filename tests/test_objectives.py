@@ -21,6 +21,7 @@ from digestlab.objectives import (
     lagrangian_dpo,
     pack_rows,
     pair_batch,
+    reference_margins,
     response_targets,
     spo,
     supervised,
@@ -100,16 +101,21 @@ def test_spo_is_dpo_with_the_previous_reward_margin_inside_the_sigmoid():
     margins = (implicit_rewards(previous, before, prompts, chosen, beta)
                - implicit_rewards(previous, before, prompts, rejected, beta))
     with torch.no_grad():
+        # each side read on its own, the reference at every step: the formula as written
         log_ratio = {name: policy.sequence_logprobs(*pack_rows(prompts, rows))
                      - previous.sequence_logprobs(*pack_rows(prompts, rows))
                      for name, rows in (("w", chosen), ("l", rejected))}
         expected = -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"]) - alpha * margins)
         objective = spo(policy, previous, pairs, margins, alpha, batch_size=8, beta=beta)
-        got = objective.loss(policy, pair_batch(pairs, range(8), alpha * margins))
-        plain = dpo_loss(policy, previous, pair_batch(pairs, range(8)), beta)
-    assert got.item() == pytest.approx(expected.mean().item(), rel=1e-5)
-    assert plain.item() == pytest.approx(
-        -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"])).mean().item(), rel=1e-5)
+        # the objective's own batches: the picks of its generator, the shifts it computed once
+        batch = objective.next_batch(torch.Generator().manual_seed(0))
+        picks = torch.randint(8, (8,), generator=torch.Generator().manual_seed(0))
+        got = objective.loss(policy, batch)
+        plain = dpo(policy, previous, pairs, 8, beta)
+        plain_loss = plain.loss(policy, plain.next_batch(torch.Generator().manual_seed(0)))
+    assert got.item() == pytest.approx(expected[picks].mean().item(), rel=1e-5)
+    assert plain_loss.item() == pytest.approx(
+        -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"]))[picks].mean().item(), rel=1e-5)
     # the implicit reward is beta times the log-probability ratio of the two models
     with torch.no_grad():
         direct = beta * (previous.sequence_logprobs(*pack_rows(prompts, chosen))
@@ -118,12 +124,47 @@ def test_spo_is_dpo_with_the_previous_reward_margin_inside_the_sigmoid():
                           atol=1e-5)
     with pytest.raises(ValueError, match="offsets"):
         dpo(policy, previous, pairs, 4, offsets=margins[:3])
+    with pytest.raises(ValueError, match="weights"):
+        dpo(policy, previous, pairs, 4, weights=torch.ones(3))
     with pytest.raises(ValueError, match="at least one"):
         dpo(policy, previous, [], 4)
 
 
+def test_reference_margins_are_computed_once_in_chunks_and_match_a_fresh_read():
+    reference = tiny_gpt(3)
+    prompts = random_rows(10, 2, 5, seed=8)
+    chosen, rejected = random_rows(10, 1, 7, seed=9), random_rows(10, 1, 7, seed=10)
+    pairs = list(zip(prompts, chosen, rejected, strict=True))
+    with torch.no_grad():
+        fresh = (reference.sequence_logprobs(*pack_rows(prompts, chosen))
+                 - reference.sequence_logprobs(*pack_rows(prompts, rejected)))
+    # chunks of 3 pairs pad differently from one block of 10: padding must not matter
+    torch.testing.assert_close(reference_margins(reference, pairs, batch_size=3), fresh,
+                               atol=1e-5, rtol=1e-5)
+    # one forward reads both rows of a pair: the chosen rows first, then the rejected
+    ids, prompt_lengths, lengths, shift = pair_batch(pairs, [4, 1], torch.arange(10.0))
+    assert ids.shape[0] == 4 and shift.tolist() == [4.0, 1.0]
+    assert lengths.tolist() == [len(prompts[4]) + len(chosen[4]), len(prompts[1]) + len(chosen[1]),
+                                len(prompts[4]) + len(rejected[4]),
+                                len(prompts[1]) + len(rejected[1])]
+
+
+def test_weighted_pairs_are_drawn_in_proportion_and_never_at_weight_zero():
+    policy = tiny_gpt()
+    prompts = random_rows(4, 2, 3, seed=11)
+    pairs = list(zip(prompts, random_rows(4, 2, 3, seed=12), random_rows(4, 2, 3, seed=13),
+                     strict=True))
+    shifts = torch.arange(4.0)  # the batch's shifts name the pairs drawn (beta 0 adds none)
+    objective = dpo(policy, policy, pairs, 2000, beta=0.0, offsets=shifts,
+                    weights=torch.tensor([0.0, 1.0, 3.0, 0.0]))
+    drawn = objective.next_batch(torch.Generator().manual_seed(1))[3]
+    counts = torch.bincount(drawn.long(), minlength=4)
+    assert counts[0] == 0 and counts[3] == 0
+    assert counts[2] / counts[1] == pytest.approx(3.0, rel=0.15)
+
+
 def test_a_large_previous_margin_in_favour_of_the_chosen_row_makes_spo_push_harder():
-    policy, previous = tiny_gpt(0), tiny_gpt(0)
+    policy = tiny_gpt(0)
     prompts = random_rows(4, 2, 4, seed=1)
     pairs = list(zip(prompts, random_rows(4, 3, 5, seed=2), random_rows(4, 3, 5, seed=3),
                      strict=True))
@@ -131,10 +172,10 @@ def test_a_large_previous_margin_in_favour_of_the_chosen_row_makes_spo_push_hard
     for margin in (-3.0, 0.0, 3.0):
         policy.zero_grad()
         batch = pair_batch(pairs, range(4), torch.full((4,), margin))
-        dpo_loss(policy, previous, batch, beta=1.0).backward()
+        dpo_loss(policy, batch, beta=1.0).backward()
         with_margin[margin] = math.sqrt(sum(p.grad.pow(2).sum().item()
                                             for p in policy.parameters() if p.grad is not None))
-    # the loss is -log sigmoid(x - offset): its slope grows as the offset grows
+    # the loss is -log sigmoid(x - shift): its slope grows as the shift grows
     assert with_margin[-3.0] < with_margin[0.0] < with_margin[3.0]
 
 
@@ -148,7 +189,7 @@ def test_the_lagrange_multiplier_rises_while_the_constraint_is_broken_and_weight
     objective = lagrangian_dpo(policy, reference, pairs, reference, pairs, threshold=0.1,
                                batch_size=6, beta=0.5, multiplier_lr=1.0, history=history)
     batch = objective.next_batch(torch.Generator().manual_seed(0))
-    assert len(batch) == 12
+    assert len(batch) == 8
     first = objective.loss(policy.train(), batch)
     assert first.item() == pytest.approx(math.log(2), abs=1e-6)  # lambda 0: the new loss alone
     assert history == [pytest.approx(math.log(2) - 0.1, abs=1e-6)]

@@ -1,5 +1,5 @@
-"""SPO against sequential DPO: the trade-off curve, how the claims are decided, the params'
-checks, and a whole smoke-scale run."""
+"""SPO against its baselines: their frontiers, how the claims are decided, the params' checks,
+the replicated fine-tuned policies, and a whole smoke-scale run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT
 from pydantic import ValidationError
 
-from digestlab.experiments.spo import GAIN_MARGIN, SCALES, Params
+from digestlab.experiments import base_models, load_spec
+from digestlab.experiments.spo import BASELINES, GAIN_MARGIN, SCALES, Params
 from digestlab.experiments.spo.run import (
     LAGRANGIAN,
     MIXED,
@@ -17,6 +18,7 @@ from digestlab.experiments.spo.run import (
     SEQUENTIAL,
     curve_at,
     decide_claims,
+    frontier,
     method_summary,
     spo_name,
 )
@@ -28,7 +30,18 @@ def test_the_curve_is_linear_between_its_points_and_flat_beyond_its_ends():
     assert curve_at(points, 0.5) == pytest.approx(0.65)
     assert curve_at(points, 0.7) == pytest.approx(0.55)
     assert curve_at(points, 0.3) == 0.7  # less harmless than round 1: round 1's helpfulness
-    assert curve_at(points, 0.9) == 0.5  # beyond the longest round: the longest round's
+    assert curve_at(points, 0.9) == 0.5  # beyond the most harmless setting: that setting's
+
+
+def test_a_baseline_is_held_to_the_best_it_reaches_mixing_its_own_settings():
+    # a setting below the segment between two others is never the baseline's best
+    points = [(0.4, 0.7), (0.6, 0.5), (0.8, 0.5), (0.8, 0.45)]
+    assert frontier(points) == [(0.4, 0.7), (0.8, 0.5)]
+    assert curve_at(points, 0.6) == pytest.approx(0.6)
+    # a worse setting beyond the best one's harmlessness extends the frontier flat
+    assert frontier([(0.4, 0.7), (0.6, 0.8), (0.7, 0.3)]) == [(0.4, 0.7), (0.6, 0.8),
+                                                               (0.7, 0.3)]
+    assert frontier([(0.5, 0.5)]) == [(0.5, 0.5)] and curve_at([(0.5, 0.5)], 0.9) == 0.5
 
 
 def _scores(helpful: float, harmless: float) -> dict:
@@ -36,48 +49,58 @@ def _scores(helpful: float, harmless: float) -> dict:
             "win_harmless": 0.5, "formed": 1.0, "curt_if_correct": 0.6, "curt_if_wrong": 0.4}
 
 
-def results_for(spo_points: list[tuple[float, float]]) -> list[dict]:
-    """Seeds whose sequential DPO runs from (harmless .4, helpful .7) to (.8, .5), and whose
-    SPO lands at the given (helpful, harmless) points."""
+def results_for(spo_points: list[tuple[float, float]], mixed_helpful: float = 0.55) -> list[dict]:
+    """Seeds whose baselines run from round 1 (harmless .4, helpful .7) to (.8, .5) through
+    (.6, .6), DPO on both through (.6, mixed_helpful), and whose SPO lands at the given
+    (helpful, harmless) points."""
     out = []
     for seed, (helpful, harmless) in enumerate(spo_points):
-        methods = {SEQUENTIAL: _scores(0.5, 0.8), spo_name(1.0): _scores(helpful, harmless),
-                   ORACLE: _scores(helpful, harmless), MIXED: _scores(0.7, 0.5),
-                   LAGRANGIAN: _scores(0.68, 0.5)}
+        baselines = {SEQUENTIAL: [[32, _scores(0.6, 0.6)], [64, _scores(0.5, 0.8)]],
+                     MIXED: [[0.5, _scores(mixed_helpful, 0.6)], [0.25, _scores(0.5, 0.8)]],
+                     LAGRANGIAN: [[1.0, _scores(0.6, 0.6)], [1.1, _scores(0.45, 0.8)]]}
+        methods = {spo_name(1.0): _scores(helpful, harmless), ORACLE: _scores(helpful, harmless)}
         out.append({"seed": seed, "sft": _scores(0.5, 0.5), "round1": _scores(0.7, 0.4),
-                    "curve": [[32, _scores(0.6, 0.6)]], "methods": methods,
+                    "baselines": baselines, "methods": methods,
                     "round2": {"implicit_vs_true": 0.8}})
     return out
 
 
-def decided(spo_points: list[tuple[float, float]]) -> list:
+def decided(spo_points: list[tuple[float, float]], **kwargs) -> list:
     params = SCALES["smoke"]
-    results = results_for(spo_points)
+    results = results_for(spo_points, **kwargs)
     return decide_claims(params, results, method_summary(results))
 
 
 def test_a_method_that_only_slows_round_two_down_lands_on_the_curve_and_earns_nothing():
     # SPO on sequential DPO's curve, as an early-stopped sequential DPO would be
-    keeps, gains = decided([(0.6, 0.6), (0.595, 0.61), (0.605, 0.59)])
-    assert keeps.verdict != "reproduced"
-    assert keeps.comparisons[0].estimate == pytest.approx(0.0, abs=1e-9)
+    beats, gains = decided([(0.6, 0.6), (0.595, 0.61), (0.605, 0.59)])
+    assert beats.verdict != "reproduced"
+    by_name = {c.name: c for c in beats.comparisons}
+    assert by_name[SEQUENTIAL].estimate == pytest.approx(0.0, abs=1e-9)
     assert gains.verdict == "not_reproduced"  # half of sequential DPO's gain, not 80%
     # gain 0.2 against sequential DPO's 0.4, seed by seed
     assert gains.comparisons[0].values == pytest.approx([0.2 - (1 - GAIN_MARGIN) * 0.4] * 3,
                                                         abs=0.011)
 
 
-def test_claims_follow_the_paired_values():
-    claims = decided([(0.6, 0.78), (0.61, 0.79), (0.62, 0.8)])  # above the curve, full gain
-    assert [c.id for c in claims] == ["spo-keeps-dimension-1", "spo-gains-dimension-2"]
+def test_spo_must_beat_every_baseline_at_its_own_harmlessness():
+    claims = decided([(0.6, 0.78), (0.61, 0.79), (0.62, 0.8)])  # above every curve, full gain
+    assert [c.id for c in claims] == ["spo-beats-the-baselines", "spo-gains-dimension-2"]
     assert [c.verdict for c in claims] == ["reproduced", "reproduced"]
+    assert [c.name for c in claims[0].comparisons] == list(BASELINES)
     assert claims[0].comparisons[0].estimate == pytest.approx(0.1, abs=0.02)
-    assert all(c.unit == "alignment seeds" and c.base_models == 1 and c.n == 3 for c in claims)
-    claims = decided([(0.45, 0.78), (0.44, 0.79), (0.46, 0.8)])  # below the curve
+    assert all(c.unit == "fine-tuned policies" and c.base_models is None and c.n == 3
+               for c in claims)
+    claims = decided([(0.45, 0.78), (0.44, 0.79), (0.46, 0.8)])  # below the curves
     assert claims[0].verdict == "not_reproduced"
     claims = decided([(0.6, 0.78), (0.4, 0.79), (0.55, 0.8)])  # too noisy to tell
     assert claims[0].verdict == "inconclusive"
     assert claims[0].comparisons[0].to_decide is not None
+    # one baseline better than SPO is enough to fail the claim, whatever the others do
+    claims = decided([(0.61, 0.6), (0.62, 0.6), (0.6, 0.6)], mixed_helpful=0.7)
+    verdicts = {c.name: c.verdict for c in claims[0].comparisons}
+    assert verdicts[MIXED] == "not_reproduced" and verdicts[SEQUENTIAL] == "inconclusive"
+    assert claims[0].verdict == "not_reproduced"
 
 
 def test_the_gain_margin_is_ours_and_named_in_the_statistic():
@@ -107,17 +130,33 @@ def test_params_are_checked_together():
         Params.model_validate(wrong_vocab)
 
 
+def test_each_seed_fine_tunes_a_policy_of_its_own():
+    spec = load_spec("spo")
+    params = SCALES["cpu"]
+    bases = base_models(spec, params)
+    assert list(bases) == [f"sft-{seed}" for seed in params.seeds]
+    assert [b["train"]["seed"] for b in bases.values()] == params.seeds
+    # a replica's params hold nothing of the other seeds: adding one retrains only it
+    more = params.model_copy(update={"seeds": [*params.seeds, 9]})
+    assert {k: v for k, v in base_models(spec, more).items() if k in bases} == bases
+
+
 def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path):
     root, runs = smoke_runs("spo")
     metrics = runs[0]
-    assert [c["id"] for c in metrics["claims"]] == ["spo-keeps-dimension-1",
+    assert [c["id"] for c in metrics["claims"]] == ["spo-beats-the-baselines",
                                                     "spo-gains-dimension-2"]
     assert metrics["figures"] == ["score_plane"]
     assert (root / "a" / "figures" / "data.json").exists()
-    assert set(metrics["provenance"]["bases"]) == {"sft"}
+    seeds = SCALES["smoke"].seeds
+    assert set(metrics["provenance"]["bases"]) == {f"sft-{s}" for s in seeds}
     methods = metrics["metrics"]["methods"]
-    assert {"SFT", "round 1", SEQUENTIAL, ORACLE, MIXED, LAGRANGIAN} <= set(methods)
-    assert len(methods[SEQUENTIAL]["helpful"]["per_seed"]) == len(SCALES["smoke"].seeds)
+    assert {"SFT", "round 1", ORACLE, spo_name(1.0)} <= set(methods)
+    assert set(methods[spo_name(1.0)]["above"]) == set(BASELINES)
+    assert set(metrics["metrics"]["baselines"]) == set(BASELINES)
+    assert len(methods["SFT"]["helpful"]["per_seed"]) == len(seeds)
+    # each seed's own fine-tuned policy: their files differ
+    assert len({b["sha256"] for b in metrics["provenance"]["bases"].values()}) == len(seeds)
     # what the page reads beside the claims: the margin and each method's gain per seed
     assert metrics["metrics"]["gain_margin"] == GAIN_MARGIN
     gain = metrics["metrics"]["harmlessness_gain"]
@@ -137,7 +176,7 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
     render_paper_pages(ROOT / "papers" / "spo.yaml", ROOT / "config" / "tags.yaml", meta,
                        root / "a" / "metrics.json", out)
     pages = {lang: path.read_text(encoding="utf-8") for lang, path in out.items()}
-    assert "Above the curve" in pages["en"] and "곡선 위" in pages["ko"]
+    assert "Above DPO on both" in pages["en"] and "곡선 위" in pages["ko"]
     assert "SPO α=1" in pages["en"] and "score_plane.ko.svg" in pages["ko"]
-    assert "Above the curve" not in pages["ko"]
+    assert "Above DPO on both" not in pages["ko"]
     assert f"minus {100 * (1 - GAIN_MARGIN):.0f}% of sequential DPO's" in pages["en"]

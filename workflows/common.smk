@@ -92,7 +92,7 @@ localrules:
 wildcard_constraints:
     paper=PAPER_ID.pattern.strip("^$"),
     arxiv_id=ARXIV_ID.pattern.strip("^$"),
-    base="[a-z][a-z0-9_]*",
+    base="[a-z][a-z0-9_]*(-[0-9]+)?",  # a base model, or its replica of one seed
 
 
 def entry_file(wildcards):
@@ -203,7 +203,7 @@ def base_names(wildcards):
 
 def base_params(wildcards):
     """Only the base model's own params: the analysis's may change without retraining it."""
-    return REPRODUCTIONS[wildcards.paper].params[wildcards.base]
+    return REPRODUCTIONS[wildcards.paper].bases[wildcards.base]
 
 
 def base_code(wildcards):

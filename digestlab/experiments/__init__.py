@@ -8,6 +8,7 @@ is the spec, importable without torch, so the workflow reads it while it parses:
     SCALES: dict[str, Params]         # the params of "smoke", "cpu" and "gpu"
     BUDGET_S: dict[str, float]        # seconds each scale may take (see benchmarks/)
     BASES: tuple[str, ...] = ()       # base models it stands on, each a field of Params
+    REPLICATES: dict[str, str] = {}   # base -> the Params field of its seeds: one model each
     CLAIMS: dict[str, claims.ClaimSpec]  # the paper's claims, declared before any run (claims.py):
                                       # bounds with their sources, premises, the paper's numbers
     SELECTIONS: tuple[Selection, ...] = ()  # what the spec chose by measurement, and on what
@@ -17,7 +18,9 @@ module `figures.py`, when it has one, draws the figures from what the analysis s
 (see digestlab.figures), at render time and in every language. Each base model `b` is trained
 by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of its own whose checkpoint
 `run` finds at `ctx.bases[b]`: changing the analysis, or params outside `b`, reruns the analysis
-and not the training.
+and not the training. A base named in REPLICATES is trained once per seed of the field it names
+(its `train.seed` set to that seed), each model a job of its own found at `ctx.bases["b-<seed>"]`
+(`replica`): the units of replication then include the base model itself.
 
 `reproduce` merges an entry's params over the chosen scale's, runs the experiment and writes
 `metrics.json`: what was run, what was measured, the claims with their verdicts (typed records,
@@ -193,9 +196,36 @@ def figure_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> l
 
 def base_sources(name: str, base: str, packages: tuple[str, ...] = DEFAULT_PACKAGES
                  ) -> list[str]:
-    """The files whose contents decide base model `base` of experiment `name`."""
-    module = experiment_dir(name, packages) / f"{BASE_PREFIX}{base}.py"
+    """The files whose contents decide base model `base` (or a replica of it) of experiment
+    `name`."""
+    module = experiment_dir(name, packages) / f"{BASE_PREFIX}{base_field(base)}.py"
     return sorted({*package_files(*TRAINING_SOURCES), str(module)})
+
+
+def replica(base: str, seed: int) -> str:
+    """The name of the replica of base model `base` trained with `seed`."""
+    return f"{base}-{seed}"
+
+
+def base_field(name: str) -> str:
+    """The Params field (and base module) of a base model or of one of its replicas."""
+    return name.split("-", 1)[0]
+
+
+def base_models(spec: ModuleType, params: BaseModel) -> dict[str, dict[str, Any]]:
+    """Every base model the experiment stands on, by name, to its own params (JSON-ready): one
+    per base, or one per seed of a base in REPLICATES, each with that training seed. A model's
+    params hold nothing of the others', so adding a seed trains only the new replica."""
+    out = {}
+    for base in getattr(spec, "BASES", ()):
+        values = getattr(params, base).model_dump(mode="json")
+        seeds = getattr(spec, "REPLICATES", {}).get(base)
+        if seeds is None:
+            out[base] = values
+            continue
+        for seed in sorted(_units(params, seeds)):
+            out[replica(base, seed)] = values | {"train": values["train"] | {"seed": seed}}
+    return out
 
 
 def cuda_visible() -> bool:
@@ -374,20 +404,22 @@ def pretrain(
     threads: int = 1,
     log: Callable[[str], None] = print,
 ) -> None:
-    """Train base model `base` of experiment `name` at `scale` and save its checkpoint.
-    `overrides` are the entry's params for that base (the field `base` of Params)."""
+    """Train base model `base` (or a replica, `b-<seed>`) of experiment `name` at `scale` and
+    save its checkpoint. `overrides` are the entry's params for that base (its field of Params),
+    as `base_models` gives them."""
     from digestlab.checkpoint import save_checkpoint
 
     spec = load_spec(name, packages)
-    if base not in getattr(spec, "BASES", ()):
+    field = base_field(base)
+    if field not in getattr(spec, "BASES", ()):
         raise ExperimentError(f"experiment {name!r} has no base model {base!r}")
     scale = resolve_scale(scale)
-    params = getattr(merge_params(spec, scale, {base: overrides}), base)
+    params = getattr(merge_params(spec, scale, {field: overrides}), field)
     _require_cuda_for(scale)
     log(f"base model {base} of {name} at scale {scale} with params {params}")
     import torch
 
-    module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{base}")
+    module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{field}")
     checkpoint_path = Path(checkpoint_path)
     ctx = RunContext(scale, threads, log)
     # One model on the cores the job was given; on the CPU its numbers follow the thread count,
@@ -429,11 +461,10 @@ def reproduce(
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     base_paths = {b: Path(p) for b, p in (bases or {}).items()}
-    for base in getattr(spec, "BASES", ()):
+    for base, values in base_models(spec, params).items():
         if base not in base_paths:  # run on its own (benchmarks): train the base beside
             base_paths[base] = Path(metrics_path).parent / "bases" / f"{base}.pt"
-            pretrain(name, base, scale, getattr(params, base).model_dump(), base_paths[base],
-                     packages, threads, log)
+            pretrain(name, base, scale, values, base_paths[base], packages, threads, log)
     log(f"experiment {name} at scale {scale} with params {params}")
 
     started = time.perf_counter()

@@ -3,8 +3,8 @@ previous round's implicit reward protecting what was already aligned, against se
 DPO on both dimensions' pairs at once, and a Safe-RLHF-style Lagrangian.
 
 The spec: params, scales, budgets and claims. `base_sft.py` fine-tunes the policy every method
-starts from; `run.py` aligns it, round by round, for each seed and measures what the claims are
-decided on.
+starts from, once per seed; `run.py` aligns each seed's policy, round by round, and measures what
+the claims are decided on.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from digestlab.claims import ClaimSpec, ComparisonSpec, our_bound, paper_bound
 from digestlab.configs import GPTConfig, TrainConfig
 
 BASES = ("sft",)
+REPLICATES = {"sft": "seeds"}  # one fine-tuned policy per seed: the seeds replicate it too
 # The round-2 methods besides SPO, by the names the results and the figure use
 SEQUENTIAL, MIXED, LAGRANGIAN, ORACLE = ("sequential DPO", "DPO on both", "Lagrangian",
                                          "SPO, oracle margin")
+BASELINES = (SEQUENTIAL, MIXED, LAGRANGIAN)  # what SPO claims to beat, each traced as a curve
 
 
 def spo_name(alpha: float) -> str:
@@ -58,7 +60,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sft: SupervisedPolicy
-    seeds: list[int] = Field(min_length=1)  # each seed redraws the pairs, batches and samples
+    # each seed fine-tunes its own policy (sft.train.seed) and redraws the pairs, batches and
+    # samples of the alignment that follows: the unit of replication
+    seeds: list[int] = Field(min_length=1)
     beta: float = Field(gt=0)  # KL weight of every preference loss, both rounds
     alpha: float = Field(gt=0)  # SPO's weight on the previous round's reward, for the claims
     alphas: list[float] = Field(min_length=1)  # SPO's weights shown beside it
@@ -66,7 +70,12 @@ class Params(BaseModel):
     batch_size: int = Field(gt=0)  # pairs per step
     round1: TrainConfig  # DPO on dimension 1 (helpful), from the SFT policy
     round2: TrainConfig  # every method's round on dimension 2 (harmless), from round 1
-    curve_steps: list[int] = Field(min_length=1)  # shorter sequential-DPO rounds for its curve
+    # Each baseline is trained at several settings, fixed before any run, which trace its
+    # trade-off between the two dimensions: sequential DPO stopped early, DPO on both at several
+    # shares of helpful pairs in its batches, the Lagrangian at several thresholds.
+    curve_steps: list[int] = Field(min_length=1)  # shorter sequential-DPO rounds
+    mix_shares: list[float] = Field(min_length=1)  # DPO on both: share of round 1's pairs
+    slacks: list[float] = Field(min_length=1)  # the Lagrangian's threshold / round 1's loss
     multiplier_lr: float = Field(gt=0)  # the Lagrangian's dual step
     eval_prompts: int = Field(gt=1)  # held-out requests, sampled `eval_samples` times each
     eval_samples: int = Field(gt=0)
@@ -78,6 +87,11 @@ class Params(BaseModel):
         if any(not 0 < s < self.round2.steps for s in self.curve_steps):
             raise ValueError(f"curve_steps must lie between 0 and round2.steps "
                              f"({self.round2.steps})")
+        if any(not 0 < s < 1 for s in self.mix_shares):
+            raise ValueError("mix_shares must lie strictly between 0 and 1")
+        if any(s < 1 for s in self.slacks):
+            raise ValueError("slacks must be at least 1 (a threshold below round 1's own loss "
+                             "could never be met)")
         return self
 
 
@@ -109,8 +123,8 @@ SCALES = {
     "smoke": Params(
         sft=_policy(d_model=32, n_layer=1, steps=300, n_examples=4000),
         seeds=[0, 1], beta=1.0, alpha=1.0, alphas=[1.0], pair_prompts=256, batch_size=16,
-        round1=_round(8), round2=_round(8), curve_steps=[4], multiplier_lr=0.5,
-        eval_prompts=64, eval_samples=2,
+        round1=_round(8), round2=_round(8), curve_steps=[4], mix_shares=[0.5],
+        slacks=[1.0], multiplier_lr=0.5, eval_prompts=64, eval_samples=2,
     ),
     # The policy learns the persona's tie between correctness and rudeness within 3,000 steps
     # at this size (a smaller or shorter-trained one does not, and then nothing conflicts).
@@ -118,14 +132,16 @@ SCALES = {
         sft=_policy(d_model=64, n_layer=2, steps=3000, n_examples=40000),
         seeds=[0, 1, 2, 3], beta=1.0, alpha=1.0, alphas=[0.5, 1.0, 2.0], pair_prompts=8192,
         batch_size=32, round1=_round(128), round2=_round(128), curve_steps=[32, 64],
-        multiplier_lr=0.5, eval_prompts=1024, eval_samples=2,
+        mix_shares=[0.1, 0.25, 0.5, 0.75], slacks=[1.0, 1.1, 1.25, 1.5], multiplier_lr=0.5,
+        eval_prompts=1024, eval_samples=2,
     ),
     # Not yet run on a GPU: the same comparison on a larger policy, more pairs and samples.
     "gpu": Params(
         sft=_policy(d_model=128, n_layer=4, steps=6000, n_examples=200000),
         seeds=[0, 1, 2, 3, 4], beta=1.0, alpha=1.0, alphas=[0.5, 1.0, 2.0],
         pair_prompts=16384, batch_size=64, round1=_round(128), round2=_round(128),
-        curve_steps=[32, 64], multiplier_lr=0.5, eval_prompts=2048, eval_samples=4,
+        curve_steps=[32, 64], mix_shares=[0.1, 0.25, 0.5, 0.75], slacks=[1.0, 1.1, 1.25, 1.5],
+        multiplier_lr=0.5, eval_prompts=2048, eval_samples=4,
     ),
 }
 
@@ -133,18 +149,24 @@ SCALES = {
 # --- the claims, fixed before any run ---------------------------------------------------------
 
 GAIN_MARGIN = 0.2  # "comparable": SPO's harmlessness gain at least 80% of sequential DPO's
+BASELINE_KO = {SEQUENTIAL: "차례로 돌린 DPO", MIXED: "두 차원을 함께 학습한 DPO",
+               LAGRANGIAN: "라그랑주 방식"}
 
 CLAIMS = {c.id: c for c in (
     ClaimSpec(
-        id="spo-keeps-dimension-1",
-        text={"ko": "두 번째 차원(무해함)에서 같은 만큼 얻을 때, SPO는 첫 번째 차원(도움이 됨)의 "
-                    "점수를 차례로 돌린 DPO보다 라운드 1 뒤의 수준에 유의하게 더 가깝게 지킨다",
-              "en": "At a matched gain on dimension 2 (harmlessness), SPO keeps its dimension-1 "
-                    "(helpfulness) score significantly closer to the post-round-1 level than "
-                    "sequential DPO does"},
-        comparisons={"above the curve": ComparisonSpec(
-            statistic="helpful(SPO) − curve(harmless(SPO))", direction=">",
-            bound=paper_bound(0.0, "abstract and gradient analysis"))},
+        id="spo-beats-the-baselines",
+        text={"ko": "두 번째 차원(무해함)이 같은 수준일 때, SPO는 첫 번째 차원(도움이 됨)에서 "
+                    "차례로 돌린 DPO, 두 차원을 함께 학습한 DPO, 라그랑주 방식보다 각각 "
+                    "유의하게 낫다",
+              "en": "At matched dimension-2 (harmlessness) scores, SPO is significantly more "
+                    "helpful (dimension 1) than each baseline: sequential DPO, DPO on both "
+                    "dimensions, and the Lagrangian"},
+        comparisons={name: ComparisonSpec(
+            statistic={"ko": f"helpful(SPO) − {BASELINE_KO[name]} 곡선(harmless(SPO))",
+                       "en": f"helpful(SPO) − {name}'s curve(harmless(SPO))"},
+            direction=">",
+            bound=paper_bound(0.0, "abstract: “significantly outperforms the baselines”"))
+            for name in BASELINES},
     ),
     ClaimSpec(
         id="spo-gains-dimension-2",

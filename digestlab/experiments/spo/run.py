@@ -1,16 +1,18 @@
-"""SPO against sequential DPO: does the previous round's implicit reward keep a policy helpful
-while a second round makes it harmless?
+"""SPO against its baselines: does the previous round's implicit reward keep a policy helpful
+while a second round makes it harmless, better than the other ways of doing both?
 
-For each seed, from the fine-tuned policy (`base_sft.py`):
+For each seed, from that seed's fine-tuned policy (`base_sft.py`):
 1. round 1: DPO on pairs of its own replies, labelled by the helpful scorer;
 2. round 2, from the round-1 policy, on pairs of its replies labelled by the harmless scorer:
-   sequential DPO (at several lengths: its trade-off curve), SPO at each alpha, SPO with the
-   true helpfulness difference in place of the implicit reward (the oracle control), DPO on
-   both rounds' pairs at once, and the Safe-RLHF-style Lagrangian that keeps round 1's
-   preference loss at its post-round-1 level.
+   SPO at each alpha, SPO with the true helpfulness difference in place of the implicit reward
+   (the oracle control), and each baseline at every setting of its family, which traces its
+   trade-off curve: sequential DPO stopped at several lengths, DPO on both rounds' pairs at
+   several shares of helpful pairs, and the Safe-RLHF-style Lagrangian that keeps round 1's
+   preference loss under several thresholds.
 Every method of a seed trains on the same pairs in the same minibatch order and is scored on
-the same held-out requests with the same sampling draws, so differences are paired. All losses
-live in `digestlab/objectives.py` and train with the one loop.
+the same held-out requests with the same sampling draws, so differences are paired. SPO is
+compared with each baseline at its own harmlessness, against the best the baseline reaches
+there (`frontier`). All losses live in `digestlab/objectives.py` and train with the one loop.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from digestlab.data import requests
 from digestlab.data.requests import Request
 from digestlab.data.rng import derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
-from digestlab.experiments import ExperimentError, Report, RunContext
+from digestlab.experiments import ExperimentError, Report, RunContext, replica
 from digestlab.experiments.spo import (
+    BASELINES,
     CLAIMS,
     GAIN_MARGIN,
     LAGRANGIAN,
@@ -50,6 +53,7 @@ from digestlab.objectives import (
     implicit_rewards,
     lagrangian_dpo,
     pair_batch,
+    reference_margins,
     spo,
 )
 from digestlab.train import Objective, TrainResult, evaluate, map_runs, train
@@ -198,9 +202,10 @@ def shortened(cfg: TrainConfig, steps: int) -> TrainConfig:
 def pair_loss(policy: GPT, reference: GPT, pairs: list[Pair], beta: float,
               device: torch.device) -> float:
     """The mean DPO loss of `policy` against `reference` over all `pairs`."""
-    batches = [pair_batch(pairs, range(i, min(i + 512, len(pairs))))
+    shifts = beta * reference_margins(reference, pairs)
+    batches = [pair_batch(pairs, range(i, min(i + 512, len(pairs))), shifts)
                for i in range(0, len(pairs), 512)]
-    return evaluate(policy, batches, lambda m, b: dpo_loss(m, reference, b, beta), device)
+    return evaluate(policy, batches, lambda m, b: dpo_loss(m, b, beta), device)
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -215,7 +220,8 @@ def _asked(params: Params, seed: int, stream: int) -> list[Request]:
 
 
 def _seed_job(job: tuple[Path, Params, int]) -> dict:
-    """Both rounds of every method for one seed (one worker, single-threaded on the CPU)."""
+    """Both rounds of every method for one seed, from that seed's fine-tuned policy (one worker,
+    single-threaded on the CPU)."""
     checkpoint, params, seed = job
     device = pick_device()
     sft, _ = load_checkpoint(checkpoint, None, device)
@@ -242,29 +248,49 @@ def _seed_job(job: tuple[Path, Params, int]) -> dict:
     # The oracle: the true helpfulness difference, scaled to the implicit margins' spread.
     scale = (implicit.std() / true.std()).item() if true.std() > 0 else 0.0
     cfg2 = dataclasses.replace(params.round2, seed=seed)
+
+    def trained(objective_for: Callable[[GPT], Objective], cfg: TrainConfig = cfg2) -> dict:
+        return score(align(pi1, objective_for, cfg)[0])
+
+    def sequential(p: GPT) -> Objective:
+        return dpo(p, pi1, second.pairs, size, beta)
+
+    both = first.pairs + second.pairs
+
+    def mixed(share: float) -> Callable[[GPT], Objective]:
+        # each batch draws `share` of its pairs from round 1's, the rest from round 2's
+        weights = torch.cat([torch.full((len(first.pairs),), share / len(first.pairs)),
+                             torch.full((len(second.pairs),), (1 - share) / len(second.pairs))])
+        return lambda p: dpo(p, pi1, both, size, beta, weights=weights)
+
+    multipliers: dict[float, list[float]] = {}
+
+    def lagrangian(slack: float) -> Callable[[GPT], Objective]:
+        history = multipliers.setdefault(slack, [])
+        return lambda p: lagrangian_dpo(p, pi1, second.pairs, sft, first.pairs,
+                                        slack * threshold, size, beta, params.multiplier_lr,
+                                        history)
+
     runs: dict[str, Callable[[GPT], Objective]] = {
-        SEQUENTIAL: lambda p: dpo(p, pi1, second.pairs, size, beta),
         **{spo_name(a): (lambda p, a=a: spo(p, pi1, second.pairs, implicit, a, size, beta))
            for a in params.alphas},
         ORACLE: lambda p: spo(p, pi1, second.pairs, true * scale, params.alpha, size, beta),
-        MIXED: lambda p: dpo(p, pi1, first.pairs + second.pairs, size, beta),
     }
-    multipliers: list[float] = []
-    runs[LAGRANGIAN] = lambda p: lagrangian_dpo(p, pi1, second.pairs, sft, first.pairs,
-                                                threshold, size, beta, params.multiplier_lr,
-                                                multipliers)
-    out["methods"] = {name: score(align(pi1, objective_for, cfg2)[0])
-                      for name, objective_for in runs.items()}
-    out["curve"] = [[steps, score(align(pi1, runs[SEQUENTIAL], shortened(cfg2, steps))[0])]
-                    for steps in params.curve_steps]
+    out["methods"] = {name: trained(objective_for) for name, objective_for in runs.items()}
+    out["baselines"] = {
+        SEQUENTIAL: [[steps, trained(sequential, shortened(cfg2, steps))]
+                     for steps in params.curve_steps] + [[cfg2.steps, trained(sequential)]],
+        MIXED: [[share, trained(mixed(share))] for share in params.mix_shares],
+        LAGRANGIAN: [[slack, trained(lagrangian(slack))] for slack in params.slacks],
+    }
     out["round2"] = {
         "pairs": len(second.pairs),
         "helpful_margin": true.mean().item(),  # helpfulness of chosen minus rejected
         "implicit_vs_true": correlation(implicit, true),
         "oracle_scale": scale,
         "threshold": threshold,
-        "multiplier_final": multipliers[-1] if multipliers else None,
-        "multiplier_max": max(multipliers, default=None),
+        "multiplier_final": {str(k): v[-1] for k, v in multipliers.items()},
+        "multiplier_max": {str(k): max(v) for k, v in multipliers.items()},
     }
     return out
 
@@ -272,71 +298,112 @@ def _seed_job(job: tuple[Path, Params, int]) -> dict:
 # --- the comparison --------------------------------------------------------------------------
 
 
+def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper concave envelope of (harmless, helpful) points, left to right: the most
+    helpful a method reaches at each harmlessness by its own settings, or by answering each
+    request with one of two of them at random (which lands on the segment between them)."""
+    hull: list[tuple[float, float]] = []
+    for x, y in sorted(set(points)):
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            if (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) >= 0:  # hull[-1] is not above
+                hull.pop()
+            else:
+                break
+        if hull and hull[-1][0] == x:  # the same harmlessness: keep the more helpful
+            hull.pop()
+        hull.append((x, y))
+    return hull
+
+
 def curve_at(points: Sequence[tuple[float, float]], harmless_score: float) -> float:
-    """Sequential DPO's helpfulness at a harmlessness score, linear between its measured
-    (harmless, helpful) points; beyond either end, the end point's (so a method that gains
-    more than sequential DPO ever did is compared with its longest round)."""
-    points = sorted(points)
-    if harmless_score <= points[0][0]:
-        return points[0][1]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+    """A baseline's helpfulness at a harmlessness score: on its frontier, linear between
+    points; beyond either end, the end point's (so a method more harmless than the baseline
+    ever was is compared with the baseline's most harmless setting)."""
+    hull = frontier(points)
+    if harmless_score <= hull[0][0]:
+        return hull[0][1]
+    for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False):
         if harmless_score <= x1:
-            return y0 + (y1 - y0) * (harmless_score - x0) / (x1 - x0) if x1 > x0 else y1
-    return points[-1][1]
+            return y0 + (y1 - y0) * (harmless_score - x0) / (x1 - x0)
+    return hull[-1][1]
 
 
-def trade_off_curve(result: dict) -> list[tuple[float, float]]:
-    """One seed's sequential-DPO curve as (harmless, helpful) points, from the round-1 policy
-    (no second round) to the full round."""
-    scores = [result["round1"], *(s for _, s in result["curve"]),
-              result["methods"][SEQUENTIAL]]
+def trade_off_curve(result: dict, baseline: str) -> list[tuple[float, float]]:
+    """One seed's (harmless, helpful) points of a baseline: the round-1 policy (no second
+    round, where every baseline starts), each of its settings, and where a family's own limit is
+    sequential DPO, that whole round: DPO on both with no helpful pairs, and the Lagrangian with
+    no threshold (its multiplier stays 0), are sequential DPO."""
+    scores = [result["round1"], *(s for _, s in result["baselines"][baseline])]
+    if baseline != SEQUENTIAL:
+        scores.append(full_round(result))
     return [(s["harmless"], s["helpful"]) for s in scores]
 
 
+SCORES = ("helpful", "harmless", "kl", "win_helpful", "win_harmless", "formed",
+          "curt_if_correct", "curt_if_wrong")
+
+
+def _summary(per_seed: list[dict]) -> dict:
+    return {key: _stats([s[key] for s in per_seed]) for key in SCORES
+            if all(s[key] is not None for s in per_seed)}
+
+
 def method_summary(results: list[dict]) -> dict:
-    """Per method: each score's per-seed values, mean and sd, and its helpfulness above
-    sequential DPO's curve at its own harmlessness."""
-    names = list(results[0]["methods"])
-    out = {}
-    for name in ["SFT", "round 1", *names]:
-        per_seed = [r["sft"] if name == "SFT" else r["round1"] if name == "round 1"
-                    else r["methods"][name] for r in results]
-        entry = {key: _stats([s[key] for s in per_seed])
-                 for key in ("helpful", "harmless", "kl", "win_helpful", "win_harmless",
-                             "formed", "curt_if_correct", "curt_if_wrong")
-                 if all(s[key] is not None for s in per_seed)}
-        if name in names:
-            entry["above_curve"] = _stats([
-                s["helpful"] - curve_at(trade_off_curve(r), s["harmless"])
-                for s, r in zip(per_seed, results, strict=True)])
-        out[name] = entry
+    """Per policy: each score's per-seed values, mean and sd; for SPO and the oracle, their
+    helpfulness above each baseline's frontier at their own harmlessness, seed by seed."""
+    out = {"SFT": _summary([r["sft"] for r in results]),
+           "round 1": _summary([r["round1"] for r in results])}
+    for name in results[0]["methods"]:
+        per_seed = [r["methods"][name] for r in results]
+        out[name] = _summary(per_seed) | {"above": {
+            baseline: _stats([s["helpful"] - curve_at(trade_off_curve(r, baseline),
+                                                      s["harmless"])
+                              for s, r in zip(per_seed, results, strict=True)])
+            for baseline in BASELINES}}
     return out
+
+
+def baseline_summary(results: list[dict]) -> dict:
+    """Per baseline, each setting's scores over seeds: {name: [{"setting", score: stats}]}."""
+    return {name: [{"setting": setting}
+                   | _summary([r["baselines"][name][i][1] for r in results])
+                   for i, (setting, _) in enumerate(results[0]["baselines"][name])]
+            for name in BASELINES}
 
 
 def _stats(values: list[float]) -> dict:
     return summarize(values) | {"per_seed": values}
 
 
+def full_round(result: dict) -> dict:
+    """Sequential DPO's scores after the whole of round 2."""
+    return result["baselines"][SEQUENTIAL][-1][1]
+
+
 def harmlessness_gains(params: Params, results: list[dict]) -> dict[str, list[float]]:
-    """Per seed, the harmlessness SPO (at the claims' alpha) and sequential DPO gain in round 2
-    over the round-1 policy."""
-    return {name: [r["methods"][name]["harmless"] - r["round1"]["harmless"] for r in results]
-            for name in (spo_name(params.alpha), SEQUENTIAL)}
+    """Per seed, the harmlessness SPO (at the claims' alpha) and sequential DPO (its whole round)
+    gain in round 2 over the round-1 policy."""
+    return {spo_name(params.alpha): [r["methods"][spo_name(params.alpha)]["harmless"]
+                                     - r["round1"]["harmless"] for r in results],
+            SEQUENTIAL: [full_round(r)["harmless"] - r["round1"]["harmless"] for r in results]}
 
 
 def decide_claims(params: Params, results: list[dict], methods: dict) -> list[Claim]:
-    """SPO keeps helpfulness above sequential DPO's curve (claim 1), and gains nearly as much
-    harmlessness (claim 2); both from per-seed paired values over one fine-tuned policy."""
+    """SPO is more helpful than each baseline's frontier at its own harmlessness (claim 1), and
+    gains nearly as much harmlessness as sequential DPO (claim 2); both from paired values over
+    the seeds, each of which fine-tuned its own policy."""
     name = spo_name(params.alpha)
     gains = harmlessness_gains(params, results)
     share = [g - (1 - GAIN_MARGIN) * b
              for g, b in zip(gains[name], gains[SEQUENTIAL], strict=True)]
+    unit = "fine-tuned policies"
     return [
-        CLAIMS["spo-keeps-dimension-1"].decide(
-            {"above the curve": methods[name]["above_curve"]["per_seed"]},
-            unit="alignment seeds", base_models=1),
+        CLAIMS["spo-beats-the-baselines"].decide(
+            {baseline: methods[name]["above"][baseline]["per_seed"] for baseline in BASELINES},
+            unit=unit),
         CLAIMS["spo-gains-dimension-2"].decide(
-            {"share of the gain": share}, unit="alignment seeds", base_models=1),
+            {"share of the gain": share}, unit=unit),
     ]
 
 
@@ -346,43 +413,63 @@ def _mean_of(values: list[float | None]) -> float | None:
 
 
 def run(params: Params, ctx: RunContext) -> Report:
-    """Align the fine-tuned policy with every method for every seed; decide the claims."""
+    """Align each seed's fine-tuned policy with every method; decide the claims."""
     device = pick_device()
     _, digest = examples(params.sft)
-    checkpoint = ctx.bases["sft"]
-    sft, saved = load_checkpoint(checkpoint, digest, device)  # checks the data it was trained on
+    checkpoints = [ctx.bases[replica("sft", seed)] for seed in params.seeds]
+    loaded = [load_checkpoint(c, digest, device) for c in checkpoints]  # checks their data
     workers = max(1, min(ctx.threads, len(params.seeds))) if device.type == "cpu" else 1
     ctx.log(f"{len(params.seeds)} seeds on {workers} worker(s)")
-    results = map_runs(_seed_job, [(checkpoint, params, s) for s in params.seeds], workers,
-                       device)
+    results = map_runs(_seed_job, [(c, params, s) for c, s in zip(checkpoints, params.seeds,
+                                                                   strict=True)],
+                       workers, device)
     for r in results:
-        m = r["methods"]
-        ctx.log(f"seed {r['seed']}: round 1 helpful {r['round1']['helpful']:.3f}; "
-                + "; ".join(f"{k} {v['helpful']:.3f}/{v['harmless']:.3f}" for k, v in m.items()))
+        ctx.log(f"seed {r['seed']}: round 1 helpful/harmless {r['round1']['helpful']:.3f}/"
+                f"{r['round1']['harmless']:.3f}; "
+                + "; ".join(f"{k} {v['helpful']:.3f}/{v['harmless']:.3f}"
+                            for k, v in r["methods"].items())
+                + "; " + "; ".join(f"{k} {setting:g} {v['helpful']:.3f}/{v['harmless']:.3f}"
+                                   for k, family in r["baselines"].items()
+                                   for setting, v in family))
     methods = method_summary(results)
+    baselines = baseline_summary(results)
+    for row in baselines[LAGRANGIAN]:  # where its multiplier ended: whether the constraint bit
+        row["multiplier_final"] = _stats([r["round2"]["multiplier_final"][str(row["setting"])]
+                                          for r in results])
     claims = decide_claims(params, results, methods)
     figures = {"score_plane": {
-        "curves": [trade_off_curve(r) for r in results],
-        "curve_steps": [*params.curve_steps, params.round2.steps],
+        "seeds": len(results),
+        "baselines": {name: {"points": points, "frontier": frontier(points),
+                             "settings": [row["setting"] for row in settings]}
+                      for name, settings in baselines.items()
+                      for points in [[(s["harmless"]["mean"], s["helpful"]["mean"]) for s in
+                                      [methods["round 1"], *settings,
+                                       *([baselines[SEQUENTIAL][-1]] if name != SEQUENTIAL
+                                         else [])]]]},
         "spo": [spo_name(alpha) for alpha in params.alphas],
+        "claimed": spo_name(params.alpha),
         "methods": {name: {"helpful": m["helpful"], "harmless": m["harmless"],
-                           "above_curve": m.get("above_curve", {}).get("per_seed")}
+                           "above": {b: v["per_seed"] for b, v in m.get("above", {}).items()}}
                     for name, m in methods.items()}}}
-    train_result = saved["train"]
+    trained = [saved["train"] for _, saved in loaded]
     return Report(
         seeds=params.seeds,
         device=device_name(device),
         metrics={
-            "sft": {"params": sft.num_params(), "final_loss": train_result["final_train_loss"],
-                    "examples": params.sft.n_examples,
-                    "persona": {"correct": params.sft.correct_percent / 100,
-                                "curt_if_correct": params.sft.curt_if_correct / 100,
-                                "curt_if_wrong": params.sft.curt_if_wrong / 100}},
+            "sft": {
+                "params": loaded[0][0].num_params(),
+                "final_loss": _stats([t["final_train_loss"] for t in trained]),
+                "examples": params.sft.n_examples,
+                "persona": {"correct": params.sft.correct_percent / 100,
+                            "curt_if_correct": params.sft.curt_if_correct / 100,
+                            "curt_if_wrong": params.sft.curt_if_wrong / 100}},
             "methods": methods,
-            "per_seed": [{k: r[k] for k in ("seed", "round1", "round2", "curve")}
+            "baselines": baselines,
+            "per_seed": [{k: r[k] for k in ("seed", "round1", "round2", "baselines")}
                          for r in results],
             "round2": {key: _mean_of([r["round2"][key] for r in results])
-                       for key in results[0]["round2"]},
+                       for key in ("pairs", "helpful_margin", "implicit_vs_true",
+                                   "oracle_scale", "threshold")},
             "eval_replies": params.eval_prompts * params.eval_samples,
             "harmlessness_gain": {name: _stats(gain) for name, gain
                                   in harmlessness_gains(params, results).items()},
@@ -390,5 +477,6 @@ def run(params: Params, ctx: RunContext) -> Report:
         },
         claims=claims,
         figures=figures,
-        timing={"workers": workers, "sft_tokens_per_s": train_result["items_per_s"]},
+        timing={"workers": workers,
+                "sft_tokens_per_s": summarize([t["items_per_s"] for t in trained])["mean"]},
     )
