@@ -6,9 +6,9 @@ and print milliseconds per token along the stream.
 
 Two caches: the full one (every token kept: attention reads all S cached slots, so the time per
 token may grow with S, but appending must not), and a bounded one that keeps the first 4 tokens
-and the most recent ones (StreamingLLM's policy: `recent_slots`, then `evict`), whose time per
-token must stay flat, so that streaming n tokens costs time linear in n. The cache's storage
-grows by doubling; the number of reallocations is printed too.
+and the most recent ones (StreamingLLM's policy, read by the `Streamer` the experiments use),
+whose time per token must stay flat, so that streaming n tokens costs time linear in n. The
+cache's storage grows by doubling; the number of reallocations is printed too.
 """
 
 from __future__ import annotations
@@ -20,27 +20,29 @@ import torch
 
 from digestlab.configs import GPTConfig
 from digestlab.device import seed_everything
-from digestlab.nn import GPT, KVCache
-from digestlab.nn.cache import evict, recent_slots
+from digestlab.nn import GPT
+from digestlab.nn.cache import Policy, Streamer
+
+SINKS = 4
 
 
 def stream(model: GPT, tokens: torch.Tensor, window: int | None, segment: int
            ) -> tuple[list[float], int]:
-    """Feed `tokens` one at a time; return ms/token per segment and the storage reallocations."""
-    cache: KVCache = model.new_cache(1)
-    sinks = 4
+    """Feed `tokens` one at a time through the experiments' `Streamer`; return ms/token per
+    segment and the storage reallocations."""
+    if window is None:
+        streamer = Streamer(model, [Policy("full", "recent")], None, torch.Generator())
+    else:  # keep the sinks and the most recent tokens, renumbered in the cache
+        streamer = Streamer(model, [Policy("StreamingLLM", "recent", SINKS)], SINKS + window,
+                            torch.Generator())
     times, start, storages = [], time.perf_counter(), set()
-    with torch.no_grad():
-        for t in range(len(tokens)):
-            if window is not None and len(cache) == sinks + window:
-                # keep the sinks and the most recent window - 1 slots, renumbered in the cache
-                evict(cache, recent_slots(cache, sinks + window - 1, sinks))
-            model(tokens[t : t + 1][None], cache=cache)
-            storages.add(cache.layers[0][0].untyped_storage().data_ptr())
-            if (t + 1) % segment == 0:
-                now = time.perf_counter()
-                times.append((now - start) / segment * 1e3)
-                start = now
+    for t in range(len(tokens)):
+        streamer.read(tokens[t : t + 1])
+        storages.add(streamer.cache.layers[0][0].untyped_storage().data_ptr())
+        if (t + 1) % segment == 0:
+            now = time.perf_counter()
+            times.append((now - start) / segment * 1e3)
+            start = now
     return times, len(storages) - 1
 
 

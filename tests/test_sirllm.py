@@ -11,11 +11,24 @@ from digestlab.claims import LEVEL, binomial_interval
 from digestlab.configs import GPTConfig
 from digestlab.data import dialogue
 from digestlab.data.rng import SplitMix64
-from digestlab.experiments.sirllm import CHANCE, GROCERY_MARGIN, SCALES, SINK_RATIO
+from digestlab.experiments.sirllm import (
+    CHANCE,
+    GROCERY_MARGIN,
+    REFERENCE,
+    SCALES,
+    SINK_RATIO,
+)
 from digestlab.experiments.sirllm.base_lm import first_token_attention, sink_probe
-from digestlab.experiments.sirllm.run import Policy, Streamer, decide_claims
+from digestlab.experiments.sirllm.run import decide_claims
 from digestlab.nn import GPT
-from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
+from digestlab.nn.cache import (
+    Policy,
+    Streamer,
+    evict,
+    random_slots,
+    recent_slots,
+    top_score_slots,
+)
 from digestlab.objectives import weighted_next_token_loss
 
 # --- dialogues -------------------------------------------------------------------------------
@@ -241,17 +254,46 @@ def test_every_row_keeps_to_the_budget_under_its_own_policy():
     assert origin[2, :4].tolist() == [0, 1, 2, 3] and origin[3, :4].tolist() == [0, 1, 2, 3]
 
 
+def test_scores_decay_once_per_request_and_the_oracle_keeps_what_it_protects():
+    config = GPTConfig(block_size=128, n_layer=2, d_model=32, n_heads=2, n_kv_heads=2,
+                       head_dim=16)
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    rows = [Policy("SirLLM", "top_score", 2, decay=0.5), Policy("oracle", "protect", 2)]
+    streamer = Streamer(model, rows, budget=20, generator=torch.Generator())
+    tokens = torch.randint(0, 256, (60,))
+    streamer.read(tokens[:6])
+    streamer.protect(range(6, 10))  # the turn about to be read
+    streamer.read(tokens[6:10])
+    before = streamer.cache.scores.clone()
+    streamer.read(tokens[10:15])  # a turn that is no request: nothing decays
+    torch.testing.assert_close(streamer.cache.scores[:, :10], before)
+    streamer.request()
+    torch.testing.assert_close(streamer.cache.scores[0, :10], 0.5 * before[0])
+    for turn in tokens[15:].split(5):
+        streamer.read(turn)
+    # the oracle kept its sinks, the protected turn and the latest tokens, nothing else
+    assert streamer.origin[1].tolist() == [0, 1, 6, 7, 8, 9, *range(46, 60)]
+    # with no budget nothing is ever evicted
+    unbounded = Streamer(model, rows[:1], budget=None, generator=torch.Generator())
+    for turn in tokens.split(7):
+        unbounded.read(turn)
+    assert unbounded.origin[0].tolist() == list(range(60))
+
+
 # --- claims and the whole run ----------------------------------------------------------------
 
 
 def outcomes(sir: list[int], streaming: list[int], wins: tuple[list, list],
              ppl: dict[str, list[float]], ceiling: tuple[int, int] = (190, 200),
-             sink: float = 10.0) -> list:
-    """The claims decided from made-up measurements: per-stream recall, per-game wins,
-    per-stream perplexities, in-context recall (correct, dialogues) and the sink ratio."""
-    grocery = {"correct_at_budget": {"SirLLM": sir, "StreamingLLM": streaming},
-               "in_context_correct": ceiling[0], "in_context_dialogues": ceiling[1]}
-    rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1]}}
+             sink: float = 10.0, reference: list[int] | None = None) -> list:
+    """The claims decided from made-up measurements: per-stream recall (SirLLM's under the
+    authors' scoring the same as under the paper's unless given), per-game wins, per-stream
+    perplexities, the oracle cache's recall (correct, streams) and the sink ratio."""
+    grocery = {"correct_at_budget": {"SirLLM": sir, "StreamingLLM": streaming,
+                                     REFERENCE: sir if reference is None else reference},
+               "oracle_correct": ceiling[0], "streams": ceiling[1]}
+    rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1], REFERENCE: wins[0]}}
     perplexity = {"per_stream": ppl}
     return decide_claims(SCALES["smoke"], grocery, rps, perplexity, {"top_head_ratio": sink})
 
@@ -292,6 +334,17 @@ def test_the_sink_claim_is_not_testable_without_a_sink_and_still_records_its_com
     assert claims[0].verdict == claims[1].verdict == "reproduced"
 
 
+def test_sirllm_is_judged_under_both_scorings():
+    n = 40
+    claims = outcomes([1] * n, [0, 1] * (n // 2), ([0.6] * 4, [0.4] * 4), PPL_HOLDS,
+                      reference=[0, 1] * (n // 2))
+    grocery = claims[0]
+    assert [c.name for c in grocery.comparisons] == ["recall gain",
+                                                     "recall gain, authors' scoring"]
+    assert [c.verdict for c in grocery.comparisons] == ["reproduced", "not_reproduced"]
+    assert grocery.verdict == "not_reproduced"  # the claim needs both
+
+
 def test_the_grocery_premise_reads_the_upper_end_of_the_binomial_interval():
     # 8 of 20 is below chance plus the margin, but the interval's upper end is above it
     claims = outcomes([1] * 40, [0] * 40, ([0.6] * 4, [0.4] * 4), PPL_HOLDS, ceiling=(8, 20))
@@ -299,7 +352,8 @@ def test_the_grocery_premise_reads_the_upper_end_of_the_binomial_interval():
     assert 8 / 20 < CHANCE + GROCERY_MARGIN < premise.value
     assert premise.value == pytest.approx(binomial_interval(8, 20, LEVEL)[1])
     assert premise.holds and claims[0].verdict == "reproduced"
-    # 60 of 200: the whole interval lies below, so the claim cannot be tested
+    # the oracle right on 60 of 200 streams: the whole interval lies below, so the claim
+    # cannot be tested
     claims = outcomes([1] * 40, [0] * 40, ([0.6] * 4, [0.4] * 4), PPL_HOLDS, ceiling=(60, 200))
     (premise,) = claims[0].premises
     assert premise.value == pytest.approx(binomial_interval(60, 200, LEVEL)[1])
@@ -339,6 +393,18 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert premise["value"] == max(sinks["top_head_per_layer"]) / sinks["uniform"]
     assert (claim["verdict"] == "not_testable") == (premise["value"] < SINK_RATIO)
     assert len(claim["comparisons"]) == 2
+    # the grocery oracle sits beside the policies at every budget, and its accuracy is the
+    # grocery claim's premise; SirLLM's claims are decided under both scorings
+    grocery = metrics["metrics"]["grocery"]
+    params = SCALES["smoke"]
+    at_budget = grocery["by_budget"][str(params.budget)]
+    assert "oracle" in at_budget and "accuracy_if_retained" in at_budget["SirLLM"]
+    assert grocery["oracle_correct"] == round(at_budget["oracle"]["accuracy"] * grocery["streams"])
+    recall = next(c for c in metrics["claims"] if c["id"] == "sirllm-recalls-grocery")
+    (premise,) = recall["premises"]
+    assert premise["value"] == pytest.approx(
+        binomial_interval(grocery["oracle_correct"], grocery["streams"], LEVEL)[1])
+    assert len(recall["comparisons"]) == 2
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]

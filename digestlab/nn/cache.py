@@ -1,9 +1,11 @@
-"""KV cache for incremental decoding, and the place its eviction policies live.
+"""KV cache for incremental decoding, its eviction policies, and a reader that streams text
+through a model under them.
 
 Keys are stored before RoPE, next to the position id of each slot; the model rotates them at
 the slots' current positions when it attends. So a policy may drop slots and re-assign the
 positions of the rest (StreamingLLM, SirLLM) without recomputing anything. Each slot also
 holds a score a policy may rank by (SirLLM's token entropy), kept aligned through evictions.
+`Streamer` reads a stream turn by turn through one cache whose rows each keep to a `Policy`.
 
 Storage is preallocated and grows geometrically: appending a token writes into a buffer
 instead of concatenating, so streaming n tokens copies O(n) bytes in all, not O(n^2). Writing in
@@ -12,9 +14,18 @@ place is why the cache is for inference only: cached forwards run under torch.no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
+from torch.nn import functional as F
 
 from digestlab.configs import GPTConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from digestlab.nn.model import GPT
 
 MIN_CAPACITY = 16  # slots allocated at the first append; capacity doubles from there
 
@@ -206,14 +217,16 @@ def recent_slots(cache: KVCache, keep: int, sinks: int = 0) -> torch.Tensor:
     return slots.to(cache.device).expand(cache.batch_size, keep)
 
 
-def top_score_slots(cache: KVCache, keep: int, sinks: int = 0) -> torch.Tensor:
+def top_score_slots(cache: KVCache, keep: int, sinks: int = 0,
+                    scores: torch.Tensor | None = None) -> torch.Tensor:
     """The first `sinks` slots and the keep - sinks others of highest score, each row by its
-    own scores: SirLLM when the scores are token entropies. Ties go to the earlier slot."""
+    own scores (the cache's, or `scores` (B, S) given): SirLLM when the scores are token
+    entropies. Ties go to the earlier slot."""
     S = len(cache)
     if keep >= S:
         return recent_slots(cache, keep, sinks)
     sinks = min(sinks, keep)
-    scores = cache.scores[:, sinks:]  # (B, S - sinks)
+    scores = (cache.scores if scores is None else scores)[:, sinks:]  # (B, S - sinks)
     # a stable descending sort, so equal scores keep the earlier slot, on every backend
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     chosen = order[:, : keep - sinks].sort(dim=1).values + sinks  # (B, keep - sinks)
@@ -240,3 +253,105 @@ def evict(cache: KVCache, slots: torch.Tensor) -> None:
     positions count places in the cache, not in the stream, so they never pass the longest
     context the model was trained on."""
     cache.keep(slots, positions=torch.arange(slots.shape[1], device=cache.device))
+
+
+# --- streaming a text through a model under eviction policies --------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one row of a streaming batch cuts its cache down to the budget.
+
+    rule "recent": the first `sinks` slots and the latest (StreamingLLM; a plain window with no
+    sinks). "top_score": the sinks and the slots of highest stored token entropy (SirLLM), each
+    stored value multiplied by `decay` at every request (`Streamer.request`), scored as the paper
+    defines it or, with `reference_scoring`, as the authors' code does. "random": the sinks and
+    a uniform draw, the control. "protect": the sinks, the protected tokens (`Streamer.protect`)
+    and the latest: an oracle that knows what will be asked."""
+
+    name: str
+    rule: str
+    sinks: int = 0
+    decay: float = 1.0
+    reference_scoring: bool = False
+
+
+class Streamer:
+    """Rows of one batch read a stream turn by turn through one KV cache, each row under its own
+    policy. Before a turn is read, every row's cache is cut down so that the turn fits in
+    `budget` tokens (None: nothing is ever evicted) and its positions are renumbered (`evict`).
+    `origin` holds the stream offset of each cached token."""
+
+    def __init__(self, model: GPT, rows: list[Policy], budget: int | None,
+                 generator: torch.Generator):
+        self.model, self.rows, self.budget, self.generator = model, rows, budget, generator
+        self.device = model.wte.weight.device
+        self.cache: KVCache = model.new_cache(len(rows))
+        self.decay = torch.tensor([[p.decay] for p in rows], device=self.device)  # (B, 1)
+        self.reference = torch.tensor([[p.reference_scoring] for p in rows],
+                                      device=self.device)  # (B, 1)
+        self.origin = torch.zeros(len(rows), 0, dtype=torch.long, device=self.device)  # (B, S)
+        self.protected = torch.zeros(0, dtype=torch.long, device=self.device)  # stream offsets
+        self.read_tokens = 0
+        self.last_logprobs: torch.Tensor | None = None  # (B, vocab) for the next token
+
+    def request(self) -> None:
+        """A new request begins: every stored score decays once, as SirLLM's authors apply the
+        decay, before the request's turn is read and whether or not anything is evicted; the
+        scores of the tokens read from here on come in undecayed."""
+        self.cache.scores.mul_(self.decay)
+
+    def protect(self, offsets: Iterable[int]) -> None:
+        """Stream offsets that "protect" rows keep whatever else they evict."""
+        more = torch.tensor(list(offsets), dtype=torch.long, device=self.device)
+        self.protected = torch.cat([self.protected, more])
+
+    def _slots(self, keep: int) -> torch.Tensor:
+        """Each row's slots to keep, (B, keep), by its own policy."""
+        chosen = {}
+        for rule in {p.rule for p in self.rows} - {"recent"}:  # recent: per row, below
+            sinks = max(p.sinks for p in self.rows if p.rule == rule)
+            if rule == "top_score":
+                chosen[rule] = top_score_slots(self.cache, keep, sinks)
+            elif rule == "random":
+                chosen[rule] = random_slots(self.cache, keep, sinks, self.generator)
+            else:  # protect: the protected tokens first, then the latest
+                recency = self.origin.float() / max(1, self.read_tokens)  # in [0, 1)
+                kept = torch.isin(self.origin, self.protected).float()
+                chosen[rule] = top_score_slots(self.cache, keep, sinks, kept + recency)
+        return torch.stack([
+            recent_slots(self.cache, keep, p.sinks)[i] if p.rule == "recent" else chosen[p.rule][i]
+            for i, p in enumerate(self.rows)])
+
+    @torch.no_grad()
+    def read(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cut the cache down so the turn fits in the budget, read the turn ((T,) for every row
+        or (B, T)) and return its log-probabilities (B, T, vocab)."""
+        B = len(self.rows)
+        tokens = tokens.to(self.device).expand(B, tokens.shape[-1])  # (B, T)
+        T = tokens.shape[1]
+        if self.budget is not None and len(self.cache) + T > self.budget:
+            slots = self._slots(self.budget - T)
+            evict(self.cache, slots)
+            self.origin = self.origin.gather(1, slots)
+        logits, _ = self.model(tokens, cache=self.cache)
+        logprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
+        self.cache.scores[:, -T:] = self._surprisal(tokens, logprobs)
+        new = self.read_tokens + torch.arange(T, device=self.device).expand(B, T)
+        self.origin = torch.cat([self.origin, new], dim=1)
+        self.read_tokens += T
+        self.last_logprobs = logprobs[:, -1]
+        return logprobs
+
+    def _surprisal(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
+        """Token entropy of each new token, (B, T): -log p(x_i | x_<i) (the first token of a
+        stream has no prediction and scores 0); reference rows get the authors' variant, which
+        gives token i the surprisal of token i - 1 and a turn's first token the turn's
+        largest."""
+        first = (torch.zeros_like(logprobs[:, :1]) if self.last_logprobs is None
+                 else self.last_logprobs[:, None])  # (B, 1, vocab)
+        previous = torch.cat([first, logprobs[:, :-1]], dim=1)  # (B, T, vocab) predicting x_i
+        paper = -previous.gather(-1, tokens[..., None]).squeeze(-1)  # (B, T)
+        own = -logprobs.gather(-1, tokens[..., None]).squeeze(-1)  # (B, T), position i's id
+        shifted = torch.cat([own.max(dim=1, keepdim=True).values, own[:, :-1]], dim=1)
+        return torch.where(self.reference, shifted, paper)

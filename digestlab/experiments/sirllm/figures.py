@@ -11,7 +11,7 @@ from digestlab.experiments.sirllm import SINK_RATIO
 from digestlab.figures import new_figure
 
 COLOURS = {"window": "tab:gray", "StreamingLLM": "tab:blue", "random": "tab:olive",
-           "SirLLM": "tab:red", "SirLLM (reference scoring)": "tab:orange",
+           "SirLLM": "tab:red", "SirLLM (reference scoring)": "tab:orange", "oracle": "tab:green",
            "recompute": "black", "recompute without <bos>": "tab:purple"}
 
 
@@ -41,7 +41,7 @@ def grocery_recall(data: dict, _):
     right.plot(decays, accuracy, "o-", color=COLOURS["SirLLM"], label="SirLLM")
     right.axhline(by_budget[str(data["budget"])]["StreamingLLM"]["accuracy"],
                   color=COLOURS["StreamingLLM"], lw=1, label="StreamingLLM")
-    right.set(xlabel=_("decay ratio per turn"),
+    right.set(xlabel=_("decay ratio per request"),
               title=_("SirLLM's decay at %(budget)s tokens") % {"budget": data["budget"]})
     right.text(0.02, 0.03, _("dashed: nothing evicted (short dialogues); dotted: chance"),
                transform=right.transAxes, fontsize=7)

@@ -1,19 +1,23 @@
 """SirLLM against StreamingLLM: what a dialogue model remembers through a small KV cache.
 
 One dialogue model (`base_lm.py`, trained on dialogues of at most 256 tokens) reads streams
-many times longer than its cache, turn by turn. Before each turn the cache is cut down to the
-budget by a policy (`digestlab/nn/cache.py`), positions are renumbered inside the cache, and
-the turn is read. All policies of one comparison ride in one batch, a row each, on the same
-stream: common random numbers, so every difference is paired.
+many times longer than its cache, turn by turn, through the shared `Streamer`
+(`digestlab/nn/cache.py`): before each turn the cache is cut down to the budget by a policy,
+positions are renumbered inside the cache, and the turn is read. All policies of one comparison
+ride in one batch, a row each, on the same stream: common random numbers, so every difference
+is paired.
 
 - window: the latest tokens only.
 - StreamingLLM (Xiao et al. 2023): the first `sinks` tokens plus the latest.
 - SirLLM (Yao et al. 2024): the first `sinks` tokens plus the tokens of highest stored token
-  entropy e_i = -log p(x_i | x_<i); at every turn the stored values are multiplied by the
-  decay ratio, so old tokens make way. "SirLLM (reference scoring)" is the same with the
-  scoring of the authors' code, which gives token i the surprisal of token i - 1 (and each
-  turn's first token the turn's largest); the claims use the paper's definition.
+  entropy e_i = -log p(x_i | x_<i); at every request (a user's turn) the stored values are
+  multiplied by the decay ratio, once, as the authors' code does, so old tokens make way.
+  "SirLLM (reference scoring)" is the same with the scoring of the authors' code, which gives
+  token i the surprisal of token i - 1 (and each turn's first token the turn's largest); every
+  SirLLM claim is decided under both scorings.
 - random: the first `sinks` tokens plus a uniform draw of the rest, the control.
+- oracle (grocery only): the first `sinks` tokens, the turn that asked for the item, and the
+  latest: what a sparse cache can do at best, and the claim's premise.
 
 Tasks: grocery (recall an item asked for ~900 tokens earlier, among four offered, with other
 items mentioned in between), rock-paper-scissors against a biased opponent (the bot plays the
@@ -24,7 +28,6 @@ dialogue, where StreamingLLM's own claim is checked against recomputing each win
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,10 +47,10 @@ from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
 from digestlab.data.rng import SplitMix64, derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
-from digestlab.experiments.sirllm import CLAIMS, Params
+from digestlab.experiments.sirllm import CLAIMS, ORACLE, REFERENCE, Params
 from digestlab.experiments.sirllm.base_lm import first_token_attention
-from digestlab.nn import GPT, KVCache
-from digestlab.nn.cache import evict, random_slots, recent_slots, top_score_slots
+from digestlab.nn import GPT
+from digestlab.nn.cache import Policy, Streamer
 from digestlab.train import map_runs
 
 # StreamingLLM's Figure 1 (Llama-2-13B, 65K tokens of PG19): perplexity by cache policy.
@@ -55,91 +58,30 @@ PAPER_STREAMING_PPL = [["dense", 5641.0], ["window", 5158.0], ["recompute", 5.43
                        ["StreamingLLM", 5.40]]
 
 
-@dataclass(frozen=True)
-class Policy:
-    """One row of a streaming batch: how its cache is cut down."""
-
-    name: str
-    rule: str  # "recent", "top_score" or "random"
-    sinks: int = 0
-    decay: float = 1.0  # stored scores are multiplied by this at every turn
-    reference_scoring: bool = False  # score token i by token i - 1's surprisal (authors' code)
+USER = dialogue.TOKEN_ID["user"]  # a turn that opens with it is a request
 
 
-def policies(params: Params, decay: float, sweep: bool) -> list[Policy]:
+def policies(params: Params, decay: float, sweep: bool, oracle: bool = False) -> list[Policy]:
     """The rows compared on one task: the baselines, SirLLM at `decay` with both scorings,
-    and with `sweep` SirLLM at every other decay of params.decays."""
+    with `sweep` SirLLM at every other decay of params.decays, and with `oracle` the cache that
+    keeps the request's turn (grocery: where the item was asked for) and the latest tokens."""
     s = params.sinks
     rows = [Policy("window", "recent"), Policy("StreamingLLM", "recent", s),
             Policy("random", "random", s), Policy("SirLLM", "top_score", s, decay),
-            Policy("SirLLM (reference scoring)", "top_score", s, decay, True)]
+            Policy(REFERENCE, "top_score", s, decay, True)]
+    if oracle:
+        rows.append(Policy(ORACLE, "protect", s))
     if sweep:
         rows += [Policy(f"SirLLM decay {d:g}", "top_score", s, d)
                  for d in params.decays if d != decay]
     return rows
 
 
-class Streamer:
-    """Rows of one batch read turns through one KV cache, each row under its own policy."""
-
-    def __init__(self, model: GPT, rows: list[Policy], budget: int, generator: torch.Generator):
-        self.model, self.rows, self.budget, self.generator = model, rows, budget, generator
-        self.device = model.wte.weight.device
-        self.cache: KVCache = model.new_cache(len(rows))
-        self.decay = torch.tensor([[p.decay] for p in rows], device=self.device)  # (B, 1)
-        self.reference = torch.tensor([[p.reference_scoring] for p in rows],
-                                      device=self.device)  # (B, 1)
-        # the stream offset of each slot's token, (B, S)
-        self.origin = torch.zeros(len(rows), 0, dtype=torch.long, device=self.device)
-        self.read_tokens = 0
-        self.last_logprobs: torch.Tensor | None = None  # (B, vocab) for the next token
-
-    def _slots(self, keep: int) -> torch.Tensor:
-        """Each row's slots to keep, (B, keep), by its own policy."""
-        chosen = {}
-        for rule in {p.rule for p in self.rows}:
-            sinks = max((p.sinks for p in self.rows if p.rule == rule), default=0)
-            if rule == "recent":  # sinks differ between window and StreamingLLM: per row below
-                continue
-            chosen[rule] = (top_score_slots(self.cache, keep, sinks) if rule == "top_score"
-                            else random_slots(self.cache, keep, sinks, self.generator))
-        return torch.stack([
-            recent_slots(self.cache, keep, p.sinks)[i] if p.rule == "recent" else chosen[p.rule][i]
-            for i, p in enumerate(self.rows)])
-
-    @torch.no_grad()
-    def read(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Cut the cache down so the turn fits in the budget, decay the stored scores, read the
-        turn ((T,) for every row or (B, T)) and return its log-probabilities (B, T, vocab)."""
-        B = len(self.rows)
-        tokens = tokens.to(self.device).expand(B, tokens.shape[-1])  # (B, T)
-        T = tokens.shape[1]
-        if len(self.cache) + T > self.budget:
-            slots = self._slots(self.budget - T)
-            evict(self.cache, slots)
-            self.origin = self.origin.gather(1, slots)
-        if self.read_tokens:
-            self.cache.scores.mul_(self.decay)
-        logits, _ = self.model(tokens, cache=self.cache)
-        logprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, vocab)
-        self.cache.scores[:, -T:] = self._surprisal(tokens, logprobs)
-        new = self.read_tokens + torch.arange(T, device=self.device).expand(B, T)
-        self.origin = torch.cat([self.origin, new], dim=1)
-        self.read_tokens += T
-        self.last_logprobs = logprobs[:, -1]
-        return logprobs
-
-    def _surprisal(self, tokens: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
-        """Token entropy of each new token, (B, T): -log p(x_i | x_<i) (the first token of a
-        stream has no prediction and scores 0); reference rows get the authors' variant."""
-        B, T = tokens.shape
-        first = (torch.zeros_like(logprobs[:, :1]) if self.last_logprobs is None
-                 else self.last_logprobs[:, None])  # (B, 1, vocab)
-        previous = torch.cat([first, logprobs[:, :-1]], dim=1)  # (B, T, vocab) predicting x_i
-        paper = -previous.gather(-1, tokens[..., None]).squeeze(-1)  # (B, T)
-        own = -logprobs.gather(-1, tokens[..., None]).squeeze(-1)  # (B, T), position i's id
-        shifted = torch.cat([own.max(dim=1, keepdim=True).values, own[:, :-1]], dim=1)
-        return torch.where(self.reference, shifted, paper)
+def read_turn(streamer: Streamer, turn: list[int]) -> torch.Tensor:
+    """Read one turn; a user's turn is a request, before which stored scores decay once."""
+    if turn[0] == USER or turn[:2] == [BOS, USER]:
+        streamer.request()
+    return streamer.read(torch.tensor(turn))
 
 
 # --- tasks: each job is one stream, every policy a row ---------------------------------------
@@ -155,13 +97,14 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
     checkpoint, params, index, budget, sweep = job
     model, _ = load_checkpoint(checkpoint, None, pick_device())
     stream = grocery_stream(params, index, params.grocery_exchanges)
-    rows = policies(params, params.grocery_decay, sweep)
+    rows = policies(params, params.grocery_decay, sweep, oracle=True)
     streamer = Streamer(model, rows, budget, seeded_generator(params.eval_seed, 2, index, budget))
     item_offset = None
     for turn in (([BOS] if i == 0 else []) + turn for i, turn in enumerate(stream.turns)):
         if item_offset is None and stream.item in turn:  # the request
             item_offset = streamer.read_tokens + turn.index(stream.item)
-        streamer.read(torch.tensor(turn))
+            streamer.protect(range(streamer.read_tokens, streamer.read_tokens + len(turn)))
+        read_turn(streamer, turn)
     options = torch.tensor(stream.options)
     picked = options[streamer.last_logprobs.cpu()[:, options].argmax(dim=1)]  # (B,)
     origin = streamer.origin.cpu()
@@ -197,7 +140,7 @@ def _rps_job(job: tuple[Path, Params, int]) -> dict:
     rows = policies(params, params.rps_decay, sweep=True)
     streamer = Streamer(model, rows, params.budget, seeded_generator(params.eval_seed, 4, index))
     for i, turn in enumerate(dialogue.rps_opening()):
-        streamer.read(torch.tensor(([BOS] if i == 0 else []) + turn))
+        read_turn(streamer, ([BOS] if i == 0 else []) + turn)
     outcomes = torch.zeros(len(rows), params.rps_rounds, dtype=torch.long)
     move_ids = torch.tensor(MOVE_IDS)
     favourite = max(SLOTS["move"], key=moves.count)
@@ -209,7 +152,7 @@ def _rps_job(job: tuple[Path, Params, int]) -> dict:
     for r, move in enumerate(moves):
         move_at = torch.cat([move_at, torch.tensor([streamer.read_tokens + 2])])
         move_is_favourite = torch.cat([move_is_favourite, torch.tensor([move == favourite])])
-        logprobs = streamer.read(torch.tensor(dialogue.user_move_turn(move))).cpu()
+        logprobs = read_turn(streamer, dialogue.user_move_turn(move)).cpu()
         guess = logprobs[:, 1, move_ids].argmax(dim=1)  # after "user :", before the move
         bots = [BEATS[SLOTS["move"][g]] for g in guess.tolist()]
         if r >= params.rps_scored_from:  # what the cache held when the guess was made
@@ -387,10 +330,7 @@ def grocery_metrics(params: Params, results: list[dict]) -> dict:
     by_budget = {}
     for i, budget in enumerate(params.budgets):
         runs = results[i * n : (i + 1) * n]
-        by_budget[str(budget)] = {
-            name: {"accuracy": sum(r["correct"][name] for r in runs) / n,
-                   "retained": sum(r["retained"][name] for r in runs) / n}
-            for name in runs[0]["correct"]}
+        by_budget[str(budget)] = {name: _recall(runs, name) for name in runs[0]["correct"]}
     at_budget = results[params.budgets.index(params.budget) * n :][:n]
     sweep = {params.grocery_decay: by_budget[str(params.budget)]["SirLLM"]["accuracy"]}
     for d in params.decays:
@@ -405,7 +345,17 @@ def grocery_metrics(params: Params, results: list[dict]) -> dict:
         "decay_sweep": [[d, sweep[d]] for d in sorted(sweep, reverse=True)],
         "correct_at_budget": {name: [int(r["correct"][name]) for r in at_budget]
                               for name in at_budget[0]["correct"]},
+        "oracle_correct": sum(r["correct"][ORACLE] for r in at_budget),
     }
+
+
+def _recall(runs: list[dict], name: str) -> dict:
+    """A policy's accuracy over the streams, how often it still held the item at the question,
+    and its accuracy on those streams alone (None when it never did)."""
+    held = [r["correct"][name] for r in runs if r["retained"][name]]
+    return {"accuracy": sum(r["correct"][name] for r in runs) / len(runs),
+            "retained": len(held) / len(runs),
+            "accuracy_if_retained": sum(held) / len(held) if held else None}
 
 
 def rps_metrics(results: list[dict]) -> dict:
@@ -448,21 +398,25 @@ def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -
 
 def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, sinks: dict
                   ) -> list[Claim]:
-    """The three claims, each from paired values over the streams (games), with the premises
-    the spec declares: recall with nothing evicted (the upper end of its interval) and an
-    attention sink in the trained model."""
+    """The three claims, each from paired values over the streams (games), SirLLM's under both
+    scorings, with the premises the spec declares: recall from a sparse cache that kept the
+    request (the oracle's accuracy, the upper end of its interval) and an attention sink in the
+    trained model."""
     correct = grocery["correct_at_budget"]
-    ceiling = binomial_interval(grocery["in_context_correct"], grocery["in_context_dialogues"],
-                                LEVEL)
+    ceiling = binomial_interval(grocery["oracle_correct"], grocery["streams"], LEVEL)
     wins = rps["win_per_game"]
     per = perplexity["per_stream"]
     return [
         CLAIMS["sirllm-recalls-grocery"].decide(
-            {"recall gain": paired_differences(correct["SirLLM"], correct["StreamingLLM"])},
-            unit="streams", premises={"recall with nothing evicted": ceiling[1]},
+            {"recall gain": paired_differences(correct["SirLLM"], correct["StreamingLLM"]),
+             "recall gain, authors' scoring": paired_differences(correct[REFERENCE],
+                                                                 correct["StreamingLLM"])},
+            unit="streams", premises={"recall from a sparse cache": ceiling[1]},
             base_models=1, fields={"budget": params.budget}),
         CLAIMS["sirllm-wins-rps"].decide(
-            {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"])},
+            {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"]),
+             "win gain, authors' scoring": paired_differences(wins[REFERENCE],
+                                                              wins["StreamingLLM"])},
             unit="games", base_models=1),
         CLAIMS["sinks-keep-perplexity"].decide(
             {"StreamingLLM near recompute": paired_ratios(per["StreamingLLM"], per["recompute"]),
