@@ -437,15 +437,18 @@ def run(params: Params, ctx: RunContext) -> Report:
         row["multiplier_final"] = _stats([r["round2"]["multiplier_final"][str(row["setting"])]
                                           for r in results])
     claims = decide_claims(params, results, methods)
+    # the baselines' curves drawn from the means over seeds, by the rule the claims apply seed
+    # by seed: a result of the same shape as one seed's, holding the means
+    mean = {"round1": {k: methods["round 1"][k]["mean"] for k in ("harmless", "helpful")},
+            "baselines": {name: [[row["setting"], {k: row[k]["mean"]
+                                                   for k in ("harmless", "helpful")}]
+                                 for row in rows] for name, rows in baselines.items()}}
+    curves = {name: trade_off_curve(mean, name) for name in BASELINES}
     figures = {"score_plane": {
         "seeds": len(results),
-        "baselines": {name: {"points": points, "frontier": frontier(points),
-                             "settings": [row["setting"] for row in settings]}
-                      for name, settings in baselines.items()
-                      for points in [[(s["harmless"]["mean"], s["helpful"]["mean"]) for s in
-                                      [methods["round 1"], *settings,
-                                       *([baselines[SEQUENTIAL][-1]] if name != SEQUENTIAL
-                                         else [])]]]},
+        "baselines": {name: {"points": curves[name], "frontier": frontier(curves[name]),
+                             "settings": [row["setting"] for row in baselines[name]]}
+                      for name in BASELINES},
         "spo": [spo_name(alpha) for alpha in params.alphas],
         "claimed": spo_name(params.alpha),
         "methods": {name: {"helpful": m["helpful"], "harmless": m["harmless"],
