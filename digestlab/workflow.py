@@ -94,6 +94,7 @@ class Reproduction:
     params: dict[str, Any]
     bases: dict[str, dict[str, Any]]  # each base model (or replica) by name, to its own params
     budget_s: float  # what the experiment may take at this scale, all its jobs together
+    parents: dict[str, str]  # base model -> the base model it fine-tunes (STARTS_FROM)
 
 
 def load_reproductions_or_exit(
@@ -116,6 +117,7 @@ def load_reproductions_or_exit(
             reproductions[paper.id] = Reproduction(
                 paper.reproduction.experiment, params.model_dump(mode="json"),
                 base_models(spec, params), spec.BUDGET_S[scale],
+                dict(getattr(spec, "STARTS_FROM", {})),
             )
     if problems:
         n = len(problems)

@@ -5,14 +5,17 @@ import pkgutil
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 import digestlab.experiments as experiments_package
+from digestlab.checkpoint import read_checkpoint
 from digestlab.claims import SCHEMA_VERSION, Claim, ClaimSpec
 from digestlab.experiments import (
     ExperimentError,
     Selection,
+    base_models,
     base_sources,
     experiment_exists,
     experiment_sources,
@@ -21,6 +24,8 @@ from digestlab.experiments import (
     merge_params,
     overrides_from,
     param_problems,
+    parent_base,
+    pretrain,
     reproduce,
     resolve_scale,
     selection_problems,
@@ -193,6 +198,27 @@ def test_a_base_model_is_trained_saved_and_recorded_with_its_provenance(tmp_path
     assert base["provenance"]["experiment"] == "tiny_lm" and base["provenance"]["base"] == "lm"
     assert base["train"]["items_seen"] == 30 * 8 * 32 and "loss_curve" not in base["train"]
     assert metrics["metrics"]["base_final_train_loss"] == base["train"]["final_train_loss"]
+
+
+def test_a_checkpoint_records_the_params_it_was_trained_with(tmp_path):
+    path = tmp_path / "lm.pt"
+    values = {"train": {"steps": 3}}
+    pretrain("tiny_lm", "lm", "smoke", values, path, PACKAGES, log=lambda _: None)
+    spec = load_spec("tiny_lm", PACKAGES)
+    expected = merge_params(spec, "smoke", {"lm": values}).lm.model_dump(mode="json")
+    assert read_checkpoint(path)["provenance"]["params"] == expected
+
+
+def test_a_fine_tune_comes_after_the_base_it_starts_from_and_needs_its_checkpoint(tmp_path):
+    spec = load_spec("sirllm")
+    assert list(base_models(spec, spec.SCALES["smoke"])) == ["lm", "robust"]
+    assert parent_base(spec, "robust") == "lm" and parent_base(spec, "lm") is None
+    for wrong in ({"BASES": ("robust", "lm")}, {"REPLICATES": {"lm": "eval_seed"}}):
+        bad = SimpleNamespace(**{"BASES": spec.BASES, "STARTS_FROM": spec.STARTS_FROM} | wrong)
+        with pytest.raises(ExperimentError, match="STARTS_FROM"):
+            base_models(bad, spec.SCALES["smoke"])
+    with pytest.raises(ExperimentError, match="starts from 'lm'"):
+        pretrain("sirllm", "robust", "smoke", {}, tmp_path / "robust.pt", log=lambda _: None)
 
 
 REGISTERED = sorted(m.name for m in pkgutil.iter_modules(experiments_package.__path__)

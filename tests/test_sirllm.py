@@ -99,6 +99,30 @@ def test_chat_rows_weigh_the_bot_s_turns_fully_and_the_user_s_lightly():
     assert 0 < bot.float().mean() < 1
 
 
+def test_sparse_rows_keep_a_sorted_draw_then_the_tail_and_score_only_the_tail():
+    corpus = dialogue.DialogueCorpus.build(40, seed=0, mix=dialogue.Mixture())
+    starts = torch.tensor([0, 17, 300])
+    span, tail, keep = 60, 12, 9
+    x, y, w = corpus.sparse_rows(starts, span, tail, keep, 0.05, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == w.shape == (3, keep + tail)
+    assert bool((x[:, 0] == dialogue.BOS).all()) and torch.equal(x[:, 1:], y[:, :-1])
+    for row, start in enumerate(starts.tolist()):
+        stream = corpus.tokens[start : start + span]
+        assert torch.equal(y[row, keep:], stream[span - tail:])  # the tail, whole
+        # the kept tokens are an in-order subsequence of the rest
+        rest, kept = stream[: span - tail].tolist(), y[row, :keep].tolist()
+        it = iter(rest)
+        assert all(token in it for token in kept)
+    # only targets that follow a tail token weigh anything, the bot's fully
+    assert bool((w[:, : keep + 1] == 0).all())
+    bot = corpus.bot[(starts[:, None] + torch.arange(span - tail + 1, span)) % len(corpus.tokens)]
+    assert torch.equal(w[:, keep + 1 :], torch.where(bot, 1.0, 0.05))
+    # a different draw keeps different tokens, the same draw the same
+    again = corpus.sparse_rows(starts, span, tail, keep, 0.05, torch.Generator().manual_seed(0))
+    other = corpus.sparse_rows(starts, span, tail, keep, 0.05, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], x) and not torch.equal(other[0], x)
+
+
 def test_weighted_loss_is_the_weighted_mean_of_the_token_losses():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, n_layer=1, d_model=16, n_heads=2, n_kv_heads=2,
@@ -334,6 +358,17 @@ def test_the_sink_claim_is_not_testable_without_a_sink_and_still_records_its_com
     assert claims[0].verdict == claims[1].verdict == "reproduced"
 
 
+def test_rock_paper_scissors_is_not_testable_on_a_model_that_plays_at_random():
+    at_random = [1 / 3 + 0.01 * (-1) ** i for i in range(40)]
+    claims = outcomes([1] * 40, [0] * 40, ([0.5] * 40, at_random), PPL_HOLDS)
+    rps = claims[1]
+    (premise,) = rps.premises
+    assert premise.name == "play from memory" and not premise.holds
+    assert rps.verdict == "not_testable" and rps.comparisons[0].verdict == "reproduced"
+    claims = outcomes([1] * 40, [0] * 40, ([0.5] * 40, [x + 0.1 for x in at_random]), PPL_HOLDS)
+    assert claims[1].premises[0].holds and claims[1].verdict == "reproduced"
+
+
 def test_sirllm_is_judged_under_both_scorings():
     n = 40
     claims = outcomes([1] * n, [0, 1] * (n // 2), ([0.6] * 4, [0.4] * 4), PPL_HOLDS,
@@ -369,36 +404,45 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert metrics["figures"] == ["grocery_recall", "rps_win_rate", "streaming_perplexity",
                                   "attention_sinks"]
     assert (root / "a" / "figures" / "data.json").exists()
-    assert set(metrics["provenance"]["bases"]) == {"lm"}
-    # pretrained, then fine-tuned on the bot's turns: both stages are on record
-    base = metrics["provenance"]["bases"]["lm"]
+    # the dialogue model, and its fine-tune for a sparse cache, which starts from it
+    assert set(metrics["provenance"]["bases"]) == {"lm", "robust"}
+    lm, robust = (metrics["provenance"]["bases"][b] for b in ("lm", "robust"))
     chat = SCALES["smoke"].lm.chat
-    assert base["train"]["items_seen"] == metrics["metrics"]["lm"]["chat_tokens"]
+    assert lm["train"]["items_seen"] == metrics["metrics"]["lm"]["chat_tokens"]
     assert metrics["metrics"]["lm"]["chat_steps"] == chat.steps
-    assert base["stages"]["pretrain"]["items_seen"] == metrics["metrics"]["lm"]["train_tokens"]
-    # attention on <bos> measured along both stages, on one axis of training tokens
-    along = metrics["metrics"]["attention_sinks"]["along_training"]
-    assert list(along) == ["pretrain", "chat"]
-    tokens = along["pretrain"]["tokens"] + along["chat"]["tokens"]
+    assert lm["stages"]["pretrain"]["items_seen"] == metrics["metrics"]["lm"]["train_tokens"]
+    assert robust["stages"] == lm["stages"] | {"chat": lm["train"]}
+    assert robust["train"]["items_seen"] == metrics["metrics"]["robust"]["tokens"]
+    assert metrics["metrics"]["claims_model"] == "robust"
+    assert list(metrics["metrics"]["by_model"]) == ["lm", "robust"]
+    claimed = metrics["metrics"]["by_model"]["robust"]
+    # attention on <bos> measured along every stage, on one axis of training tokens
+    along = claimed["attention_sinks"]["along_training"]
+    assert list(along) == ["pretrain", "chat", "sparse"]
+    tokens = [t for curve in along.values() for t in curve["tokens"]]
     assert tokens == sorted(set(tokens))
-    assert along["pretrain"]["tokens"][-1] == base["stages"]["pretrain"]["items_seen"]
-    assert tokens[-1] == base["stages"]["pretrain"]["items_seen"] + base["train"]["items_seen"]
+    assert along["pretrain"]["tokens"][-1] == lm["stages"]["pretrain"]["items_seen"]
+    assert tokens[-1] == (lm["stages"]["pretrain"]["items_seen"] + lm["train"]["items_seen"]
+                          + robust["train"]["items_seen"])
     assert all(v > 0 for curve in along.values() for v in curve["top_head"] + curve["mean_head"])
-    sinks = metrics["metrics"]["attention_sinks"]
+    sinks = claimed["attention_sinks"]
     assert sinks["peak_along_training"] == max(v for c in along.values() for v in c["top_head"])
-    # the sink claim carries the premise measured on the final model, and is judged by it
+    # the sink claim carries the premise measured on the claims' model, and is judged by it
     claim = next(c for c in metrics["claims"] if c["id"] == "sinks-keep-perplexity")
     (premise,) = claim["premises"]
     assert premise["value"] == sinks["top_head_ratio"]
     assert premise["value"] == max(sinks["top_head_per_layer"]) / sinks["uniform"]
     assert (claim["verdict"] == "not_testable") == (premise["value"] < SINK_RATIO)
     assert len(claim["comparisons"]) == 2
-    # the grocery oracle sits beside the policies at every budget, and its accuracy is the
-    # grocery claim's premise; SirLLM's claims are decided under both scorings
-    grocery = metrics["metrics"]["grocery"]
+    # the grocery oracle sits beside the policies at every budget, for both models, and the
+    # claims' model's oracle accuracy is the grocery claim's premise; SirLLM's claims are
+    # decided under both scorings
     params = SCALES["smoke"]
+    for model in metrics["metrics"]["by_model"].values():
+        at_budget = model["grocery"]["by_budget"][str(params.budget)]
+        assert "oracle" in at_budget and "accuracy_if_retained" in at_budget["SirLLM"]
+    grocery = claimed["grocery"]
     at_budget = grocery["by_budget"][str(params.budget)]
-    assert "oracle" in at_budget and "accuracy_if_retained" in at_budget["SirLLM"]
     assert grocery["oracle_correct"] == round(at_budget["oracle"]["accuracy"] * grocery["streams"])
     recall = next(c for c in metrics["claims"] if c["id"] == "sirllm-recalls-grocery")
     (premise,) = recall["premises"]

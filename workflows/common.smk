@@ -196,6 +196,12 @@ def base_checkpoints(wildcards):
     }
 
 
+def parent_checkpoint(wildcards):
+    """The checkpoint of the base model this one fine-tunes (STARTS_FROM), if any."""
+    parent = REPRODUCTIONS[wildcards.paper].parents.get(wildcards.base)
+    return {parent: f"results/{wildcards.paper}/bases/{parent}.pt"} if parent else {}
+
+
 def base_names(wildcards):
     """The names of the base models the entry's experiment stands on."""
     return list(REPRODUCTIONS[wildcards.paper].bases)

@@ -388,6 +388,26 @@ class DialogueCorpus:
         bot = self.bot[self._offsets(starts, seq_len)]  # y[:, t] is the token at offsets[:, t]
         return x, y, torch.where(bot, 1.0, user_weight)
 
+    def sparse_rows(self, starts: torch.Tensor, span: int, tail: int, keep: int,
+                    user_weight: float, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows as a sparse cache would hold them, (x, y, w) like `chat_rows`: of the `span`
+        stream tokens from each start, `keep` drawn uniformly from all but the last `tail`, in
+        stream order, then those `tail` whole; <bos> in front, positions renumbered by the
+        compaction (the row's own). Only targets inside the tail that follow a token of the tail
+        weigh anything (1 in the bot's turns, user_weight elsewhere): a kept token after a gap
+        cannot be predicted. Which tokens are dropped depends on no policy, only the draw."""
+        B, prefix = len(starts), span - tail
+        offsets = self._offsets(starts, span)  # (B, span)
+        drawn = torch.rand(B, prefix, generator=generator).argsort(dim=1)[:, :keep]
+        kept = torch.cat([offsets.gather(1, drawn.sort(dim=1).values), offsets[:, prefix:]],
+                         dim=1)  # (B, keep + tail)
+        window = torch.cat([torch.full((B, 1), BOS), self.tokens[kept]], dim=1)
+        # y[:, j] is the token at kept[:, j]
+        weights = torch.where(self.bot[kept], 1.0, user_weight)
+        weights[:, : keep + 1] = 0.0  # the kept tokens, and the tail's first, follow a gap
+        return window[:, :-1].contiguous(), window[:, 1:].contiguous(), weights
+
     def sample_starts(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Where rows begin: half at a dialogue's first token, half anywhere, so the model
         learns whole dialogues and also contexts that begin in the middle of one (as a

@@ -9,6 +9,7 @@ is the spec, importable without torch, so the workflow reads it while it parses:
     BUDGET_S: dict[str, float]        # seconds each scale may take (see benchmarks/)
     BASES: tuple[str, ...] = ()       # base models it stands on, each a field of Params
     REPLICATES: dict[str, str] = {}   # base -> the Params field of its seeds: one model each
+    STARTS_FROM: dict[str, str] = {}  # base -> the base whose trained weights it fine-tunes
     CLAIMS: dict[str, claims.ClaimSpec]  # the paper's claims, declared before any run (claims.py):
                                       # bounds with their sources, premises, the paper's numbers
     SELECTIONS: tuple[Selection, ...] = ()  # what the spec chose by measurement, and on what
@@ -20,7 +21,10 @@ by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of its own wh
 `run` finds at `ctx.bases[b]`: changing the analysis, or params outside `b`, reruns the analysis
 and not the training. A base named in REPLICATES is trained once per seed of the field it names
 (its `train.seed` set to that seed), each model a job of its own found at `ctx.bases["b-<seed>"]`
-(`replica`): the units of replication then include the base model itself.
+(`replica`): the units of replication then include the base model itself. A base named in
+STARTS_FROM is a fine-tune of another base: its job waits for that base's checkpoint, which its
+`train` finds at `ctx.bases[parent]`, and a checkpoint records the params it was trained with,
+so the fine-tune can rebuild its parent's data from them.
 
 `reproduce` merges an entry's params over the chosen scale's, runs the experiment and writes
 `metrics.json`: what was run, what was measured, the claims with their verdicts (typed records,
@@ -212,12 +216,23 @@ def base_field(name: str) -> str:
     return name.split("-", 1)[0]
 
 
+def parent_base(spec: ModuleType, base: str) -> str | None:
+    """The base model whose weights base model `base` starts from (STARTS_FROM), if any."""
+    return getattr(spec, "STARTS_FROM", {}).get(base_field(base))
+
+
 def base_models(spec: ModuleType, params: BaseModel) -> dict[str, dict[str, Any]]:
     """Every base model the experiment stands on, by name, to its own params (JSON-ready): one
-    per base, or one per seed of a base in REPLICATES, each with that training seed. A model's
-    params hold nothing of the others', so adding a seed trains only the new replica."""
-    out = {}
-    for base in getattr(spec, "BASES", ()):
+    per base, or one per seed of a base in REPLICATES, each with that training seed; a base
+    another starts from comes before it. A model's params hold nothing of the others', so
+    adding a seed trains only the new replica."""
+    bases, out = getattr(spec, "BASES", ()), {}
+    for base, parent in getattr(spec, "STARTS_FROM", {}).items():
+        if base not in bases or parent not in bases[: bases.index(base)]:
+            raise ExperimentError(f"STARTS_FROM: {base!r} must be a base listed after {parent!r}")
+        if {base, parent} & set(getattr(spec, "REPLICATES", {})):
+            raise ExperimentError(f"STARTS_FROM: {base!r} and {parent!r} cannot be replicated")
+    for base in bases:
         values = getattr(params, base).model_dump(mode="json")
         seeds = getattr(spec, "REPLICATES", {}).get(base)
         if seeds is None:
@@ -388,7 +403,8 @@ def _base_record(path: Path) -> dict[str, Any]:
 
     record = {"file": path.name, "sha256": file_sha256(path),
               "data_sha256": saved["data_sha256"], "train": summary(saved["train"]),
-              "provenance": saved["provenance"]}
+              # its params are already in metrics.json's own
+              "provenance": {k: v for k, v in saved["provenance"].items() if k != "params"}}
     if saved.get("stages"):
         record["stages"] = {name: summary(r) for name, r in saved["stages"].items()}
     return record
@@ -403,10 +419,12 @@ def pretrain(
     packages: tuple[str, ...] = DEFAULT_PACKAGES,
     threads: int = 1,
     log: Callable[[str], None] = print,
+    bases: Mapping[str, str | Path] | None = None,
 ) -> None:
     """Train base model `base` (or a replica, `b-<seed>`) of experiment `name` at `scale` and
     save its checkpoint. `overrides` are the entry's params for that base (its field of Params),
-    as `base_models` gives them."""
+    as `base_models` gives them; `bases` holds the checkpoint of the base it starts from, if
+    any (STARTS_FROM)."""
     from digestlab.checkpoint import save_checkpoint
 
     spec = load_spec(name, packages)
@@ -421,19 +439,26 @@ def pretrain(
 
     module = importlib.import_module(f"{spec.__name__}.{BASE_PREFIX}{field}")
     checkpoint_path = Path(checkpoint_path)
-    ctx = RunContext(scale, threads, log)
+    parent = parent_base(spec, base)
+    if parent is not None and parent not in (bases or {}):
+        raise ExperimentError(f"base model {base!r} starts from {parent!r}: pass its checkpoint")
+    ctx = RunContext(scale, threads, log,
+                     {parent: Path(bases[parent])} if parent is not None else {})
     # One model on the cores the job was given; on the CPU its numbers follow the thread count,
     # which the provenance records.
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
     try:
         trained: TrainedBase = module.train(params, ctx)
     finally:
         torch.set_num_threads(saved_threads)
+    seconds = time.perf_counter() - started
+    # the params it was trained with, JSON-ready: a fine-tune rebuilds its parent's data from them
     save_checkpoint(checkpoint_path, trained.model, trained.result, trained.data_sha256,
                     provenance() | {"experiment": name, "base": base, "scale": scale,
-                                    "threads": max(1, threads)}, trained.stages)
-    seconds = sum(r.wall_time_s for r in [*trained.stages.values(), trained.result])
+                                    "threads": max(1, threads),
+                                    "params": params.model_dump(mode="json")}, trained.stages)
     log(f"saved {checkpoint_path} ({seconds:.1f}s of training)")
 
 
@@ -464,7 +489,8 @@ def reproduce(
     for base, values in base_models(spec, params).items():
         if base not in base_paths:  # run on its own (benchmarks): train the base beside
             base_paths[base] = Path(metrics_path).parent / "bases" / f"{base}.pt"
-            pretrain(name, base, scale, values, base_paths[base], packages, threads, log)
+            pretrain(name, base, scale, values, base_paths[base], packages, threads, log,
+                     base_paths)
     log(f"experiment {name} at scale {scale} with params {params}")
 
     started = time.perf_counter()

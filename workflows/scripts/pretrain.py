@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         snakemake.output[0],
         packages=tuple(snakemake.config["experiment_packages"]),
         threads=snakemake.threads,
+        bases={name: path for name, path in snakemake.input.items() if name != "code"},
     )

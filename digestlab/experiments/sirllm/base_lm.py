@@ -24,6 +24,17 @@ from digestlab.objectives import next_token_loss, weighted_next_token_loss
 from digestlab.train import Batch, Objective
 from digestlab.train import train as train_loop
 
+# The stages a dialogue model goes through, in order; a checkpoint records those before its last.
+STAGES = ("pretrain", "chat", "sparse")
+
+
+def training_stages(saved: dict) -> dict[str, dict]:
+    """A checkpoint's training results by stage, in order: "pretrain", then "chat" when the
+    model was fine-tuned on the bot's turns, then "sparse" for the cache-robust model (the
+    checkpoint's own result is its last stage's)."""
+    stages = dict(saved.get("stages", {}))
+    return stages | {STAGES[len(stages)]: saved["train"]}
+
 
 def first_token_attention(model: GPT, idx: torch.Tensor, from_query: int = 16) -> dict:
     """How much attention each layer pays to the first token of the rows idx (B, T), against

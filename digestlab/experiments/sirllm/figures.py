@@ -16,36 +16,41 @@ COLOURS = {"window": "tab:gray", "StreamingLLM": "tab:blue", "random": "tab:oliv
 
 
 def grocery_recall(data: dict, _):
-    """Recall accuracy against the cache budget (left) and against SirLLM's decay (right).
-    data: {"budgets", "budget", "by_budget", "in_context_accuracy", "item_distance_mean",
-    "decay_sweep"}, as in metrics.json's "grocery"."""
-    fig, (left, right) = new_figure(ncols=2, width=5.2, height=3.8)
-    budgets, by_budget = data["budgets"], data["by_budget"]
-    for name, colour in COLOURS.items():
-        if name in by_budget[str(budgets[0])]:
-            left.plot(budgets, [by_budget[str(b)][name]["accuracy"] for b in budgets],
-                      "o-", color=colour, label=name)
-            left.plot(budgets, [by_budget[str(b)][name]["retained"] for b in budgets],
-                      "s--", color=colour, ms=3, lw=1)
-    for ax in (left, right):
-        ax.axhline(0.25, color="gray", ls=":", lw=1)
-        ax.axhline(data["in_context_accuracy"], color="black", ls="--", lw=1)
-        ax.set_ylim(0, 1.02)
-    left.set(xlabel=_("cache budget (tokens)"),
-             ylabel=_("recall accuracy (4 choices); dashed: item still cached"),
-             title=_("grocery, item ~%(distance)s tokens back")
-             % {"distance": f"{data['item_distance_mean']:.0f}"})
-    left.set_xticks(budgets)
-    left.legend(fontsize=7)
-    decays, accuracy = zip(*data["decay_sweep"], strict=True)
+    """Recall accuracy against the cache budget for each dialogue model (left: as trained;
+    middle: fine-tuned for a sparse cache), and against SirLLM's decay for the claims' model
+    (right). data: {"budgets", "budget", "claims_model", "by_model": model -> metrics.json's
+    "grocery" of that model}."""
+    fig, (before, after, right) = new_figure(ncols=3, width=3.5, height=3.6)
+    budgets, models = data["budgets"], data["by_model"]
+    titles = {"lm": _("as trained"), "robust": _("fine-tuned for a sparse cache")}
+    for ax, (model, grocery) in zip((before, after), models.items(), strict=True):
+        by_budget = grocery["by_budget"]
+        for name, colour in COLOURS.items():
+            if name in by_budget[str(budgets[0])]:
+                ax.plot(budgets, [by_budget[str(b)][name]["accuracy"] for b in budgets],
+                        "o-", color=colour, label=name)
+                ax.plot(budgets, [by_budget[str(b)][name]["retained"] for b in budgets],
+                        "s--", color=colour, ms=3, lw=1)
+        ax.axhline(grocery["in_context_accuracy"], color="black", ls="--", lw=1)
+        ax.set(xlabel=_("cache budget (tokens)"), title=titles.get(model, model))
+        ax.set_xticks(budgets)
+    claimed = models[data["claims_model"]]
+    before.set_ylabel(_("recall accuracy (4 choices); dashed: item still cached"))
+    after.legend(fontsize=7)
+    decays, accuracy = zip(*claimed["decay_sweep"], strict=True)
     right.plot(decays, accuracy, "o-", color=COLOURS["SirLLM"], label="SirLLM")
-    right.axhline(by_budget[str(data["budget"])]["StreamingLLM"]["accuracy"],
+    right.axhline(claimed["by_budget"][str(data["budget"])]["StreamingLLM"]["accuracy"],
                   color=COLOURS["StreamingLLM"], lw=1, label="StreamingLLM")
     right.set(xlabel=_("decay ratio per request"),
               title=_("SirLLM's decay at %(budget)s tokens") % {"budget": data["budget"]})
-    right.text(0.02, 0.03, _("dashed: nothing evicted (short dialogues); dotted: chance"),
+    right.text(0.02, 0.03, _("dotted: chance; black dashed: nothing evicted (short dialogues)"),
                transform=right.transAxes, fontsize=7)
     right.legend(fontsize=7)
+    for ax in (before, after, right):
+        ax.axhline(0.25, color="gray", ls=":", lw=1)
+        ax.set_ylim(0, 1.02)
+    fig.suptitle(_("grocery, item ~%(distance)s tokens back")
+                 % {"distance": f"{claimed['item_distance_mean']:.0f}"}, fontsize=10)
     return fig
 
 

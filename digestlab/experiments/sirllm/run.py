@@ -1,11 +1,12 @@
 """SirLLM against StreamingLLM: what a dialogue model remembers through a small KV cache.
 
-One dialogue model (`base_lm.py`, trained on dialogues of at most 256 tokens) reads streams
-many times longer than its cache, turn by turn, through the shared `Streamer`
-(`digestlab/nn/cache.py`): before each turn the cache is cut down to the budget by a policy,
-positions are renumbered inside the cache, and the turn is read. All policies of one comparison
-ride in one batch, a row each, on the same stream: common random numbers, so every difference
-is paired.
+Two dialogue models read streams many times longer than their cache: the dialogue model
+(`base_lm.py`, trained on dialogues of at most 256 tokens) and its fine-tune for a sparse cache
+(`base_robust.py`), on which the claims are decided. Each reads turn by turn through the
+shared `Streamer` (`digestlab/nn/cache.py`): before each turn the cache is cut down to the
+budget by a policy, positions are renumbered inside the cache, and the turn is read. All
+policies of one comparison ride in one batch, a row each, on the same stream: common random
+numbers, so every difference is paired.
 
 - window: the latest tokens only.
 - StreamingLLM (Xiao et al. 2023): the first `sinks` tokens plus the latest.
@@ -41,6 +42,7 @@ from digestlab.claims import (
     paired_differences,
     paired_ratios,
     summarize,
+    t95,
 )
 from digestlab.data import dialogue
 from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
@@ -48,7 +50,7 @@ from digestlab.data.rng import SplitMix64, derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.sirllm import CLAIMS, ORACLE, REFERENCE, Params
-from digestlab.experiments.sirllm.base_lm import first_token_attention
+from digestlab.experiments.sirllm.base_lm import STAGES, first_token_attention, training_stages
 from digestlab.nn import GPT
 from digestlab.nn.cache import Policy, Streamer
 from digestlab.train import map_runs
@@ -59,6 +61,10 @@ PAPER_STREAMING_PPL = [["dense", 5641.0], ["window", 5158.0], ["recompute", 5.43
 
 
 USER = dialogue.TOKEN_ID["user"]  # a turn that opens with it is a request
+# Both dialogue models read every stream, side by side on the page: as trained, and fine-tuned
+# to read from a sparse cache, on which the claims are decided (its premise is the oracle's
+# recall from a sparse cache).
+MODELS, CLAIMS_MODEL = ("lm", "robust"), "robust"
 
 
 def policies(params: Params, decay: float, sweep: bool, oracle: bool = False) -> list[Policy]:
@@ -223,15 +229,6 @@ def scored_positions(params: Params) -> torch.Tensor:
     return torch.arange(params.ppl_window + 1, params.ppl_tokens, params.recompute_every)
 
 
-def training_stages(saved: dict) -> dict[str, dict]:
-    """The checkpoint's training results by stage: "pretrain", then "chat" when the model was
-    fine-tuned (the checkpoint's own result is its last stage's)."""
-    stages = saved.get("stages", {})
-    if "pretrain" in stages:
-        return {"pretrain": stages["pretrain"], "chat": saved["train"]}
-    return {"pretrain": saved["train"]}
-
-
 # --- attention sinks -------------------------------------------------------------------------
 
 
@@ -264,61 +261,83 @@ def attention_sinks(model: GPT, params: Params, saved: dict) -> dict:
 # --- the experiment --------------------------------------------------------------------------
 
 
-def _job(job: tuple) -> tuple[str, object]:
-    """One unit of work for map_runs: ("grocery" | "rps" | "ppl", args)."""
-    kind, args = job
+def _job(job: tuple) -> tuple[str, str, object]:
+    """One unit of work for map_runs: ("grocery" | "rps" | "ppl", model, args)."""
+    kind, model, args = job
     runner = {"grocery": _grocery_job, "rps": _rps_job, "ppl": _perplexity_job}[kind]
-    return kind, runner(args)
+    return kind, model, runner(args)
 
 
-def run(params: Params, ctx: RunContext) -> Report:
-    """Stream every task through the dialogue model under every policy; decide the claims."""
-    device = pick_device()
-    corpus, _ = dialogue.training_corpora(params.lm.n_dialogues,
-                                          dialogue.Mixture(mention_percent=params.lm.mention_percent))
-    checkpoint = ctx.bases["lm"]
-    model, saved = load_checkpoint(checkpoint, corpus.sha256, device)
-    workers = max(1, ctx.threads) if device.type == "cpu" else 1
-    jobs = [("grocery", (checkpoint, params, i, b, b == params.budget))
+def jobs_of(params: Params, model: str, checkpoint: Path) -> list[tuple]:
+    """Every stream one model reads: grocery at every budget (the decay sweep at the claims'),
+    rock-paper-scissors, and one perplexity stream per job, so that no number depends on how
+    many workers there are."""
+    jobs = [("grocery", model, (checkpoint, params, i, b, b == params.budget))
             for b in params.budgets for i in range(params.grocery_streams)]
-    jobs += [("rps", (checkpoint, params, i)) for i in range(params.rps_streams)]
-    # one perplexity stream per job, so no number depends on how many workers there are
-    jobs += [("ppl", (checkpoint, params, [i])) for i in range(params.ppl_streams)]
-    ctx.log(f"{len(jobs)} streaming jobs on {workers} worker(s)")
-    done = map_runs(_job, jobs, workers, device)
-    results = {kind: [r for k, r in done if k == kind] for kind in ("grocery", "rps", "ppl")}
+    jobs += [("rps", model, (checkpoint, params, i)) for i in range(params.rps_streams)]
+    return jobs + [("ppl", model, (checkpoint, params, [i])) for i in range(params.ppl_streams)]
 
+
+def measure(params: Params, model: GPT, saved: dict, results: dict[str, list]) -> dict:
+    """What one model's streams measured, by task, and its attention on the first token."""
     grocery = grocery_metrics(params, results["grocery"])
     correct = grocery_in_context(model, params, params.grocery_streams, exchanges=6)
     grocery |= {"in_context_correct": correct, "in_context_dialogues": params.grocery_streams,
                 "in_context_accuracy": correct / params.grocery_streams}
-    rps = rps_metrics(results["rps"])
-    perplexity = perplexity_metrics(params, results["ppl"])
-    sinks = attention_sinks(model, params, saved)
-    claims = decide_claims(params, grocery, rps, perplexity, sinks)
+    return {"grocery": grocery, "rps": rps_metrics(results["rps"]),
+            "perplexity": perplexity_metrics(params, results["ppl"]),
+            "attention_sinks": attention_sinks(model, params, saved)}
+
+
+def run(params: Params, ctx: RunContext) -> Report:
+    """Stream every task through both dialogue models under every policy; decide the claims on
+    the cache-robust one."""
+    device = pick_device()
+    corpus, _ = dialogue.training_corpora(params.lm.n_dialogues,
+                                          dialogue.Mixture(mention_percent=params.lm.mention_percent))
+    loaded = {name: load_checkpoint(ctx.bases[name], corpus.sha256, device) for name in MODELS}
+    workers = max(1, ctx.threads) if device.type == "cpu" else 1
+    jobs = [job for name in MODELS for job in jobs_of(params, name, ctx.bases[name])]
+    ctx.log(f"{len(jobs)} streaming jobs on {workers} worker(s)")
+    done = map_runs(_job, jobs, workers, device)
+    by_model = {
+        name: measure(params, model, saved, {
+            kind: [r for k, m, r in done if (k, m) == (kind, name)]
+            for kind in ("grocery", "rps", "ppl")})
+        for name, (model, saved) in loaded.items()}
+    claimed = by_model[CLAIMS_MODEL]
+    claims = decide_claims(params, claimed["grocery"], claimed["rps"], claimed["perplexity"],
+                           claimed["attention_sinks"])
     figures = {
-        "grocery_recall": {"budgets": params.budgets, "budget": params.budget} | grocery,
-        "rps_win_rate": {"win_per_game": rps["win_per_game"], "oracle_win": rps["oracle_win"]},
-        "streaming_perplexity": perplexity,
-        "attention_sinks": sinks,
+        "grocery_recall": {"budgets": params.budgets, "budget": params.budget,
+                           "claims_model": CLAIMS_MODEL,
+                           "by_model": {name: d["grocery"] for name, d in by_model.items()}},
+        "rps_win_rate": {"win_per_game": claimed["rps"]["win_per_game"],
+                         "oracle_win": claimed["rps"]["oracle_win"]},
+        "streaming_perplexity": claimed["perplexity"],
+        "attention_sinks": claimed["attention_sinks"],
     }
-    stages = training_stages(saved)
-    train, chat = stages["pretrain"], stages.get("chat")
+    stages = training_stages(loaded[CLAIMS_MODEL][1])
+    pretrain, chat, sparse = (stages[name] for name in STAGES)
+    model = loaded[CLAIMS_MODEL][0]
     return Report(
         seeds=[params.lm.train.seed],
         device=device_name(device),
         metrics={
-            "lm": {"params": model.num_params(), "val_loss": train["val_loss"],
-                   "train_tokens": train["items_seen"], "context": params.lm.seq_len,
-                   "vocab_size": dialogue.VOCAB_SIZE}
-            | ({"chat_steps": params.lm.chat.steps, "chat_tokens": chat["items_seen"],
-                "chat_user_weight": params.lm.chat_user_weight,
-                "chat_val_loss": chat["val_loss"]} if chat else {}),
-            "grocery": grocery, "rps": rps, "perplexity": perplexity, "attention_sinks": sinks,
+            "lm": {"params": model.num_params(), "val_loss": pretrain["val_loss"],
+                   "train_tokens": pretrain["items_seen"], "context": params.lm.seq_len,
+                   "vocab_size": dialogue.VOCAB_SIZE, "chat_steps": params.lm.chat.steps,
+                   "chat_tokens": chat["items_seen"],
+                   "chat_user_weight": params.lm.chat_user_weight,
+                   "chat_val_loss": chat["val_loss"]},
+            "robust": {"steps": params.robust.train.steps, "tokens": sparse["items_seen"],
+                       "val_loss": sparse["val_loss"]},
+            "claims_model": CLAIMS_MODEL,
+            "by_model": by_model,
         },
         claims=claims,
         figures=figures,
-        timing={"workers": workers, "lm_tokens_per_s": train["items_per_s"]},
+        timing={"workers": workers, "lm_tokens_per_s": pretrain["items_per_s"]},
         reference={"columns": ["cache", "perplexity"], "rows": PAPER_STREAMING_PPL},
     )
 
@@ -396,12 +415,19 @@ def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -
     }
 
 
+def upper_bound(values: list[float]) -> float:
+    """The upper one-sided 95% t-bound of the mean of per-unit values."""
+    stats = summarize(values)
+    return stats["mean"] + t95(stats["n"] - 1) * stats["sd"] / math.sqrt(stats["n"])
+
+
 def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, sinks: dict
                   ) -> list[Claim]:
     """The three claims, each from paired values over the streams (games), SirLLM's under both
     scorings, with the premises the spec declares: recall from a sparse cache that kept the
-    request (the oracle's accuracy, the upper end of its interval) and an attention sink in the
-    trained model."""
+    request (the oracle's accuracy, the upper end of its interval), play from memory
+    (StreamingLLM's win rate, the upper end of its bound) and an attention sink in the trained
+    model."""
     correct = grocery["correct_at_budget"]
     ceiling = binomial_interval(grocery["oracle_correct"], grocery["streams"], LEVEL)
     wins = rps["win_per_game"]
@@ -417,7 +443,8 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
             {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"]),
              "win gain, authors' scoring": paired_differences(wins[REFERENCE],
                                                               wins["StreamingLLM"])},
-            unit="games", base_models=1),
+            unit="games", premises={"play from memory": upper_bound(wins["StreamingLLM"])},
+            base_models=1),
         CLAIMS["sinks-keep-perplexity"].decide(
             {"StreamingLLM near recompute": paired_ratios(per["StreamingLLM"], per["recompute"]),
              "window degrades": paired_ratios(per["window"], per["recompute"])},
