@@ -279,6 +279,17 @@ def summarize(samples: Sequence[float]) -> dict[str, float | None]:
     return {"mean": mean, "sd": sd, "n": n}
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The interval of the mean of per-unit values that comparisons are decided on: each end a
+    one-sided 95% t-bound (a premise may read one end, giving a model the benefit of the
+    doubt)."""
+    stats = summarize(values)
+    if stats["n"] < 2:
+        raise ValueError("an interval of a mean needs at least two values")
+    half = t95(stats["n"] - 1) * stats["sd"] / math.sqrt(stats["n"])
+    return stats["mean"] - half, stats["mean"] + half
+
+
 def units_to_decide(gap: float, sd: float, most: int = 1000) -> int | None:
     """The fewest units whose one-sided 95% t-bound clears a mean `gap` from the bound at
     spread `sd`, if the mean and spread held; None beyond `most`."""
@@ -378,10 +389,8 @@ def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) ->
                           level=None, p=None, verdict=INCONCLUSIVE)
     import scipy.stats
 
-    se = stats["sd"] / math.sqrt(stats["n"])
-    half = t95(stats["n"] - 1) * se
-    low, high = stats["mean"] - half, stats["mean"] + half
-    t = (stats["mean"] - bound) / se
+    low, high = mean_interval(xs)
+    t = (stats["mean"] - bound) / (stats["sd"] / math.sqrt(stats["n"]))
     # one-sided p of "mean < bound" (small when the values lie clearly below) and its mirror
     p_below = float(scipy.stats.t.cdf(t, stats["n"] - 1))
     p_above = 1.0 - p_below

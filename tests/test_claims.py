@@ -21,6 +21,7 @@ from digestlab.claims import (
     combine,
     compare,
     holm,
+    mean_interval,
     our_bound,
     paired_differences,
     paired_ratios,
@@ -51,6 +52,17 @@ def spec(comparisons=None, premises=None, claim_id="c") -> ClaimSpec:
 
 def test_summary_uses_the_sample_standard_deviation():
     assert summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
+
+
+def test_the_interval_of_a_mean_is_the_one_comparisons_decide_on():
+    values = [1.0, 2.0, 4.0, 3.5]
+    low, high = mean_interval(values)
+    spec = ComparisonSpec(statistic="x", direction=">", bound=our_bound(0.0, ko="k", en="e"))
+    assert compare("x", spec, values).interval == pytest.approx((low, high))
+    stats = summarize(values)
+    assert high - stats["mean"] == pytest.approx(t95(3) * stats["sd"] / 2)
+    with pytest.raises(ValueError):
+        mean_interval([1.0])
 
 
 def test_clearly_below_is_reproduced_with_a_90_percent_interval_below_the_bound():

@@ -39,10 +39,10 @@ from digestlab.claims import (
     LEVEL,
     Claim,
     binomial_interval,
+    mean_interval,
     paired_differences,
     paired_ratios,
     summarize,
-    t95,
 )
 from digestlab.data import dialogue
 from digestlab.data.dialogue import BEATS, BOS, MOVE_IDS, SLOTS
@@ -415,12 +415,6 @@ def perplexity_metrics(params: Params, results: list[dict[str, torch.Tensor]]) -
     }
 
 
-def upper_bound(values: list[float]) -> float:
-    """The upper one-sided 95% t-bound of the mean of per-unit values."""
-    stats = summarize(values)
-    return stats["mean"] + t95(stats["n"] - 1) * stats["sd"] / math.sqrt(stats["n"])
-
-
 def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, sinks: dict
                   ) -> list[Claim]:
     """The three claims, each from paired values over the streams (games), SirLLM's under both
@@ -443,7 +437,7 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
             {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"]),
              "win gain, authors' scoring": paired_differences(wins[REFERENCE],
                                                               wins["StreamingLLM"])},
-            unit="games", premises={"play from memory": upper_bound(wins["StreamingLLM"])},
+            unit="games", premises={"play from memory": mean_interval(wins["StreamingLLM"])[1]},
             base_models=1),
         CLAIMS["sinks-keep-perplexity"].decide(
             {"StreamingLLM near recompute": paired_ratios(per["StreamingLLM"], per["recompute"]),
