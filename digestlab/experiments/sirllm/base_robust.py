@@ -14,7 +14,7 @@ import torch
 from digestlab.checkpoint import load_checkpoint
 from digestlab.data.dialogue import DialogueCorpus, Mixture, training_corpora
 from digestlab.device import pick_device, seed_everything
-from digestlab.experiments import RunContext, TrainedBase
+from digestlab.experiments import ExperimentError, RunContext, TrainedBase
 from digestlab.experiments.sirllm import LanguageModel, Robust
 from digestlab.experiments.sirllm.base_lm import sink_probe, training_stages
 from digestlab.objectives import weighted_next_token_loss
@@ -28,8 +28,8 @@ def train(params: Robust, ctx: RunContext) -> TrainedBase:
     lm = LanguageModel.model_validate(saved["provenance"]["params"])  # rebuild its data
     corpus, val = training_corpora(lm.n_dialogues, Mixture(mention_percent=lm.mention_percent))
     if corpus.sha256 != saved["data_sha256"]:
-        raise RuntimeError(f"{ctx.bases['lm']}: its training data cannot be rebuilt from the "
-                           "params it records")
+        raise ExperimentError(f"{ctx.bases['lm']}: its training data cannot be rebuilt from "
+                              "the params it records; retrain it")
     low, high = params.keep_range
 
     def rows(c: DialogueCorpus, starts: torch.Tensor, keep: int, g: torch.Generator) -> Batch:
