@@ -441,6 +441,8 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     for model in metrics["metrics"]["by_model"].values():
         at_budget = model["grocery"]["by_budget"][str(params.budget)]
         assert "oracle" in at_budget and "accuracy_if_retained" in at_budget["SirLLM"]
+        # holding the item counts as holding the item or the token after it
+        assert all(cell["carried"] >= cell["retained"] for cell in at_budget.values())
     grocery = claimed["grocery"]
     at_budget = grocery["by_budget"][str(params.budget)]
     assert grocery["oracle_correct"] == round(at_budget["oracle"]["accuracy"] * grocery["streams"])

@@ -118,6 +118,10 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
         "correct": {p.name: bool(picked[i] == stream.item) for i, p in enumerate(rows)},
         "retained": {p.name: bool((origin[i] == item_offset).any())
                      for i, p in enumerate(rows)},
+        # the item, or the token after it, whose keys and values (from the second layer on)
+        # were computed in the item's context and so may carry it
+        "carried": {p.name: bool(((origin[i] == item_offset) | (origin[i] == item_offset + 1))
+                                 .any()) for i, p in enumerate(rows)},
         "tokens": streamer.read_tokens,
         "distance": streamer.read_tokens - item_offset,
     }
@@ -370,11 +374,13 @@ def grocery_metrics(params: Params, results: list[dict]) -> dict:
 
 def _recall(runs: list[dict], name: str) -> dict:
     """A policy's accuracy over the streams, how often it still held the item at the question,
-    and its accuracy on those streams alone (None when it never did)."""
+    and its accuracy on those streams alone (None when it never did); and how often it held the
+    item or the token after it."""
     held = [r["correct"][name] for r in runs if r["retained"][name]]
     return {"accuracy": sum(r["correct"][name] for r in runs) / len(runs),
             "retained": len(held) / len(runs),
-            "accuracy_if_retained": sum(held) / len(held) if held else None}
+            "accuracy_if_retained": sum(held) / len(held) if held else None,
+            "carried": sum(r["carried"][name] for r in runs) / len(runs)}
 
 
 def rps_metrics(results: list[dict]) -> dict:
