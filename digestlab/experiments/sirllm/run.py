@@ -119,7 +119,8 @@ def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
         "retained": {p.name: bool((origin[i] == item_offset).any())
                      for i, p in enumerate(rows)},
         # the item, or the token after it, whose keys and values (from the second layer on)
-        # were computed in the item's context and so may carry it
+        # were computed in the item's context and so may carry it: what the authors' scoring,
+        # which shifts each surprisal to the next token, may keep instead
         "carried": {p.name: bool(((origin[i] == item_offset) | (origin[i] == item_offset + 1))
                                  .any()) for i, p in enumerate(rows)},
         "tokens": streamer.read_tokens,
