@@ -6,7 +6,7 @@
 Each recipe (span:steps:user weight:most tokens kept) fine-tunes the dialogue model as
 `base_robust.py` does, then streams the grocery dialogues and rock-paper-scissors games of the
 selection seed (`Params.selection_seed`, never the scored `eval_seed`) under every policy,
-grocery at the claims' budget and the largest one. The rule, fixed before any run:
+grocery at the claims' budget and the largest one. The rule, fixed before the runs below:
 
 1. the fine-tune must keep what the dialogue model could do: the oracle cache's grocery recall
    at least 95%, and StreamingLLM's win rate at rock-paper-scissors no more than 2 points
@@ -15,7 +15,12 @@ grocery at the claims' budget and the largest one. The rule, fixed before any ru
    request's turn: accuracy on the streams whose cache held the item, pooled over every policy
    but the oracle (which keeps the whole turn) and both budgets.
 
-No policy's gain over another enters the choice. On 2 cores (60 streams per budget, 40 games;
+No policy's gain over another enters the choice. It replaced a first rule, which pooled the
+oracle's streams into step 2 and had no step 1: that rule chose 192:600:0.05:96, and a cpu run
+of the experiment on it showed the model playing rock-paper-scissors at random (0.332, every
+policy alike), which is why step 1 exists. That run read the scored streams; so did a look, at
+the very start, at the grocery streams of seed 2 under three early recipes, which is why span
+192 is among the candidates. On 2 cores (60 streams per budget, 40 games;
 the first four in one run, the last two in a second):
 
     as trained: oracle 1.000 | read when kept 0.175 of 40 | rps StreamingLLM 0.508

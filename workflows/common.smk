@@ -188,10 +188,14 @@ def experiment_runtime_min(wildcards):
     return max(5, round(2 * REPRODUCTIONS[wildcards.paper].budget_s / 60))
 
 
+def checkpoint_path(paper, base):
+    return f"results/{paper}/bases/{base}.pt"
+
+
 def base_checkpoints(wildcards):
     """Each base model of the entry's experiment, by name, to its checkpoint."""
     return {
-        base: f"results/{wildcards.paper}/bases/{base}.pt"
+        base: checkpoint_path(wildcards.paper, base)
         for base in REPRODUCTIONS[wildcards.paper].bases
     }
 
@@ -199,7 +203,7 @@ def base_checkpoints(wildcards):
 def parent_checkpoint(wildcards):
     """The checkpoint of the base model this one fine-tunes (STARTS_FROM), if any."""
     parent = REPRODUCTIONS[wildcards.paper].parents.get(wildcards.base)
-    return {parent: f"results/{wildcards.paper}/bases/{parent}.pt"} if parent else {}
+    return {parent: checkpoint_path(wildcards.paper, parent)} if parent else {}
 
 
 def base_names(wildcards):

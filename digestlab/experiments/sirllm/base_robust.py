@@ -44,6 +44,7 @@ def train(params: Robust, ctx: RunContext) -> TrainedBase:
     counts = torch.linspace(low, high, params.eval_batches).round().long().tolist()
     val_batches = [rows(val, val.starts[i * params.batch_size : (i + 1) * params.batch_size],
                         keep, g) for i, keep in enumerate(counts)]
+    # rows vary in length with the count kept: the loop counts the expected tokens per batch
     mean_row = 1 + (low + high) / 2 + params.tail
     objective = Objective(
         next_batch=next_batch, loss=weighted_next_token_loss,
