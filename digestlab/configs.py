@@ -114,12 +114,15 @@ class TrainConfig:
     # CPU default (train.CPU_AUTOCAST_DEFAULT) on CPU
     log_every: int = 50  # steps between progress lines
     eval_every: int = 0  # steps between validation losses on the curve; 0: only at the end
+    accumulate: int = 1  # micro-batches each step's batch is cut into: less memory, same batch
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.log_every < 1:
             raise ValueError("steps and log_every must be >= 1")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
         if not 0 <= self.min_lr <= self.learning_rate or self.learning_rate <= 0:

@@ -9,7 +9,9 @@ torch.compile, the loss curve (and a validation curve every `eval_every` steps, 
 curves of a probe: measurements of the model such as where its attention goes), and honest
 throughput: items (tokens or samples) per second after warmup, the median step time, and MFU
 against the measured matmul peak. Progress goes to plain log lines (a progress bar too when
-stderr is a terminal), so Snakemake logs show it.
+stderr is a terminal), so Snakemake logs show it. With cfg.accumulate = k, each step's batch is
+cut into k micro-batches whose gradients add up: the same data and (in fp32, for a mean over
+equal rows, without dropout) the same trajectory up to rounding, in less memory.
 
 Under torch.distributed (FSDP under torchrun) every rank draws the same global batch and trains
 on its own share of the rows; logged losses are averaged over ranks. Where the loss is a mean
@@ -151,6 +153,27 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
+def micro_batches(batch: Batch, parts: int) -> list[Batch]:
+    """The batch cut into `parts` equal micro-batches of consecutive rows, in order; the batch
+    itself when parts is 1."""
+    if parts == 1:
+        return [batch]
+    rows = {len(t) for t in batch}
+    if len(rows) != 1:
+        # a preference batch holds 2B rows of tokens and B shifts: row i is not one example
+        raise ValueError(
+            f"cannot cut a batch into {parts} micro-batches: its tensors have "
+            f"{sorted(rows)} rows, so their rows do not line up one example each"
+        )
+    (n,) = rows
+    if n % parts:
+        raise ValueError(
+            f"a batch of {n} rows cannot be cut into {parts} equal micro-batches: make the "
+            f"batch size (per rank, under torch.distributed) a multiple of accumulate={parts}"
+        )
+    return list(zip(*(t.split(n // parts) for t in batch), strict=True))
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -158,19 +181,28 @@ def train_step(
     batch: Batch,
     grad_clip: float,
     amp_dtype: torch.dtype | None = None,
+    accumulate: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, backward, clip and optimizer step; returns (loss, gradient norm before
-    clipping) as detached tensors, so the caller decides when to synchronize."""
+    """One optimizer step on a batch: forward and backward over its `accumulate` micro-batches,
+    global gradient clipping, the update. Returns (the mean of the micro-batch losses, gradient
+    norm before clipping) as detached tensors, so the caller decides when to synchronize."""
     optimizer.zero_grad(set_to_none=True)
-    with _autocast_context(batch[0].device, amp_dtype):
-        loss = loss_fn(model, batch)
-    loss.backward()
+    losses = []
+    for micro_batch in micro_batches(batch, accumulate):
+        with _autocast_context(micro_batch[0].device, amp_dtype):
+            loss = loss_fn(model, micro_batch)
+        # Gradients add up over backward passes: scaled by 1/accumulate, they are those of the
+        # mean of the micro-batch losses. For a loss that is a mean over equal rows, that is the
+        # whole batch's loss; one averaged over a varying count of scored targets (ignore_index
+        # -1, weights) becomes a mean of per-micro-batch means, as it does across ranks.
+        (loss / accumulate).backward()
+        losses.append(loss.detach())
     # An infinite bound still returns the norm, which the log reports either way.
     max_norm = grad_clip if grad_clip > 0 else math.inf
     params = [p for p in model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     optimizer.step()
-    return loss.detach(), _full(grad_norm).detach()
+    return torch.stack(losses).mean(), _full(grad_norm).detach()
 
 
 @torch.no_grad()
@@ -253,16 +285,25 @@ def _with_shared(fn: Callable, job: object) -> object:
     return fn(job) if _worker_shared is _NOTHING else fn(_worker_shared, job)
 
 
-def map_runs(fn: Callable[..., R], jobs: list[T], workers: int, device: torch.device,
-             shared: object = _NOTHING) -> list[R]:
-    """Run `fn` over `jobs`, the independent training runs of an experiment, in order.
+def worker_count(threads: int, device: torch.device, jobs: int) -> int:
+    """How many runs `map_runs` puts side by side: on the CPU one single-threaded run per core
+    it was given (`threads`), never more than there are jobs; on a GPU one."""
+    return max(1, min(threads, jobs)) if device.type == "cpu" else 1
 
-    On the CPU each run is single-threaded and `workers` of them run side by side, one per
+
+def map_runs(fn: Callable[..., R], jobs: list[T], threads: int, device: torch.device,
+             shared: object = _NOTHING) -> list[R]:
+    """Run `fn` over `jobs`, the independent runs of an experiment, in order, on the `threads`
+    cores the job was given.
+
+    On the CPU each run is single-threaded and `worker_count` of them run side by side, one per
     core, so a run's numbers do not depend on how many cores there are. On a GPU the runs go
     one at a time in this process (a forked child cannot use CUDA once the parent touched it).
-    With `shared`, each run is `fn(shared, job)`: what every run reads (a model, activations)
-    reaches each worker once, inherited by the fork, where the jobs themselves are pickled.
+    With `shared`, each run is `fn(shared, job)`: what every run reads (trained models,
+    activations) reaches each worker once, inherited by the fork, where the jobs themselves are
+    pickled. This is the one way a trained model reaches the workers.
     """
+    workers = worker_count(threads, device, len(jobs))
     if device.type != "cpu" or workers <= 1:
         threads = torch.get_num_threads()
         if device.type == "cpu":
@@ -283,6 +324,44 @@ def map_runs(fn: Callable[..., R], jobs: list[T], workers: int, device: torch.de
 def _log_line(line: str) -> None:
     # tqdm.write keeps a live progress bar intact and is a plain print without one.
     tqdm.write(line, file=sys.stderr)
+
+
+def _describe(model: nn.Module, objective: Objective, cfg: TrainConfig, device: torch.device,
+              amp_dtype: torch.dtype | None, world: int) -> str:
+    # the opening log line: what trains where, for how long, in what precision
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # DTensor: global
+    ranks = f" on {world} ranks" if world > 1 else ""
+    micro = f" in {cfg.accumulate} micro-batches" if cfg.accumulate > 1 else ""
+    precision = "bf16 autocast" if amp_dtype else "fp32"
+    return (f"training {n_params:,} parameters on {device.type}{ranks} for {cfg.steps} steps of "
+            f"{objective.items_per_batch:,} {objective.unit}{micro}, {precision}, "
+            f"compile={cfg.compile}")
+
+
+def _utilization(objective: Objective, items_per_s: float, world: int, device: torch.device,
+                 amp_dtype: torch.dtype | None) -> tuple[float | None, float | None, float]:
+    """(MFU, spec-sheet MFU, the measured peak FLOP/s of one device) at a throughput over all
+    ranks; the MFUs are None without the objective's FLOP count (and without a spec sheet)."""
+    peak_flops = measure_peak_flops(device, amp_dtype or torch.float32)
+    if not objective.flops_per_item:
+        return None, None, peak_flops
+    achieved_flops = objective.flops_per_item * items_per_s / world  # per device
+    spec_flops = spec_peak_flops(device)
+    return (achieved_flops / peak_flops, achieved_flops / spec_flops if spec_flops else None,
+            peak_flops)
+
+
+def _summary(result: TrainResult) -> str:
+    # the closing log line
+    line = f"done: train loss {result.final_train_loss:.4f}"
+    if result.val_loss is not None:
+        line += f" | val loss {result.val_loss:.4f}"
+    line += f" | {result.items_per_s:,.0f} {result.unit}/s"
+    if result.mfu is not None:
+        line += f" | MFU {result.mfu:.1%}"
+    if result.mfu_spec is not None:
+        line += f" (spec-sheet MFU {result.mfu_spec:.1%})"
+    return line + f" | {result.wall_time_s:.1f} s"
 
 
 def train(
@@ -306,38 +385,37 @@ def train(
     optimizer = configure_optimizer(model, cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     amp_dtype = autocast_dtype(cfg.autocast, device)
-    unit = objective.unit
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # DTensor: global
-    precision = "bf16 autocast" if amp_dtype else "fp32"
-    ranks = f" on {world} ranks" if world > 1 else ""
-    log(
-        f"training {n_params:,} parameters on {device.type}{ranks} for {cfg.steps} steps of "
-        f"{objective.items_per_batch:,} {unit}, {precision}, compile={cfg.compile}"
-    )
+    log(_describe(model, objective, cfg, device, amp_dtype, world))
 
-    # The first steps pay for compilation, allocation and cold caches; time the rest.
-    timed_from = min(cfg.steps - 1, max(3 if cfg.compile else 1, cfg.steps // 10))
-    timer_start = time.perf_counter()
-    window_start, window_step = time.perf_counter(), 0
-    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     loss_curve: list[tuple[int, float]] = []
     val_curve: list[tuple[int, float]] = []
     probe_curves: dict[str, list[tuple[int, float]]] = {}
 
-    def measure(steps_done: int) -> None:
+    def validate(steps_done: int) -> None:
+        # the validation loss and the probe's measurements, both without gradients
+        if objective.val_batches:
+            val_curve.append((steps_done, evaluate(model, objective.val_batches, objective.loss,
+                                                   device, cfg.autocast)))
         if probe is not None:
             for name, value in run_probe(model, probe).items():
                 probe_curves.setdefault(name, []).append((steps_done, value))
 
-    eval_time = 0.0  # validation inside the timed window, taken out of the throughput
+    # The first steps pay for compilation, allocation and cold caches; time the rest.
+    timed_from = min(cfg.steps - 1, max(3 if cfg.compile else 1, cfg.steps // 10))
+    timer_start = window_start = time.perf_counter()
+    window_step = 0  # the first step of the current log window
+    eval_time = 0.0  # validation inside the timed steps, taken out of the throughput
     timed_windows: list[float] = []  # seconds per step of each log window after warmup
+    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm)
     progress = tqdm(total=cfg.steps, file=sys.stderr, leave=False, unit="step",
                     disable=rank != 0 or not sys.stderr.isatty())
     for step in range(cfg.steps):
         if step == timed_from:
             synchronize(device)
-            timer_start = time.perf_counter()
-            window_start, window_step = timer_start, step
+            timer_start = window_start = time.perf_counter()
+            window_step = step
+
+        # One optimizer step on a fresh global batch (this rank's share of its rows).
         lr = learning_rate_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -345,64 +423,55 @@ def train(
             objective.schedule(step, cfg.steps)
         batch = rows_of_rank(objective.next_batch(batch_generator), rank, world)
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
-        loss, grad_norm = train_step(step_model, optimizer, objective.loss, batch, cfg.grad_clip,
-                                     amp_dtype)
+        loss, grad_norm = train_step(step_model, optimizer, objective.loss, batch,
+                                     cfg.grad_clip, amp_dtype, cfg.accumulate)
         pending.append((step, loss, grad_norm))
         progress.update()
+
         if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
             # Reading losses back synchronizes with the device; do it only at log points.
             losses = _mean_over_ranks(torch.stack([p[1] for p in pending]).float(), world)
-            losses = losses.tolist()
-            loss_curve += [(p[0], loss) for p, loss in zip(pending, losses, strict=True)]
+            loss_curve += [(p[0], loss) for p, loss in zip(pending, losses.tolist(), strict=True)]
             grad_norm_value = pending[-1][2].item()
             pending.clear()
             now = time.perf_counter()
-            window_items = (step + 1 - window_step) * objective.items_per_batch
-            window_rate = window_items / (now - window_start)
+            steps_in_window = step + 1 - window_step
+            window_rate = steps_in_window * objective.items_per_batch / (now - window_start)
             if step >= timed_from:
-                timed_windows.append((now - window_start) / (step + 1 - window_step))
+                timed_windows.append((now - window_start) / steps_in_window)
             window_start, window_step = now, step + 1
-            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            progress.set_postfix(loss=f"{loss_curve[-1][1]:.4f}")
             if rank == 0:
                 log(
-                    f"step {step + 1:>6}/{cfg.steps} | loss {losses[-1]:.4f} | lr {lr:.2e} | "
-                    f"grad norm {grad_norm_value:.3f} | {window_rate:,.0f} {unit}/s"
+                    f"step {step + 1:>6}/{cfg.steps} | loss {loss_curve[-1][1]:.4f} | "
+                    f"lr {lr:.2e} | grad norm {grad_norm_value:.3f} | "
+                    f"{window_rate:,.0f} {objective.unit}/s"
                 )
+
         if ((objective.val_batches or probe) and cfg.eval_every
                 and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps):
             eval_start = time.perf_counter()
-            if objective.val_batches:
-                val_curve.append((step + 1, evaluate(model, objective.val_batches,
-                                                     objective.loss, device, cfg.autocast)))
-            measure(step + 1)
+            validate(step + 1)
+            eval_seconds = time.perf_counter() - eval_start
             if step >= timed_from:
-                eval_time += time.perf_counter() - eval_start
-            window_start += time.perf_counter() - eval_start
+                eval_time += eval_seconds
+            window_start += eval_seconds  # out of the log window's rate too
     synchronize(device)
+    # every step is one global batch, whatever it was cut into
     items_per_s = (cfg.steps - timed_from) * objective.items_per_batch / (
         time.perf_counter() - timer_start - eval_time)
     progress.close()
 
-    mfu = mfu_spec = None
-    peak_flops = measure_peak_flops(device, amp_dtype or torch.float32)
-    if objective.flops_per_item:
-        achieved_flops = objective.flops_per_item * items_per_s / world  # per device
-        mfu = achieved_flops / peak_flops
-        spec_flops = spec_peak_flops(device)
-        mfu_spec = achieved_flops / spec_flops if spec_flops else None
-    val_loss = None
-    if objective.val_batches:
-        # Every rank evaluates every batch: sharded models need all ranks in each forward.
-        val_loss = evaluate(model, objective.val_batches, objective.loss, device, cfg.autocast)
-        val_curve.append((cfg.steps, val_loss))
-    measure(cfg.steps)
+    mfu, mfu_spec, peak_flops = _utilization(objective, items_per_s, world, device, amp_dtype)
+    # Every rank validates every batch: sharded models need all ranks in each forward.
+    validate(cfg.steps)
     tail = [loss for _, loss in loss_curve[-10:]]
     result = TrainResult(
         final_train_loss=sum(tail) / len(tail),
-        val_loss=val_loss,
+        val_loss=val_curve[-1][1] if objective.val_batches else None,
         items_seen=cfg.steps * objective.items_per_batch,
         items_per_s=items_per_s,
-        unit=unit,
+        unit=objective.unit,
         mfu=mfu,
         mfu_spec=mfu_spec,
         peak_flops=peak_flops,
@@ -412,14 +481,7 @@ def train(
         step_time_s=statistics.median(timed_windows) if timed_windows else None,
         probe_curves=probe_curves,
     )
-    summary = f"done: train loss {result.final_train_loss:.4f}"
-    if val_loss is not None:
-        summary += f" | val loss {val_loss:.4f}"
-    summary += f" | {items_per_s:,.0f} {unit}/s"
-    if mfu is not None:
-        summary += f" | MFU {mfu:.1%}"
-    if mfu_spec is not None:
-        summary += f" (spec-sheet MFU {mfu_spec:.1%})"
     if rank == 0:
-        log(summary + f" | {result.wall_time_s:.1f} s")
+        log(_summary(result))
     return result
+
