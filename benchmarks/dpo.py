@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from digestlab.device import seed_everything
 from digestlab.experiments.spo import SCALES
 from digestlab.nn import GPT
-from digestlab.objectives import dpo, pack_rows
+from digestlab.objectives import dpo, pack_rows, sequence_logprobs
 
 
 def textbook_loss(policy: GPT, reference: GPT, pairs: list, beta: float) -> torch.Tensor:
@@ -32,8 +32,8 @@ def textbook_loss(policy: GPT, reference: GPT, pairs: list, beta: float) -> torc
     chosen = pack_rows(prompts, [w for _, w, _ in pairs])
     rejected = pack_rows(prompts, [r for _, _, r in pairs])
     with torch.no_grad():
-        ref = reference.sequence_logprobs(*chosen) - reference.sequence_logprobs(*rejected)
-    margin = policy.sequence_logprobs(*chosen) - policy.sequence_logprobs(*rejected)
+        ref = sequence_logprobs(reference, *chosen) - sequence_logprobs(reference, *rejected)
+    margin = sequence_logprobs(policy, *chosen) - sequence_logprobs(policy, *rejected)
     return -F.logsigmoid(beta * (margin - ref)).mean()
 
 

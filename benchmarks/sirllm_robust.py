@@ -6,21 +6,21 @@
 Each recipe (span:steps:user weight:most tokens kept) fine-tunes the dialogue model as
 `base_robust.py` does, then streams the grocery dialogues and rock-paper-scissors games of the
 selection seed (`Params.selection_seed`, never the scored `eval_seed`) under every policy,
-grocery at the claims' budget and the largest one. The rule, fixed before the runs below:
+grocery at the claims' cache size and the largest one. The rule, fixed before the runs below:
 
 1. the fine-tune must keep what the dialogue model could do: the oracle cache's grocery recall
    at least 95%, and StreamingLLM's win rate at rock-paper-scissors no more than 2 points
    below the dialogue model's own;
 2. of the recipes that do, the one that best reads an item its cache kept apart from the
    request's turn: accuracy on the streams whose cache held the item, pooled over every policy
-   but the oracle (which keeps the whole turn) and both budgets.
+   but the oracle (which keeps the whole turn) and both cache sizes.
 
 No policy's gain over another enters the choice. It replaced a first rule, which pooled the
 oracle's streams into step 2 and had no step 1: that rule chose 192:600:0.05:96, and a cpu run
 of the experiment on it showed the model playing rock-paper-scissors at random (0.332, every
 policy alike), which is why step 1 exists. That run read the scored streams; so did a look, at
 the very start, at the grocery streams of seed 2 under three early recipes, which is why span
-192 is among the candidates. On 2 cores (60 streams per budget, 40 games;
+192 is among the candidates. On 2 cores (60 streams per cache size, 40 games;
 the first four in one run, the last two in a second):
 
     as trained: oracle 1.000 | read when kept 0.175 of 40 | rps StreamingLLM 0.508
@@ -48,17 +48,19 @@ import torch
 from digestlab.experiments import base_models, load_spec, pretrain
 from digestlab.experiments.sirllm import ORACLE
 from digestlab.experiments.sirllm import run as sirllm
+from digestlab.modelfile import load_model
 from digestlab.train import map_runs
 
 
-def measure(checkpoint: Path, params, budgets: tuple[int, ...], streams: int, games: int,
+def measure(model_path: Path, params, cache_sizes: tuple[int, ...], streams: int, games: int,
             threads: int) -> dict[str, float]:
     """Oracle recall, the pooled read-when-kept of the other policies, and StreamingLLM's win
     rate, on the selection streams."""
-    jobs = [("grocery", "m", (checkpoint, params, i, b, False))
-            for b in budgets for i in range(streams)]
-    jobs += [("rps", "m", (checkpoint, params, i)) for i in range(games)]
-    done = map_runs(sirllm._job, jobs, threads, torch.device("cpu"))
+    jobs = [("grocery", "m", (params, i, b, False))
+            for b in cache_sizes for i in range(streams)]
+    jobs += [("rps", "m", (params, i)) for i in range(games)]
+    model, _ = load_model(model_path, None)
+    done = map_runs(sirllm._job, jobs, threads, torch.device("cpu"), shared={"m": model})
     grocery = [r for kind, _, r in done if kind == "grocery"]
     rps = [r for kind, _, r in done if kind == "rps"]
     held = [r["correct"][name] for r in grocery for name in r["correct"]
@@ -70,7 +72,7 @@ def measure(checkpoint: Path, params, budgets: tuple[int, ...], streams: int, ga
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lm", required=True, help="the dialogue model's checkpoint (cpu scale)")
+    parser.add_argument("--lm", required=True, help="the dialogue model's file (cpu scale)")
     parser.add_argument("--recipes", nargs="+",
                         default=["192:600:0.05:96", "192:600:1:96", "192:1200:1:96",
                                  "512:1200:1:96", "192:600:1:144", "192:1200:1:144"])
@@ -81,10 +83,10 @@ def main() -> None:
     spec = load_spec("sirllm")
     params = spec.SCALES["cpu"]
     selection = params.model_copy(update={"eval_seed": params.selection_seed})
-    budgets = (params.budget, max(params.budgets))
+    cache_sizes = (params.cache_size, max(params.cache_sizes))
     print(f"selection seed {params.selection_seed} (scored: {params.eval_seed}): "
-          f"{args.streams} grocery streams per budget {budgets}, {args.games} games")
-    before = measure(Path(args.lm), selection, budgets, args.streams, args.games, args.threads)
+          f"{args.streams} grocery streams per cache size {cache_sizes}, {args.games} games")
+    before = measure(Path(args.lm), selection, cache_sizes, args.streams, args.games, args.threads)
     print(f"as trained: oracle {before['oracle']:.3f} | read when kept "
           f"{before['read_when_kept']:.3f} of {before['kept']} | rps StreamingLLM "
           f"{before['rps_streaming']:.3f}")
@@ -96,12 +98,12 @@ def main() -> None:
             values |= {"span": int(span), "user_weight": float(weight),
                        "keep_range": (0, int(most)),
                        "train": values["train"] | {"steps": int(steps)}}
-            checkpoint = Path(tmp) / "robust.pt"
+            model_path = Path(tmp) / "robust.pt"
             started = time.perf_counter()
-            pretrain("sirllm", "robust", "cpu", values, checkpoint, threads=args.threads,
+            pretrain("sirllm", "robust", "cpu", values, model_path, threads=args.threads,
                      log=lambda _: None, bases={"lm": args.lm})
             seconds = time.perf_counter() - started
-            after = measure(checkpoint, selection, budgets, args.streams, args.games,
+            after = measure(model_path, selection, cache_sizes, args.streams, args.games,
                             args.threads)
             keeps = (after["oracle"] >= 0.95
                      and after["rps_streaming"] >= before["rps_streaming"] - 0.02)

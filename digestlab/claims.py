@@ -14,7 +14,7 @@ How a comparison decides, for per-unit values x_1..x_n (seeds, streams, rounds, 
   otherwise (a single unit included) `inconclusive`. The two bounds together are a two-sided
   90% interval, and are labelled so. A `log` comparison decides ratios on their logs.
 - `every`: every unit on the claimed side → `reproduced`, else `not_reproduced` (no noise model:
-  for quantities compared against a noise scale measured in the same run).
+  for quantities compared against a noise level measured in the same run).
 - `exact`: one noise-free value (bytes) compared exactly.
 - `ratio-of-means`: a share, mean(a) / mean(b), from per-unit pairs (a_i, b_i). Decided by the
   mean rule on a_i - bound * b_i, which tests the bound itself; the interval is Fieller's, at the
@@ -41,14 +41,14 @@ REPRODUCED, NOT_REPRODUCED = "reproduced", "not_reproduced"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not_testable"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 Verdict = Literal["reproduced", "not_reproduced", "inconclusive", "not_testable"]
-SCHEMA_VERSION = 2  # of metrics.json's claims; a result of another version is rerun
+SCHEMA_VERSION = 3  # of metrics.json's claims; a result of another version is rerun
 ONE_SIDED = 0.95  # each end of an interval is a one-sided bound at this level
 LEVEL = round(2 * ONE_SIDED - 1, 12)  # so the interval is two-sided at this level (90%)
 FAMILY_ALPHA = round(1 - ONE_SIDED, 12)  # Holm's family-wise error rate over a paper's claims
 
 # The units a claim's values can be replicated over, as the pages name them.
 Unit = Literal["training seeds", "SAE seeds", "fine-tuned policies", "rounds", "streams", "games",
-               "runs"]
+               "runs", "windows"]
 
 
 def _bilingual(text: dict[str, str]) -> dict[str, str]:
@@ -106,16 +106,16 @@ class ComparisonSpec(_Frozen):
     statistic: Statistic
     direction: Literal["<", ">", "="]
     bound: Bound
-    scale: Literal["linear", "log"] = "linear"  # log: ratios, decided on their logs
+    space: Literal["linear", "log"] = "linear"  # log: ratios, decided on their logs
     rule: Literal["mean", "every", "exact", "ratio-of-means"] = "mean"
 
     @model_validator(mode="after")
     def _consistent(self) -> ComparisonSpec:
         if (self.direction == "=") != (self.rule == "exact"):
             raise ValueError("'=' goes with the exact rule, and only with it")
-        if self.rule == "ratio-of-means" and self.scale != "linear":
-            raise ValueError("a ratio of means is decided on the linear scale")
-        if self.scale == "log" and self.bound.value <= 0:
+        if self.rule == "ratio-of-means" and self.space != "linear":
+            raise ValueError("a ratio of means is decided in linear space")
+        if self.space == "log" and self.bound.value <= 0:
             raise ValueError("a ratio's bound must be positive")
         return self
 
@@ -146,7 +146,7 @@ class TheirNumber(_Frozen):
 
 class ClaimSpec(_Frozen):
     """A claim as the spec declares it, before any run. `text` may hold {fields} that the
-    run fills in (a cache budget, say); `kind` "property" marks what holds by construction when
+    run fills in (a cache size, say); `kind` "property" marks what holds by construction when
     the code is right (shown as a check, never counted as a reproduction)."""
 
     id: str
@@ -198,18 +198,18 @@ class ClaimSpec(_Frozen):
 
 class Comparison(_Frozen):
     """One comparison of a claim, decided: the per-unit values, their estimate and spread, the
-    two-sided LEVEL interval (each end a one-sided 95% bound) on the statistic's own scale,
+    two-sided LEVEL interval (each end a one-sided 95% bound) in the statistic's own space,
     the one-sided p-value of the side it was decided on, and the units that would decide it."""
 
     name: str
     statistic: Statistic
     direction: Literal["<", ">", "="]
     bound: Bound
-    scale: Literal["linear", "log"]
+    space: Literal["linear", "log"]
     rule: Literal["mean", "every", "exact", "ratio-of-means"]
     values: list[float]  # per unit; for a ratio of means, a_i - bound * b_i
-    estimate: float  # the mean; the geometric mean of ratios on the log scale; mean(a) / mean(b)
-    sd: float | None  # of the values, of their logs on the log scale; None for one value
+    estimate: float  # the mean; the geometric mean of ratios in log space; mean(a) / mean(b)
+    sd: float | None  # of the values, of their logs in log space; None for one value
     interval: tuple[float, float] | None  # None: one value, or a rule without noise model
     level: float | None  # the interval's two-sided coverage
     p: float | None  # one-sided p of the verdict's side (mean rule), for Holm
@@ -357,14 +357,14 @@ def compare(name: str, spec: ComparisonSpec, values: Sequence[float] | float) ->
     values = [float(v) for v in (values if isinstance(values, Sequence) else [values])]
     if not values or not all(math.isfinite(v) for v in values):
         raise ValueError(f"comparison {name!r} needs finite values, got {values}")
-    if spec.scale == "log" and min(values) <= 0:
+    if spec.space == "log" and min(values) <= 0:
         raise ValueError(f"comparison {name!r} compares ratios, which must be positive: {values}")
     common = dict(name=name, statistic=spec.statistic, direction=spec.direction,
-                  bound=spec.bound, scale=spec.scale, rule=spec.rule, values=values)
-    to_scale = math.log if spec.scale == "log" else float
-    back = math.exp if spec.scale == "log" else float
-    xs = [to_scale(v) for v in values]
-    bound = to_scale(spec.bound.value)
+                  bound=spec.bound, space=spec.space, rule=spec.rule, values=values)
+    to_space = math.log if spec.space == "log" else float
+    back = math.exp if spec.space == "log" else float
+    xs = [to_space(v) for v in values]
+    bound = to_space(spec.bound.value)
     stats = summarize(xs)
     estimate = back(stats["mean"])
     if spec.rule == "exact":

@@ -1,7 +1,7 @@
-"""Checkpoints: a trained model with its config, what its training measured and the fingerprint
+"""Model files: a trained model with its config, what its training measured and the fingerprint
 of the data it saw, in one file.
 
-Loading rebuilds the model from its config and refuses a checkpoint trained on other data than
+Loading rebuilds the model from its config and refuses a model file trained on other data than
 the caller expects, so an analysis can never run on a base model of a different corpus.
 """
 
@@ -24,11 +24,11 @@ from digestlab.train import TrainResult
 FORMAT = 1  # bumped when the layout of the file changes
 
 
-class CheckpointError(Exception):
-    """A checkpoint is unreadable, of another format, or of other data than expected."""
+class ModelFileError(Exception):
+    """A model file is unreadable, of another format, or of other data than expected."""
 
 
-def save_checkpoint(
+def save_model(
     path: str | Path,
     model: GPT,
     result: TrainResult,
@@ -53,25 +53,25 @@ def save_checkpoint(
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents as saved (tensors on the CPU), without building the model."""
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The model file's contents as saved (tensors on the CPU), without building the model."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from None
+        raise ModelFileError(f"{path}: cannot be read as a model file ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a checkpoint of format {FORMAT}")
+        raise ModelFileError(f"{path}: not a model file of format {FORMAT}")
     return payload
 
 
-def load_checkpoint(
+def load_model(
     path: str | Path, data_sha256: str | None, device: torch.device | str = "cpu"
 ) -> tuple[GPT, dict[str, Any]]:
     """Rebuild the model saved at `path` on `device`, in eval mode; also return the rest of the
-    checkpoint. `data_sha256` must match the fingerprint it was saved with (None skips that)."""
-    payload = read_checkpoint(path)
+    file. `data_sha256` must match the fingerprint it was saved with (None skips that)."""
+    payload = read_model_file(path)
     if data_sha256 is not None and payload["data_sha256"] != data_sha256:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{path}: trained on data {payload['data_sha256'][:12]}, but this run's data is "
             f"{data_sha256[:12]}; retrain the base model"
         )

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from digestlab.data import get_batch, validation_windows
 from digestlab.nn import GPT
-from digestlab.nn.model import response_targets_mask
+from digestlab.nn.rows import pad_rows
 from digestlab.train import Batch, Objective
 
 PAD = 0  # token id written after each row's real tokens; it is never attended to or scored
@@ -71,12 +71,34 @@ def pack_rows(
     prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad: int = PAD
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompt + response per row, right-padded: (ids (B, T), prompt_lengths (B,), lengths (B,))."""
-    rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-    width = max(len(row) for row in rows)
-    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
-    prompt_lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-    return ids, prompt_lengths, lengths
+    ids, lengths = pad_rows([[*p, *r] for p, r in zip(prompts, responses, strict=True)], pad)
+    return ids, torch.tensor([len(p) for p in prompts], dtype=torch.long), lengths
+
+
+def response_targets_mask(
+    prompt_lengths: torch.Tensor, lengths: torch.Tensor, width: int
+) -> torch.Tensor:
+    """(B, width - 1) mask of the next-token targets ids[:, 1:] that are response tokens, for
+    right-padded rows of `width` tokens: a prompt of prompt_lengths, then up to lengths."""
+    target = torch.arange(1, width, device=lengths.device)  # position in ids of each target
+    return (target >= prompt_lengths[:, None]) & (target < lengths[:, None])
+
+
+def sequence_logprobs(
+    model: nn.Module, ids: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Summed log p(response | prompt) per row, differentiable, shape (B,).
+
+    ids (B, T): each row a prompt followed by its response, right-padded (`pack_rows`);
+    prompt_lengths (B,) and lengths (B,) count each row's prompt tokens and all its real
+    tokens. Padding sits after every real token, so causal attention keeps it out."""
+    if bool((prompt_lengths < 1).any()) or bool((lengths > ids.shape[1]).any()):
+        raise ValueError("each row needs a prompt token, and lengths must fit in the rows")
+    logits, _ = model(ids[:, :-1])  # (B, T-1, vocab): position t predicts token t + 1
+    logp = F.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    response = response_targets_mask(prompt_lengths, lengths, ids.shape[1])  # (B, T-1)
+    return (picked * response).sum(dim=-1)
 
 
 def response_targets(ids: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch.Tensor
@@ -122,7 +144,7 @@ def dpo_loss(policy: nn.Module, batch: Batch, beta: float) -> torch.Tensor:
     pi_l the summed response log-probabilities of each pair's chosen and rejected rows, read in
     one forward pass, and shift the pair's constant (see `dpo`)."""
     ids, prompt_lengths, lengths, shift = batch
-    chosen, rejected = policy.sequence_logprobs(ids, prompt_lengths, lengths).split(len(shift))
+    chosen, rejected = sequence_logprobs(policy, ids, prompt_lengths, lengths).split(len(shift))
     return -F.logsigmoid(beta * (chosen - rejected) - shift).mean()
 
 
@@ -153,7 +175,7 @@ def reference_margins(reference: GPT, pairs: Sequence[Pair], batch_size: int = 5
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
         rows = [t.to(device) for t in _pack_pairs(chunk)]
-        chosen, rejected = reference.sequence_logprobs(*rows).split(len(chunk))
+        chosen, rejected = sequence_logprobs(reference, *rows).split(len(chunk))
         out.append(chosen - rejected)
     return torch.cat(out).float().cpu()
 
@@ -224,8 +246,8 @@ def implicit_rewards(policy: GPT, reference: GPT, prompts: Sequence[Sequence[int
     for i in range(0, len(prompts), batch_size):
         rows = pack_rows(prompts[i : i + batch_size], responses[i : i + batch_size])
         rows = tuple(t.to(policy.wte.weight.device) for t in rows)
-        out.append(beta * (policy.sequence_logprobs(*rows)
-                           - reference.to(rows[0].device).sequence_logprobs(*rows)))
+        out.append(beta * (sequence_logprobs(policy, *rows)
+                           - sequence_logprobs(reference.to(rows[0].device), *rows)))
     return torch.cat(out).float().cpu()
 
 

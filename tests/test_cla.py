@@ -13,12 +13,12 @@ from digestlab.experiments import load_spec, param_problems, reproduce
 from digestlab.experiments.cla import (
     CLAIMED,
     CLAIMS,
+    DESIGNS,
     PAPER_SHARE,
     SCALES,
-    VARIANTS,
     LearningRates,
     Params,
-    variant_config,
+    design_config,
 )
 from digestlab.experiments.cla.run import (
     PAIRED_CLAIMS,
@@ -34,7 +34,7 @@ from digestlab.render import number, render_paper_pages
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
 def test_designs_sit_where_the_paper_puts_them_on_the_memory_axis(scale):
     params = SCALES[scale]
-    kv = {name: variant_config(name, params).kv_bytes_per_token() for name in params.designs}
+    kv = {name: design_config(name, params).kv_bytes_per_token() for name in params.designs}
     assert kv["MQA-CLA2"] * 2 == kv["MQA"]
     assert kv["MQA d/2"] == kv["MQA-CLA2"]  # the equal-memory comparisons of the paper
     assert kv["MQA-CLA3 3d/2"] == kv["MQA-CLA2"]
@@ -42,16 +42,16 @@ def test_designs_sit_where_the_paper_puts_them_on_the_memory_axis(scale):
         assert kv["MQA-CLA3"] < kv["MQA-CLA2"] < kv["MQA"]
     if "MHA" in params.designs:
         assert kv["MQA"] < kv["MHA"]
-        assert variant_config("MHA", params).n_kv_heads == variant_config("MHA", params).n_heads
+        assert design_config("MHA", params).n_kv_heads == design_config("MHA", params).n_heads
     if "GQA-4" in params.designs:
         assert kv["MQA"] < kv["GQA-4"] < kv["MHA"]
-        assert variant_config("GQA-4", params).n_kv_heads == 4
+        assert design_config("GQA-4", params).n_kv_heads == 4
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu"])
 def test_every_design_has_a_query_as_wide_as_the_model_as_near_as_whole_heads_allow(scale):
     params = SCALES[scale]
-    configs = {name: variant_config(name, params) for name in params.designs}
+    configs = {name: design_config(name, params) for name in params.designs}
     for name, config in configs.items():
         width = config.n_heads * config.head_dim
         assert abs(width - config.d_model) <= config.head_dim / 2, name
@@ -135,20 +135,20 @@ def test_common_random_numbers_give_every_design_the_same_shared_weights():
                            states["MQA"]["blocks.0.mlp.up_proj.weight"])
 
 
-def fake_variants(ppl: dict[str, list[float]]) -> dict:
+def fake_designs(ppl: dict[str, list[float]]) -> dict:
     return {name: {"val_ppl": values,
-                   "kv_bytes_per_token": variant_config(name, SCALES["cpu"]).kv_bytes_per_token()}
+                   "kv_bytes_per_token": design_config(name, SCALES["cpu"]).kv_bytes_per_token()}
             for name, values in ppl.items()}
 
 
 def test_claims_follow_the_paired_ratios():
-    variants = fake_variants({
+    measured = fake_designs({
         "MQA": [10.0, 11.0, 12.0],
         "MQA-CLA2": [10.05, 11.02, 12.1],  # within 1% of MQA on every seed
         "MQA d/2": [10.3, 11.4, 12.5],  # CLA2 better on every seed
         "MQA-CLA3 3d/2": [9.5, 10.4, 11.5],  # CLA3 better than CLA2 on every seed
     })
-    claims = {c.id: c for c in decide_claims(variants)}
+    claims = {c.id: c for c in decide_claims(measured)}
     assert list(claims) == list(CLAIMS)
     assert {k: c.verdict for k, c in claims.items()} == {
         "cla2-halves-kv": "reproduced",
@@ -160,7 +160,7 @@ def test_claims_follow_the_paired_ratios():
     matches = claims["cla2-matches-mqa"]
     assert (matches.unit, matches.n, matches.base_models) == ("training seeds", 3, None)
     ratio = matches.comparisons[0]
-    assert ratio.scale == "log" and ratio.bound.value == 1.02 and ratio.bound.source == "ours"
+    assert ratio.space == "log" and ratio.bound.value == 1.02 and ratio.bound.source == "ours"
     assert ratio.values == pytest.approx([1.005, 11.02 / 11, 12.1 / 12])
     low, high = ratio.interval
     assert low < ratio.estimate < high < 1.02
@@ -170,19 +170,19 @@ def test_claims_follow_the_paired_ratios():
 
 
 def test_a_cache_that_does_not_halve_fails_the_exact_check():
-    variants = fake_variants({name: [10.0 + i, 11.0 + i] for i, name in enumerate(CLAIMED)})
-    variants["MQA-CLA2"]["kv_bytes_per_token"] += 2  # one more bf16 element than half
-    claim = {c.id: c for c in decide_claims(variants)}["cla2-halves-kv"]
+    measured = fake_designs({name: [10.0 + i, 11.0 + i] for i, name in enumerate(CLAIMED)})
+    measured["MQA-CLA2"]["kv_bytes_per_token"] += 2  # one more bf16 element than half
+    claim = {c.id: c for c in decide_claims(measured)}["cla2-halves-kv"]
     assert claim.verdict == "not_reproduced"
     assert claim.comparisons[0].rule == "exact"
 
 
 def test_seed_noise_makes_a_claim_inconclusive_and_says_how_many_seeds_would_decide_it():
-    variants = fake_variants({
+    measured = fake_designs({
         "MQA": [10.0, 11.0, 12.0], "MQA-CLA2": [9.0, 11.6, 12.3],
         "MQA d/2": [9.5, 11.5, 12.2], "MQA-CLA3 3d/2": [9.1, 11.7, 12.4],
     })
-    claim = {c.id: c for c in decide_claims(variants)}["cla2-beats-smaller-heads"]
+    claim = {c.id: c for c in decide_claims(measured)}["cla2-beats-smaller-heads"]
     assert claim.verdict == "inconclusive"
     ratio = claim.comparisons[0]
     low, high = ratio.interval
@@ -215,9 +215,9 @@ def test_kv_bytes_are_measured_in_a_filled_cache_and_agree_with_the_config(scale
     measured = {}
     for name in params.designs:
         torch.manual_seed(0)
-        model = GPT(variant_config(name, params))
+        model = GPT(design_config(name, params))
         measured[name] = measured_kv_bytes_per_token(model, prompt)
-        assert measured[name] == variant_config(name, params).kv_bytes_per_token(), name
+        assert measured[name] == design_config(name, params).kv_bytes_per_token(), name
         assert next(model.parameters()).dtype == torch.float32  # measured on a bf16 copy
     assert measured["MQA-CLA2"] / measured["MQA"] == 0.5
 
@@ -261,17 +261,17 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(smoke_runs, tmp_pa
     root, (metrics, _) = smoke_runs("cla")
     train = SCALES["smoke"].train
     assert (train.steps, train.log_every, train.eval_every) == (6, 2, 3)  # the curves below
-    variants = metrics["metrics"]["variants"]
-    assert list(variants) == list(VARIANTS)
+    measured = metrics["metrics"]["designs"]
+    assert list(measured) == list(DESIGNS)
     assert [c["id"] for c in metrics["claims"]] == list(CLAIMS)
-    assert all(len(v["val_ppl"]) == 2 for v in variants.values())
-    curves = variants["MQA"]["curves"]
+    assert all(len(v["val_ppl"]) == 2 for v in measured.values())
+    curves = measured["MQA"]["curves"]
     assert [c["seed"] for c in curves] == [0, 1]
     tokens_per_step = SCALES["smoke"].batch_size * SCALES["smoke"].seq_len
     assert [t for t, _ in curves[0]["train"]] == [2 * tokens_per_step, 4 * tokens_per_step,
                                                   6 * tokens_per_step]
     assert [t for t, _ in curves[0]["val"]] == [3 * tokens_per_step, 6 * tokens_per_step]
-    assert curves[0]["val"][-1][1] == pytest.approx(math.log(variants["MQA"]["val_ppl"][0]))
+    assert curves[0]["val"][-1][1] == pytest.approx(math.log(measured["MQA"]["val_ppl"][0]))
     figures = json.loads((root / "a" / "figures" / "data.json").read_text())
     assert metrics["figures"] == list(figures) == ["ppl_vs_kv_bytes", "loss_curves"]
     assert figures["loss_curves"]["MQA"] == curves
@@ -280,9 +280,9 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(smoke_runs, tmp_pa
     assert 0.5 < corpus["xz_bits_per_byte"] < 3
 
     # the design table shows the bytes the filled caches held, which the config's count confirms
-    for name, v in variants.items():
+    for name, v in measured.items():
         assert v["kv_bytes_per_token"] == v["kv_bytes_per_token_from_config"], name
-    assert variants["MQA-CLA2"]["kv_bytes_per_token"] * 2 == variants["MQA"]["kv_bytes_per_token"]
+    assert measured["MQA-CLA2"]["kv_bytes_per_token"] * 2 == measured["MQA"]["kv_bytes_per_token"]
     halves = metrics["claims"][0]
     assert halves["kind"] == "property" and halves["verdict"] == "reproduced"
     assert halves["comparisons"][0]["values"] == [0.5]
@@ -311,9 +311,9 @@ def test_smoke_run_writes_every_design_claim_curve_and_figure(smoke_runs, tmp_pa
         row = (f"| ppl({a}) / ppl({b}) | {number(100 * p['paired_sd'])}% | "
                f"{number(100 * p['evaluation_noise'])}% |")
         assert row in pages["en"]
-    config = variants["MQA"]["config"]
+    config = measured["MQA"]["config"]
     mqa = (f"| MQA | {config['n_heads']} × {config['head_dim']} | "
-           f"{number(variants['MQA']['kv_bytes_per_token'])} |")
+           f"{number(measured['MQA']['kv_bytes_per_token'])} |")
     assert mqa in pages["en"]
     assert "no per-design rates have been chosen at this scale" in pages["en"]
 
@@ -341,7 +341,7 @@ def test_noise_benchmark_trains_the_experiments_own_runs(smoke_runs):
     for design in ("MQA", "MQA-CLA2"):
         line = next(row for row in exp_section.splitlines() if row.split()[:1] == [design])
         losses = [float(x) for x in line.split()[1:3]]
-        expected = [math.log(p) for p in metrics["metrics"]["variants"][design]["val_ppl"]]
+        expected = [math.log(p) for p in metrics["metrics"]["designs"][design]["val_ppl"]]
         assert losses == pytest.approx(expected, abs=1e-4)
     assert "MQA - MQA-CLA2" in exp_section and "paired sd" in exp_section
     assert "[big] 256 windows" in out

@@ -97,7 +97,7 @@ def test_the_interval_ends_are_the_one_sided_95_percent_t_bounds():
 
 def test_ratios_are_decided_on_their_logs_and_shown_as_ratios():
     ratios = [1.01, 1.03, 1.02]
-    t = compare("r", below(1.05, scale="log"), ratios)
+    t = compare("r", below(1.05, space="log"), ratios)
     logs = [math.log(r) for r in ratios]
     assert t.estimate == pytest.approx(math.exp(sum(logs) / 3))
     assert t.sd == pytest.approx(summarize(logs)["sd"])
@@ -287,5 +287,5 @@ def test_a_ratio_of_means_over_a_denominator_lost_in_noise_has_no_interval():
     assert c.interval is None and c.level is None
     assert c.verdict == "inconclusive"
     with pytest.raises(ValueError, match="linear"):
-        ComparisonSpec(statistic="s", direction="<", rule="ratio-of-means", scale="log",
+        ComparisonSpec(statistic="s", direction="<", rule="ratio-of-means", space="log",
                        bound=our_bound(0.5, ko="절반", en="a half"))

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 
 import digestlab.experiments as experiments_package
-from digestlab.checkpoint import read_checkpoint
 from digestlab.claims import SCHEMA_VERSION, Claim, ClaimSpec
 from digestlab.experiments import (
     ExperimentError,
@@ -30,6 +29,7 @@ from digestlab.experiments import (
     resolve_scale,
     selection_problems,
 )
+from digestlab.modelfile import read_model_file
 
 PACKAGES = ("digestlab.experiments", "experiments_for_tests")
 
@@ -46,6 +46,9 @@ def test_registry_finds_experiments_without_running_them():
     assert not experiment_exists("noisy_mean")  # test-only: not shipped to users
     assert not experiment_exists("no_such", PACKAGES)
     assert not experiment_exists("../etc", PACKAGES)
+    # the modules of the experiments package itself are not experiments
+    assert not any(experiment_exists(m) for m in ("registry", "contract", "params", "drivers"))
+    assert experiment_exists("cla")
     sources = experiment_sources("noisy_mean", PACKAGES)
     assert any(s.endswith("experiments_for_tests/noisy_mean/run.py") for s in sources)
     assert any(s.endswith("digestlab/nn/model.py") for s in sources)
@@ -142,9 +145,9 @@ def test_wrong_types_name_the_nested_field():
 
 
 def test_auto_scale_follows_the_gpu(monkeypatch):
-    monkeypatch.setattr("digestlab.experiments.cuda_visible", lambda: True)
+    monkeypatch.setattr("digestlab.experiments.registry.cuda_visible", lambda: True)
     assert resolve_scale("auto") == "gpu"
-    monkeypatch.setattr("digestlab.experiments.cuda_visible", lambda: False)
+    monkeypatch.setattr("digestlab.experiments.registry.cuda_visible", lambda: False)
     assert resolve_scale("auto") == "cpu"
     assert resolve_scale("smoke") == "smoke"
     with pytest.raises(ExperimentError, match="unknown scale"):
@@ -206,7 +209,7 @@ def test_a_checkpoint_records_the_params_it_was_trained_with(tmp_path):
     pretrain("tiny_lm", "lm", "smoke", values, path, PACKAGES, log=lambda _: None)
     spec = load_spec("tiny_lm", PACKAGES)
     expected = merge_params(spec, "smoke", {"lm": values}).lm.model_dump(mode="json")
-    assert read_checkpoint(path)["provenance"]["params"] == expected
+    assert read_model_file(path)["provenance"]["params"] == expected
 
 
 def test_a_fine_tune_comes_after_the_base_it_starts_from_and_needs_its_checkpoint(tmp_path):

@@ -7,6 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from digestlab.nn import GPT, GPTConfig, KVCache
+from digestlab.nn.inspect import residual_hook, stream_after
+from digestlab.objectives import sequence_logprobs
 
 BASE = {"block_size": 32, "n_layer": 2, "d_model": 32, "n_heads": 4, "n_kv_heads": 4, "head_dim": 8}
 
@@ -159,7 +161,7 @@ def test_residual_hook_reads_block_output():
     model = make_model()
     idx = tokens(2, 5)
     seen = []
-    with torch.no_grad(), model.residual_hook(0, lambda h: seen.append(h.clone())):
+    with torch.no_grad(), residual_hook(model, 0, lambda h: seen.append(h.clone())):
         model(idx)
         expected = model.blocks[0](model.wte(idx), *_rope(model, 5), None, None, None)[0]
     assert len(seen) == 2  # once for model(idx), once for the direct block call
@@ -177,7 +179,7 @@ def test_residual_hook_replacement_changes_logits_and_is_removed():
     idx = tokens(1, 5)
     with torch.no_grad():
         before, _ = model(idx)
-        with model.residual_hook(1, torch.zeros_like):
+        with residual_hook(model, 1, torch.zeros_like):
             zeroed, _ = model(idx)
         after, _ = model(idx)
     assert (zeroed - before).abs().max() > 1e-3
@@ -192,7 +194,7 @@ def test_sequence_logprobs_equals_picked_log_softmax_and_has_gradients():
     model.train()
     ids = tokens(2, 7)
     prompt_lengths, lengths = torch.tensor([4, 2]), torch.tensor([7, 6])
-    got = model.sequence_logprobs(ids, prompt_lengths, lengths)
+    got = sequence_logprobs(model, ids, prompt_lengths, lengths)
     logp = F.log_softmax(model(ids)[0], dim=-1)
     expected = torch.stack([sum(logp[b, t - 1, ids[b, t]] for t in range(p, n))
                             for b, (p, n) in enumerate([(4, 7), (2, 6)])])
@@ -212,8 +214,8 @@ def test_padded_batch_logprobs_equal_each_row_alone(variant):
     ids, prompt_lengths, lengths = pack_rows(prompts, responses)
     assert ids.shape == (3, 10) and lengths.tolist() == [8, 9, 10]
     with torch.no_grad():
-        batched = model.sequence_logprobs(ids, prompt_lengths, lengths)
-        alone = [model.sequence_logprobs(*pack_rows([p], [r]))
+        batched = sequence_logprobs(model, ids, prompt_lengths, lengths)
+        alone = [sequence_logprobs(model, *pack_rows([p], [r]))
                  for p, r in zip(prompts, responses, strict=True)]
     torch.testing.assert_close(batched, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
@@ -400,6 +402,6 @@ def test_stream_after_is_the_residual_stream_a_hook_reads():
     model = make_model()
     idx = tokens(2, 6)
     seen = []
-    with model.residual_hook(0, lambda h: seen.append(h)):
+    with residual_hook(model, 0, lambda h: seen.append(h)):
         model(idx)
-    assert torch.equal(model.stream_after(idx, 0), seen[0])
+    assert torch.equal(stream_after(model, idx, 0), seen[0])

@@ -23,6 +23,7 @@ from digestlab.objectives import (
     pair_batch,
     reference_margins,
     response_targets,
+    sequence_logprobs,
     spo,
     supervised,
 )
@@ -83,10 +84,10 @@ def test_dpo_starts_at_ln2_prefers_chosen_after_training_and_leaves_the_referenc
     result = train(policy, objective, cfg, CPU, log=SILENT)
     assert result.unit == "pair" and result.final_train_loss < 0.2
     with torch.no_grad():
-        margin = (policy.sequence_logprobs(*pack_rows(prompts, chosen))
-                  - policy.sequence_logprobs(*pack_rows(prompts, rejected)))
-        ref_margin = (reference.sequence_logprobs(*pack_rows(prompts, chosen))
-                      - reference.sequence_logprobs(*pack_rows(prompts, rejected)))
+        margin = (sequence_logprobs(policy, *pack_rows(prompts, chosen))
+                  - sequence_logprobs(policy, *pack_rows(prompts, rejected)))
+        ref_margin = (sequence_logprobs(reference, *pack_rows(prompts, chosen))
+                      - sequence_logprobs(reference, *pack_rows(prompts, rejected)))
     assert bool((margin > ref_margin).all())
     for key, value in reference.state_dict().items():
         assert torch.equal(value, frozen[key]), key
@@ -102,8 +103,8 @@ def test_spo_is_dpo_with_the_previous_reward_margin_inside_the_sigmoid():
                - implicit_rewards(previous, before, prompts, rejected, beta))
     with torch.no_grad():
         # each side read on its own, the reference at every step: the formula as written
-        log_ratio = {name: policy.sequence_logprobs(*pack_rows(prompts, rows))
-                     - previous.sequence_logprobs(*pack_rows(prompts, rows))
+        log_ratio = {name: sequence_logprobs(policy, *pack_rows(prompts, rows))
+                     - sequence_logprobs(previous, *pack_rows(prompts, rows))
                      for name, rows in (("w", chosen), ("l", rejected))}
         expected = -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"]) - alpha * margins)
         objective = spo(policy, previous, pairs, margins, alpha, batch_size=8, beta=beta)
@@ -118,8 +119,8 @@ def test_spo_is_dpo_with_the_previous_reward_margin_inside_the_sigmoid():
         -F.logsigmoid(beta * (log_ratio["w"] - log_ratio["l"]))[picks].mean().item(), rel=1e-5)
     # the implicit reward is beta times the log-probability ratio of the two models
     with torch.no_grad():
-        direct = beta * (previous.sequence_logprobs(*pack_rows(prompts, chosen))
-                         - before.sequence_logprobs(*pack_rows(prompts, chosen)))
+        direct = beta * (sequence_logprobs(previous, *pack_rows(prompts, chosen))
+                         - sequence_logprobs(before, *pack_rows(prompts, chosen)))
     assert torch.allclose(implicit_rewards(previous, before, prompts, chosen, beta), direct,
                           atol=1e-5)
     with pytest.raises(ValueError, match="offsets"):
@@ -136,8 +137,8 @@ def test_reference_margins_are_computed_once_in_chunks_and_match_a_fresh_read():
     chosen, rejected = random_rows(10, 1, 7, seed=9), random_rows(10, 1, 7, seed=10)
     pairs = list(zip(prompts, chosen, rejected, strict=True))
     with torch.no_grad():
-        fresh = (reference.sequence_logprobs(*pack_rows(prompts, chosen))
-                 - reference.sequence_logprobs(*pack_rows(prompts, rejected)))
+        fresh = (sequence_logprobs(reference, *pack_rows(prompts, chosen))
+                 - sequence_logprobs(reference, *pack_rows(prompts, rejected)))
     # chunks of 3 pairs pad differently from one block of 10: padding must not matter
     torch.testing.assert_close(reference_margins(reference, pairs, batch_size=3), fresh,
                                atol=1e-5, rtol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from digestlab.data import requests as rq
+from digestlab.data import preferences as rq
 from digestlab.data.rng import SplitMix64
 
 
@@ -19,12 +19,13 @@ def test_replies_round_trip_through_one_token_per_letter_and_word():
 
 
 def test_held_out_requests_never_reach_training_and_cover_their_own_triples():
-    train = rq.requests(2000, seed=1, held_out=False)
-    held = rq.requests(2000, seed=1, held_out=True)
+    train = rq.draw_requests(2000, seed=1, held_out=False)
+    held = rq.draw_requests(2000, seed=1, held_out=True)
     assert not any(r.held_out for r in train) and all(r.held_out for r in held)
     assert all(0 <= r.index < rq.N_TRIPLES for r in train + held)
     assert {r.index for r in train}.isdisjoint({r.index for r in held})
-    assert rq.requests(10, 4, False) == rq.requests(10, 4, False) != rq.requests(10, 5, False)
+    draw = rq.draw_requests
+    assert draw(10, 4, False) == draw(10, 4, False) != draw(10, 5, False)
 
 
 def test_the_scorers_judge_the_answer_and_the_closing_word_apart():

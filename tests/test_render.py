@@ -35,13 +35,13 @@ PACKAGES = ("digestlab.experiments", "experiments_for_tests")
 
 SMALL = ClaimSpec(
     id="c1", text={"ko": "평균이 작다", "en": "The mean is small"},
-    comparisons={"r": ComparisonSpec(statistic="a | b", direction="<", scale="log",
+    comparisons={"r": ComparisonSpec(statistic="a | b", direction="<", space="log",
                                      bound=paper_bound(1.0, "§3.2, Table 1"))},
     theirs=TheirNumber(value=0.985, where="Table 1"))
 SINK = ClaimSpec(
     id="c2", text={"ko": "싱크가 perplexity를 지킨다", "en": "Sinks keep perplexity"},
     comparisons={"near": ComparisonSpec(
-        statistic="ppl ratio", direction="<", scale="log",
+        statistic="ppl ratio", direction="<", space="log",
         bound=our_bound(1.1, ko="10% 안이면 가깝다고 봅니다.", en="Within 10% counts as near."))},
     premises={"sink": PremiseSpec(
         text={"ko": "첫 토큰에 주의가 몰리는 헤드", "en": "a head that attends to the first token"},

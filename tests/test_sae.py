@@ -53,12 +53,12 @@ def test_topk_keeps_exactly_k_features_and_unit_decoder_rows():
     assert torch.allclose(sae.decoder().norm(dim=1), torch.ones(64))
 
 
-def test_input_scale_makes_the_mean_squared_norm_the_width():
+def test_input_factor_makes_the_mean_squared_norm_the_width():
     sae = SparseAutoencoder(SAEConfig(d_in=8, width=16))
     x = torch.randn(500, 8) * 7 + 2
     sae.fit_to(x)
-    assert (x * sae.input_scale).pow(2).sum(-1).mean().item() == pytest.approx(8, rel=1e-4)
-    assert torch.allclose(sae.b_dec, (x * sae.input_scale).mean(0), atol=1e-5)
+    assert (x * sae.input_factor).pow(2).sum(-1).mean().item() == pytest.approx(8, rel=1e-4)
+    assert torch.allclose(sae.b_dec, (x * sae.input_factor).mean(0), atol=1e-5)
 
 
 def test_relu_penalty_weighs_activations_by_decoder_norms():
@@ -138,7 +138,7 @@ def test_clamp_changes_the_stream_along_the_feature_only_and_by_the_set_amount(l
     with torch.no_grad():
         f = sae.encode(h)[..., 4]
         moved = clamp_hook(sae, 4, 5.0, last_only)(h) - h
-        direction = sae.decoder()[4] / sae.input_scale
+        direction = sae.decoder()[4] / sae.input_factor
         expected = (5.0 - f)[..., None] * direction
         if last_only:  # the last position alone: the prompt's last byte, or a decoded one
             expected[:, :-1] = 0.0

@@ -29,6 +29,7 @@ from digestlab.nn.cache import (
     recent_slots,
     top_score_slots,
 )
+from digestlab.nn.inspect import attention_weights
 from digestlab.objectives import weighted_next_token_loss
 
 # --- dialogues -------------------------------------------------------------------------------
@@ -207,13 +208,13 @@ def test_attention_weights_are_causal_distributions():
                        head_dim=8)
     torch.manual_seed(0)
     model = GPT(config).eval()
-    weights = model.attention_weights(torch.randint(0, 256, (2, 12)))
+    weights = attention_weights(model, torch.randint(0, 256, (2, 12)))
     assert weights.shape == (2, 2, 4, 12, 12)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 4, 12))
     assert (weights.triu(1) == 0).all()
     for block in model.blocks:  # queries of zero: every key weighs the same
         torch.nn.init.zeros_(block.attn.q_proj.weight)
-    uniform = model.attention_weights(torch.randint(0, 256, (1, 5)))
+    uniform = attention_weights(model, torch.randint(0, 256, (1, 5)))
     torch.testing.assert_close(uniform[0, 0, 0, 4], torch.full((5,), 0.2))
 
 
@@ -245,7 +246,7 @@ def test_streamed_surprisal_is_the_teacher_forced_one_when_nothing_is_evicted():
     tokens = torch.randint(0, 256, (30,))
     rows = [Policy("SirLLM", "top_score", 4), Policy("ref", "top_score", 4,
                                                      reference_scoring=True)]
-    streamer = Streamer(model, rows, budget=100, generator=torch.Generator())
+    streamer = Streamer(model, rows, cache_size=100, generator=torch.Generator())
     for turn in tokens.split(7):
         streamer.read(turn)
     with torch.no_grad():
@@ -267,7 +268,7 @@ def test_every_row_keeps_to_the_budget_under_its_own_policy():
     model = GPT(config).eval()
     rows = [Policy("window", "recent"), Policy("StreamingLLM", "recent", 4),
             Policy("SirLLM", "top_score", 4, 0.9), Policy("random", "random", 4)]
-    streamer = Streamer(model, rows, budget=24, generator=torch.Generator().manual_seed(0))
+    streamer = Streamer(model, rows, cache_size=24, generator=torch.Generator().manual_seed(0))
     for turn in torch.randint(0, 256, (100,)).split(6):
         streamer.read(turn)
         assert len(streamer.cache) <= 24
@@ -284,7 +285,7 @@ def test_scores_decay_once_per_request_and_the_oracle_keeps_what_it_protects():
     torch.manual_seed(0)
     model = GPT(config).eval()
     rows = [Policy("SirLLM", "top_score", 2, decay=0.5), Policy("oracle", "protect", 2)]
-    streamer = Streamer(model, rows, budget=20, generator=torch.Generator())
+    streamer = Streamer(model, rows, cache_size=20, generator=torch.Generator())
     tokens = torch.randint(0, 256, (60,))
     streamer.read(tokens[:6])
     streamer.protect(range(6, 10))  # the turn about to be read
@@ -298,8 +299,8 @@ def test_scores_decay_once_per_request_and_the_oracle_keeps_what_it_protects():
         streamer.read(turn)
     # the oracle kept its sinks, the protected turn and the latest tokens, nothing else
     assert streamer.origin[1].tolist() == [0, 1, 6, 7, 8, 9, *range(46, 60)]
-    # with no budget nothing is ever evicted
-    unbounded = Streamer(model, rows[:1], budget=None, generator=torch.Generator())
+    # with no cache size nothing is ever evicted
+    unbounded = Streamer(model, rows[:1], cache_size=None, generator=torch.Generator())
     for turn in tokens.split(7):
         unbounded.read(turn)
     assert unbounded.origin[0].tolist() == list(range(60))
@@ -314,7 +315,7 @@ def outcomes(sir: list[int], streaming: list[int], wins: tuple[list, list],
     """The claims decided from made-up measurements: per-stream recall (SirLLM's under the
     authors' scoring the same as under the paper's unless given), per-game wins, per-stream
     perplexities, the oracle cache's recall (correct, streams) and the sink ratio."""
-    grocery = {"correct_at_budget": {"SirLLM": sir, "StreamingLLM": streaming,
+    grocery = {"correct_at_cache_size": {"SirLLM": sir, "StreamingLLM": streaming,
                                      REFERENCE: sir if reference is None else reference},
                "oracle_correct": ceiling[0], "streams": ceiling[1]}
     rps = {"win_per_game": {"SirLLM": wins[0], "StreamingLLM": wins[1], REFERENCE: wins[0]}}
@@ -333,7 +334,7 @@ def test_claims_follow_the_paired_differences():
     assert [c.verdict for c in claims] == ["reproduced"] * 3
     assert [c.unit for c in claims] == ["streams", "games", "streams"]
     assert all(c.base_models == 1 for c in claims)
-    assert f"({SCALES['smoke'].budget} tokens)" in claims[0].text["en"]
+    assert f"({SCALES['smoke'].cache_size} tokens)" in claims[0].text["en"]
     window_like_sinks = PPL_HOLDS | {"window": PPL_HOLDS["StreamingLLM"]}
     claims = outcomes([0, 1] * (n // 2), [0, 1] * (n // 2),
                       ([0.4, 0.41, 0.39, 0.42], [0.6, 0.62, 0.58, 0.61]), window_like_sinks)
@@ -434,18 +435,19 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     assert premise["value"] == max(sinks["top_head_per_layer"]) / sinks["uniform"]
     assert (claim["verdict"] == "not_testable") == (premise["value"] < SINK_RATIO)
     assert len(claim["comparisons"]) == 2
-    # the grocery oracle sits beside the policies at every budget, for both models, and the
+    # the grocery oracle sits beside the policies at every cache size, for both models, and the
     # claims' model's oracle accuracy is the grocery claim's premise; SirLLM's claims are
     # decided under both scorings
     params = SCALES["smoke"]
     for model in metrics["metrics"]["by_model"].values():
-        at_budget = model["grocery"]["by_budget"][str(params.budget)]
-        assert "oracle" in at_budget and "accuracy_if_retained" in at_budget["SirLLM"]
+        at_cache_size = model["grocery"]["by_cache_size"][str(params.cache_size)]
+        assert "oracle" in at_cache_size and "accuracy_if_retained" in at_cache_size["SirLLM"]
         # holding the item counts as holding the item or the token after it
-        assert all(cell["carried"] >= cell["retained"] for cell in at_budget.values())
+        assert all(cell["carried"] >= cell["retained"] for cell in at_cache_size.values())
     grocery = claimed["grocery"]
-    at_budget = grocery["by_budget"][str(params.budget)]
-    assert grocery["oracle_correct"] == round(at_budget["oracle"]["accuracy"] * grocery["streams"])
+    at_cache_size = grocery["by_cache_size"][str(params.cache_size)]
+    oracle = at_cache_size["oracle"]["accuracy"]
+    assert grocery["oracle_correct"] == round(oracle * grocery["streams"])
     recall = next(c for c in metrics["claims"] if c["id"] == "sirllm-recalls-grocery")
     (premise,) = recall["premises"]
     assert premise["value"] == pytest.approx(

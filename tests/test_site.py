@@ -103,7 +103,7 @@ def test_feeds_and_bibliography_list_every_entry(built_site):
 def test_paper_page_shows_related_titles_figures_and_the_command_that_reruns_it(built_site):
     for page, caption in ((built_site / "papers" / "sirllm" / "index.html", "정책별 캐시"),
                           (built_site / "en" / "papers" / "sirllm" / "index.html",
-                           "Grocery recall against the cache budget")):
+                           "Grocery recall against the cache size")):
         html = page.read_text(encoding="utf-8")
         assert RELATED_TITLE in html and "arXiv:2309.17453" in html
         text = re.sub(r"<[^>]+>", "", html)  # the command is highlighted, token by token

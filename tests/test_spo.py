@@ -112,7 +112,7 @@ def test_the_gain_margin_is_ours_and_named_in_the_statistic():
 
 
 def test_the_spec_knows_the_requests_vocabulary_without_importing_it():
-    from digestlab.data.requests import VOCAB_SIZE
+    from digestlab.data.preferences import VOCAB_SIZE
     from digestlab.experiments import spo
 
     assert spo.VOCAB_SIZE == VOCAB_SIZE

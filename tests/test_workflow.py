@@ -225,7 +225,7 @@ def test_base_model_is_its_own_job_that_analysis_changes_do_not_rerun(workspace,
                                             reproduction={"experiment": "tiny_lm"}))
     done = snakemake_cli(workspace, TINY)
     assert done.returncode == 0, done.stderr
-    checkpoint = workspace / "results" / "tiny" / "bases" / "lm.pt"
+    model_file = workspace / "results" / "tiny" / "bases" / "lm.pt"
     metrics = json.loads((workspace / "results" / "tiny" / "metrics.json").read_text())
     assert metrics["provenance"]["bases"]["lm"]["file"] == "lm.pt"
     assert (workspace / "logs" / "pretrain" / "tiny" / "lm.log").exists()
@@ -249,7 +249,7 @@ def test_base_model_is_its_own_job_that_analysis_changes_do_not_rerun(workspace,
     base = packages / "experiments_for_tests" / "tiny_lm" / "base_lm.py"
     base.write_text(base.read_text() + "\n# an edit to the base model's training\n")
     assert planned(workspace, TINY).get("pretrain") == 1
-    assert checkpoint.exists()  # planning touches nothing
+    assert model_file.exists()  # planning touches nothing
 
 
 @pytest.mark.parametrize("args", [("--lint",), ("-n",)])

@@ -1,5 +1,4 @@
 # Shared by every stage: config and entry validation, wildcard constraints and input functions.
-import os
 import sys
 
 from digestlab import package_files
@@ -21,7 +20,7 @@ from digestlab.site import BIBLIOGRAPHY, FEED, FILTERS_CSS, PAGES
 from digestlab.workflow import (
     check_config_or_exit,
     clear_stale_locks,
-    export_package_path,
+    experiment_threads,
     load_papers_or_exit,
     load_reproductions_or_exit,
     record_lock_holder,
@@ -30,7 +29,7 @@ from digestlab.workflow import (
 )
 
 
-check_config_or_exit(
+SETTINGS = check_config_or_exit(
     config,
     workflow.overwrite_configfiles or workflow.configfiles,
     command_line=bool(workflow.config_settings.config),
@@ -55,20 +54,14 @@ onstart:
         record_lock_holder()
 
 
-# Every job imports the digestlab package beside this workflow, whichever environment runs it.
-export_package_path(workflow.basedir)
-
 PAPERS = load_papers_or_exit(config)
 SCALE = resolve_scale(config["scale"])
 REPRODUCTIONS = load_reproductions_or_exit(PAPERS, SCALE, config)
 EXPERIMENT_PACKAGES = tuple(config["experiment_packages"])
-# An experiment job uses every core it is given: all of this machine's, which Snakemake caps
-# at --cores; cluster profiles set their own (set-threads). At the smoke scale a job is mostly
-# its own start-up, so each takes one core and jobs run side by side (74 s -> 49 s on 2 cores).
-EXPERIMENT_THREADS = 1 if SCALE == "smoke" else os.cpu_count() or 1
-# Host memory an experiment job asks a scheduler for (cla at cpu scale peaks at 1.7 GB).
-EXPERIMENT_MEM_MB = 8000
-# GPUs an experiment job needs: one at gpu scale.
+# What an experiment job (pretrain, reproduce) asks for: config `experiment_job` (threads and
+# host memory), and one GPU at gpu scale.
+EXPERIMENT_THREADS = experiment_threads(SETTINGS.experiment_job.threads, SCALE)
+EXPERIMENT_MEM_MB = SETTINGS.experiment_job.mem_mb
 EXPERIMENT_GPUS = 1 if SCALE == "gpu" else 0
 
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
@@ -188,22 +181,22 @@ def experiment_runtime_min(wildcards):
     return max(5, round(2 * REPRODUCTIONS[wildcards.paper].budget_s / 60))
 
 
-def checkpoint_path(paper, base):
+def model_path(paper, base):
     return f"results/{paper}/bases/{base}.pt"
 
 
-def base_checkpoints(wildcards):
-    """Each base model of the entry's experiment, by name, to its checkpoint."""
+def base_model_files(wildcards):
+    """Each base model of the entry's experiment, by name, to its model file."""
     return {
-        base: checkpoint_path(wildcards.paper, base)
+        base: model_path(wildcards.paper, base)
         for base in REPRODUCTIONS[wildcards.paper].bases
     }
 
 
-def parent_checkpoint(wildcards):
-    """The checkpoint of the base model this one fine-tunes (STARTS_FROM), if any."""
+def parent_model_file(wildcards):
+    """The model file of the base model this one fine-tunes (STARTS_FROM), if any."""
     parent = REPRODUCTIONS[wildcards.paper].parents.get(wildcards.base)
-    return {parent: checkpoint_path(wildcards.paper, parent)} if parent else {}
+    return {parent: model_path(wildcards.paper, parent)} if parent else {}
 
 
 def base_names(wildcards):

@@ -1,11 +1,11 @@
 # Stage 2a: the base models experiments stand on, each a job of its own, so that changing an
 # analysis reruns the analysis and not the pretraining; a fine-tune of another base waits for
-# that base's checkpoint. One job uses every core it is given.
+# that base's model file. One job uses every core it is given.
 
 
 rule pretrain:
     input:
-        unpack(parent_checkpoint),
+        unpack(parent_model_file),
         code=base_code,
     output:
         "results/{paper}/bases/{base}.pt",

@@ -4,7 +4,7 @@
 
 rule reproduce:
     input:
-        unpack(base_checkpoints),
+        unpack(base_model_files),
         code=experiment_code,
     output:
         metrics="results/{paper}/metrics.json",

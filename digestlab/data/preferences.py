@@ -128,7 +128,7 @@ def supervised_examples(n: int, seed: int, correct_percent: int = 50, curt_if_co
     return out
 
 
-def requests(n: int, seed: int, held_out: bool) -> list[Request]:
+def draw_requests(n: int, seed: int, held_out: bool) -> list[Request]:
     """`n` requests drawn (with repeats) from the training or the held-out triples."""
     rng = SplitMix64(seed)
     return [draw_request(rng, held_out) for _ in range(n)]

@@ -100,12 +100,12 @@ _GUARDS = {op: _guarded_operator(f"_{op.__name__.lower()}", apply)
 _GUARD_NAMES = {guard.__name__: guard for guard in _GUARDS.values()}
 
 
-def _whitelisted(node: ast.AST, budget: list[int]) -> ast.AST:
+def _whitelisted(node: ast.AST, nodes_left: list[int]) -> ast.AST:
     """The node after checking it and everything under it against the whitelist, with each
     BinOp turned into a call of its guard. Written out node by node: what is not named here
     is refused."""
-    budget[0] -= 1
-    if budget[0] < 0:
+    nodes_left[0] -= 1
+    if nodes_left[0] < 0:
         raise UnsafeProgram(f"more than {MAX_NODES} syntax nodes")
     kind = type(node)
     if kind is ast.Name:
@@ -119,7 +119,7 @@ def _whitelisted(node: ast.AST, budget: list[int]) -> ast.AST:
         if type(node.op) not in _GUARDS:
             raise UnsafeProgram(f"{type(node.op).__name__} is not allowed in a program")
         guard = ast.copy_location(ast.Name(_GUARDS[type(node.op)].__name__, ast.Load()), node)
-        args = [_whitelisted(node.left, budget), _whitelisted(node.right, budget)]
+        args = [_whitelisted(node.left, nodes_left), _whitelisted(node.right, nodes_left)]
         return ast.copy_location(ast.Call(guard, args, []), node)
     elif kind is ast.Call:
         if type(node.func) is not ast.Name or node.func.id not in _CALLABLE_NAMES:
@@ -127,28 +127,28 @@ def _whitelisted(node: ast.AST, budget: list[int]) -> ast.AST:
                                 f"{', '.join(_CALLABLE_NAMES)} may be called")
         if node.keywords:
             raise UnsafeProgram("keyword arguments are not allowed in a program")
-        node.args = [_whitelisted(arg, budget) for arg in node.args]
+        node.args = [_whitelisted(arg, nodes_left) for arg in node.args]
     elif kind is ast.Subscript:
-        node.value = _whitelisted(node.value, budget)
-        node.slice = _whitelisted(node.slice, budget)
+        node.value = _whitelisted(node.value, nodes_left)
+        node.slice = _whitelisted(node.slice, nodes_left)
     elif kind is ast.List:
-        node.elts = [_whitelisted(element, budget) for element in node.elts]
+        node.elts = [_whitelisted(element, nodes_left) for element in node.elts]
     elif kind is ast.UnaryOp:
         if type(node.op) is not ast.USub:
             raise UnsafeProgram(f"{type(node.op).__name__} is not allowed in a program")
-        node.operand = _whitelisted(node.operand, budget)
+        node.operand = _whitelisted(node.operand, nodes_left)
     elif kind is ast.Expr:
-        node.value = _whitelisted(node.value, budget)
+        node.value = _whitelisted(node.value, nodes_left)
     elif kind is ast.Assign:
         for target in node.targets:
             if type(target) is not ast.Name:
                 raise UnsafeProgram("assignment to anything but a name")
             if target.id in _CALLABLE_NAMES:
                 raise UnsafeProgram(f"assignment to the builtin {target.id!r}")
-            _whitelisted(target, budget)
-        node.value = _whitelisted(node.value, budget)
+            _whitelisted(target, nodes_left)
+        node.value = _whitelisted(node.value, nodes_left)
     elif kind is ast.Module:
-        node.body = [_whitelisted(statement, budget) for statement in node.body]
+        node.body = [_whitelisted(statement, nodes_left) for statement in node.body]
     else:
         raise UnsafeProgram(f"{kind.__name__} is not allowed in a program")
     return node

@@ -260,7 +260,7 @@ def evict(cache: KVCache, slots: torch.Tensor) -> None:
 
 @dataclass(frozen=True)
 class Policy:
-    """How one row of a streaming batch cuts its cache down to the budget.
+    """How one row of a streaming batch cuts its cache down to its size.
 
     rule "recent": the first `sinks` slots and the latest (StreamingLLM; a plain window with no
     sinks). "top_score": the sinks and the slots of highest stored token entropy (SirLLM), each
@@ -279,12 +279,12 @@ class Policy:
 class Streamer:
     """Rows of one batch read a stream turn by turn through one KV cache, each row under its own
     policy. Before a turn is read, every row's cache is cut down so that the turn fits in
-    `budget` tokens (None: nothing is ever evicted) and its positions are renumbered (`evict`).
+    `cache_size` tokens (None: nothing is ever evicted) and its positions are renumbered (`evict`).
     `origin` holds the stream offset of each cached token."""
 
-    def __init__(self, model: GPT, rows: list[Policy], budget: int | None,
+    def __init__(self, model: GPT, rows: list[Policy], cache_size: int | None,
                  generator: torch.Generator):
-        self.model, self.rows, self.budget, self.generator = model, rows, budget, generator
+        self.model, self.rows, self.cache_size, self.generator = model, rows, cache_size, generator
         self.device = model.wte.weight.device
         self.cache: KVCache = model.new_cache(len(rows))
         self.decay = torch.tensor([[p.decay] for p in rows], device=self.device)  # (B, 1)
@@ -325,13 +325,13 @@ class Streamer:
 
     @torch.no_grad()
     def read(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Cut the cache down so the turn fits in the budget, read the turn ((T,) for every row
+        """Cut the cache down so the turn fits in the cache, read the turn ((T,) for every row
         or (B, T)) and return its log-probabilities (B, T, vocab)."""
         B = len(self.rows)
         tokens = tokens.to(self.device).expand(B, tokens.shape[-1])  # (B, T)
         T = tokens.shape[1]
-        if self.budget is not None and len(self.cache) + T > self.budget:
-            slots = self._slots(self.budget - T)
+        if self.cache_size is not None and len(self.cache) + T > self.cache_size:
+            slots = self._slots(self.cache_size - T)
             evict(self.cache, slots)
             self.origin = self.origin.gather(1, slots)
         logits, _ = self.model(tokens, cache=self.cache)

@@ -1,191 +1,22 @@
 """The one decoder-only transformer every experiment uses.
 
-Reads top to bottom like nanoGPT's model.py: norm, rotary, attention, MLP, block, model. Its
-config, GPTConfig, lives in digestlab/configs.py, which the workflow imports without torch.
-Attention variants are config fields, not subclasses:
-- MHA / GQA / MQA: n_kv_heads == n_heads / divides n_heads / == 1.
-- Cross-Layer Attention (Brandon et al. 2024, arXiv 2405.12981): with kv_share = s, the first
-  layer of each group of s consecutive layers computes K/V; the other s - 1 layers have no K/V
-  projections and attend to the producer's K/V with their own queries.
-- Latent KV (DeepSeek-V2 MLA): K/V are up-projected from a small latent c_kv, and a decoupled
-  RoPE key shared across heads carries position; only c_kv and that key are cached.
+Reads top to bottom like nanoGPT's model.py: block, then model. Its layers are in layers.py
+(norm, rotary, MLP) and attention.py (MHA/GQA/MQA, cross-layer sharing, latent KV, chosen by
+config); its config, GPTConfig, lives in digestlab/configs.py, which the workflow imports
+without torch. What reads a model rather than runs it is in inspect.py (hooks on the residual
+stream, attention maps) and readout.py (batches of rows).
 """
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from digestlab.configs import GPTConfig
+from digestlab.nn.attention import KV, Rope, attention
 from digestlab.nn.cache import KVCache
-
-# K and V as handed from a producing layer to the layers that reuse them:
-# k (B, n_kv, S, qk_dim) already rotated, v (B, n_kv, S, hs).
-KV = tuple[torch.Tensor, torch.Tensor]
-
-
-class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned scale and no bias."""
-
-    def __init__(self, ndim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension, in x's dtype: under autocast a bf16 input (MLA's latent)
-        with an fp32 weight would miss the fused kernel."""
-        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
-
-
-class Rotary(nn.Module):
-    """Rotary position embedding angles for explicit position ids."""
-
-    def __init__(self, dim: int, base: float):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        # not persistent: it is a function of the config, so checkpoints need not carry it
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (cos, sin), each (B, 1, T, dim/2), for position ids of shape (B, T)."""
-        # fp32 angles: positions can be large after cache eviction re-assigns them
-        angles = positions.float()[..., None] * self.inv_freq  # (B, T, dim/2)
-        angles = angles[:, None]  # (B, 1, T, dim/2)
-        return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, h, T, d) by the angles (B, 1, T, d/2), GPT-NeoX half-split layout."""
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-
-
-class CausalSelfAttention(nn.Module):
-    """Causal self-attention with GQA/MQA, cross-layer KV sharing and optional latent KV."""
-
-    def __init__(self, config: GPTConfig, layer_idx: int):
-        super().__init__()
-        self.n_heads = config.n_heads
-        self.n_kv_heads = config.n_kv_heads
-        self.head_dim = config.head_dim
-        self.latent = config.kv_latent_dim > 0
-        self.rope_dim = config.kv_rope_dim if self.latent else 0  # decoupled RoPE part of q/k
-        self.produces_kv = layer_idx % config.kv_share == 0
-        self.kv_slot = layer_idx // config.kv_share  # which cache entry this layer's group uses
-        self.dropout = config.dropout
-        qk_dim = self.head_dim + self.rope_dim
-        self.q_proj = nn.Linear(config.d_model, self.n_heads * qk_dim, bias=config.bias)
-        # consumer layers (CLA) own no K/V parameters at all
-        if self.produces_kv and self.latent:
-            self.kv_down = nn.Linear(config.d_model, config.kv_latent_dim, bias=config.bias)
-            self.kv_norm = RMSNorm(config.kv_latent_dim)
-            self.kv_up = nn.Linear(
-                config.kv_latent_dim, 2 * self.n_kv_heads * self.head_dim, bias=config.bias
-            )
-            self.k_rope_proj = nn.Linear(config.d_model, self.rope_dim, bias=config.bias)
-        elif self.produces_kv:
-            self.kv_proj = nn.Linear(
-                config.d_model, 2 * self.n_kv_heads * self.head_dim, bias=config.bias
-            )
-        self.out_proj = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def compute_kv(
-        self,
-        x: torch.Tensor,
-        rope_k: tuple[torch.Tensor, torch.Tensor],
-        cache: KVCache | None,
-    ) -> KV:
-        """Project x to K/V, extend them with the cache, and rotate keys at their positions."""
-        B, T, _ = x.shape
-        if self.latent:
-            c_kv = self.kv_norm(self.kv_down(x))  # (B, T, r)
-            k_rope = self.k_rope_proj(x)  # (B, T, dr), stored before rotation
-            if cache is not None:
-                c_kv, k_rope = cache.append(self.kv_slot, c_kv, k_rope)  # (B, S, r), (B, S, dr)
-            S = c_kv.shape[1]
-            kv = self.kv_up(c_kv).view(B, S, self.n_kv_heads, 2 * self.head_dim)
-            k_nope, v = kv.transpose(1, 2).split(self.head_dim, dim=-1)  # (B, n_kv, S, hs) each
-            k_rope = apply_rotary(k_rope[:, None], *rope_k)  # (B, 1, S, dr)
-            k_rope = k_rope.expand(B, self.n_kv_heads, S, self.rope_dim)  # (B, n_kv, S, dr)
-            k = torch.cat([k_nope, k_rope], dim=-1)  # (B, n_kv, S, hs + dr)
-            return k, v
-        kv = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.head_dim)
-        k, v = kv.unbind(dim=2)  # (B, T, n_kv, hs) each, keys stored before rotation
-        if cache is not None:
-            k, v = cache.append(self.kv_slot, k, v)  # (B, S, n_kv, hs) each
-        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv, S, hs)
-        return apply_rotary(k, *rope_k), v
-
-    def queries(self, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
-                ) -> torch.Tensor:
-        """Project x (B, T, d_model) to rotated queries (B, nh, T, hs + dr)."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim + self.rope_dim)
-        q = q.transpose(1, 2)  # (B, nh, T, hs + dr)
-        if self.latent:
-            q_nope, q_rope = q.split([self.head_dim, self.rope_dim], dim=-1)
-            return torch.cat([q_nope, apply_rotary(q_rope, *rope_q)], dim=-1)
-        return apply_rotary(q, *rope_q)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope_q: tuple[torch.Tensor, torch.Tensor],
-        rope_k: tuple[torch.Tensor, torch.Tensor],
-        kv: KV | None = None,
-        cache: KVCache | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, KV]:
-        """Attend causally; producers compute K/V, consumers use the `kv` passed in."""
-        B, T, _ = x.shape
-        if self.produces_kv:
-            kv = self.compute_kv(x, rope_k, cache)
-        elif kv is None:
-            raise ValueError("a KV-sharing layer needs the K/V of the layer that produces them")
-        k, v = kv
-        q = self.queries(x, rope_q)  # (B, nh, T, hs + dr)
-        # without a mask the plain causal one applies (it aligns queries to the first slot, which
-        # is right when nothing is cached); `mask` aligns the new queries after cached slots
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and T > 1,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hs)
-        return self.resid_dropout(self.out_proj(y)), kv
-
-
-class MLP(nn.Module):
-    """Position-wise feed-forward: SwiGLU or GELU."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        hidden = config.hidden_dim
-        self.swiglu = config.mlp == "swiglu"
-        if self.swiglu:
-            self.gate_proj = nn.Linear(config.d_model, hidden, bias=config.bias)
-        self.up_proj = nn.Linear(config.d_model, hidden, bias=config.bias)
-        self.down_proj = nn.Linear(hidden, config.d_model, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the feed-forward to (B, T, d_model)."""
-        if self.swiglu:
-            h = F.silu(self.gate_proj(x)) * self.up_proj(x)
-        else:
-            h = F.gelu(self.up_proj(x))
-        return self.dropout(self.down_proj(h))
+from digestlab.nn.layers import MLP, RMSNorm, Rotary
 
 
 class Block(nn.Module):
@@ -194,15 +25,15 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model)
-        self.attn = CausalSelfAttention(config, layer_idx)
+        self.attn = attention(config, layer_idx)
         self.mlp_norm = RMSNorm(config.d_model)
         self.mlp = MLP(config)
 
     def forward(
         self,
         x: torch.Tensor,
-        rope_q: tuple[torch.Tensor, torch.Tensor],
-        rope_k: tuple[torch.Tensor, torch.Tensor],
+        rope_q: Rope,
+        rope_k: Rope,
         kv: KV | None = None,
         cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
@@ -212,15 +43,6 @@ class Block(nn.Module):
         x = x + a
         x = x + self.mlp(self.mlp_norm(x))
         return x, kv
-
-
-def response_targets_mask(
-    prompt_lengths: torch.Tensor, lengths: torch.Tensor, width: int
-) -> torch.Tensor:
-    """(B, width - 1) mask of the next-token targets ids[:, 1:] that are response tokens, for
-    right-padded rows of `width` tokens: a prompt of prompt_lengths, then up to lengths."""
-    target = torch.arange(1, width, device=lengths.device)  # position in ids of each target
-    return (target >= prompt_lengths[:, None]) & (target < lengths[:, None])
 
 
 class GPT(nn.Module):
@@ -298,7 +120,7 @@ class GPT(nn.Module):
         tokens attend to every cached real slot plus the new tokens before them, and their K/V
         are appended to the cache.
         """
-        rope_q, rope_k, mask = self._inputs(idx, positions, cache, attention_mask)
+        rope_q, rope_k, mask = self.prepare(idx, positions, cache, attention_mask)
         x = self.drop(self.wte(idx))  # (B, T, d_model)
         kv = None
         for block in self.blocks:
@@ -311,24 +133,13 @@ class GPT(nn.Module):
             )
         return logits, loss
 
-    @torch.no_grad()
-    def stream_after(self, idx: torch.Tensor, layer: int) -> torch.Tensor:
-        """The residual stream after block `layer`, (B, T, d_model), of idx (B, T), without
-        running the blocks above it (nor any residual hook on them)."""
-        rope_q, rope_k, mask = self._inputs(idx, None, None, None)
-        x = self.drop(self.wte(idx))
-        kv = None
-        for block in self.blocks[: layer + 1]:
-            x, kv = block(x, rope_q, rope_k, kv, None, mask)
-        return x
-
-    def _inputs(
+    def prepare(
         self,
         idx: torch.Tensor,
-        positions: torch.Tensor | None,
-        cache: KVCache | None,
-        attention_mask: torch.Tensor | None,
-    ) -> tuple:
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[Rope, Rope, torch.Tensor | None]:
         """The rotations of the queries and keys and the attention mask of a forward (see
         `forward`); with a cache, the new tokens' positions are appended to it."""
         B, T = idx.shape
@@ -371,48 +182,6 @@ class GPT(nn.Module):
         # a padding query sees at least itself, so its softmax has something to normalise
         itself = torch.arange(S, device=device) == past + torch.arange(T, device=device)[:, None]
         return (mask & key_valid[:, None, None, :]) | itself  # (B, 1, T, S)
-
-    @contextmanager
-    def residual_hook(
-        self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]
-    ) -> Iterator[None]:
-        """Within the block, call fn on the residual stream after `layer`; a tensor it returns
-        replaces the stream, None leaves it unchanged."""
-
-        def hook(module: nn.Module, args: tuple, output: tuple) -> tuple | None:
-            h, kv = output
-            new = fn(h)
-            return None if new is None else (new, kv)
-
-        handle = self.blocks[layer].register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    @torch.no_grad()
-    def attention_weights(self, idx: torch.Tensor) -> torch.Tensor:
-        """The causal attention probabilities of every layer and head on idx (B, T), without a
-        cache: (n_layer, B, n_heads, T, T), row t the weights query t gives keys 0..t."""
-        maps = []
-
-        def record(attn: CausalSelfAttention, args: tuple, output: tuple) -> None:
-            x, rope_q = args[0], args[1]
-            k = output[1][0]  # (B, n_kv, T, qk), rotated
-            q = attn.queries(x, rope_q)  # (B, nh, T, qk)
-            k = k.repeat_interleave(attn.n_heads // k.shape[1], dim=1)  # (B, nh, T, qk)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
-            T = idx.shape[1]
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            maps.append(scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1))
-
-        handles = [block.attn.register_forward_hook(record) for block in self.blocks]
-        try:
-            self(idx)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return torch.stack(maps)
 
     @torch.no_grad()
     def generate(
@@ -457,38 +226,3 @@ class GPT(nn.Module):
         if return_logits:
             return idx, torch.stack(drawn_from, dim=1)
         return idx
-
-    def sequence_logprobs(
-        self, ids: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """Summed log p(response | prompt) per row, differentiable, shape (B,).
-
-        ids (B, T): each row a prompt followed by its response, right-padded; prompt_lengths
-        (B,) and lengths (B,) count each row's prompt tokens and all its real tokens. Padding
-        sits after every real token, so causal attention keeps it out of the result."""
-        if bool((prompt_lengths < 1).any()) or bool((lengths > ids.shape[1]).any()):
-            raise ValueError("each row needs a prompt token, and lengths must fit in the rows")
-        logits, _ = self(ids[:, :-1])  # (B, T-1, vocab): position t predicts token t + 1
-        logp = F.log_softmax(logits.float(), dim=-1)
-        picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        response = response_targets_mask(prompt_lengths, lengths, ids.shape[1])  # (B, T-1)
-        return (picked * response).sum(dim=-1)
-
-
-@torch.no_grad()
-def share_initial_weights(models: list[nn.Module]) -> None:
-    """Common random numbers for designs compared on one seed: each model takes, for every
-    parameter whose name and shape an earlier model has, that model's initial values.
-
-    Models are visited in order, so the first to own a (name, shape) sets it for all later ones
-    (the MHA embeddings, MLPs and norms for every design; MQA's K/V for the CLA layers that
-    still compute K/V).
-    """
-    first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
-    for model in models:
-        for name, p in model.named_parameters():
-            key = (name, tuple(p.shape))
-            if key in first:
-                p.copy_(first[key])
-            else:
-                first[key] = p.detach().clone()

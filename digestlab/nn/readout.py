@@ -11,30 +11,16 @@ mask, for decoding with the KV cache.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch.nn import functional as F
 
+from digestlab.nn.inspect import Hook, residual_hook, stream_after
 from digestlab.nn.model import GPT
+from digestlab.nn.rows import left_mask, pad_rows
 
 CHUNK = 256  # rows per forward pass
-Hook = Callable[[torch.Tensor], torch.Tensor | None]  # a residual-stream hook (GPT.residual_hook)
-
-
-def right_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (N, T) right-padded with `pad`, lengths (N,))."""
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[*r, *[pad] * (width - len(r))] for r in rows])
-    return ids, torch.tensor([len(r) for r in rows])
-
-
-def left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (N, T) left-padded with `pad`, attention mask (N, T) false on the padding)."""
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[*[pad] * (width - len(r)), *r] for r in rows])
-    mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
-    return ids, mask
 
 
 def scored_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -49,13 +35,13 @@ def _chunks(rows: Sequence, chunk: int):
 
 
 def _steered(model: GPT, layer: int, hook: Hook | None):
-    return model.residual_hook(layer, hook) if hook else contextlib.nullcontext()
+    return residual_hook(model, layer, hook) if hook else contextlib.nullcontext()
 
 
 @torch.no_grad()
 def residual(model: GPT, ids: torch.Tensor, layer: int) -> torch.Tensor:
     """The residual stream after block `layer`, (N, T, d) in float32, of ids (N, T)."""
-    return model.stream_after(ids.to(model.wte.weight.device), layer).float()
+    return stream_after(model, ids.to(model.wte.weight.device), layer).float()
 
 
 @torch.no_grad()
@@ -65,7 +51,7 @@ def stream(model: GPT, rows: Sequence[Sequence[int]], layer: int, pad: int,
     of every row, in order, or (N, d) at each row's last position (`last_only`)."""
     out = []
     for part in _chunks(rows, chunk):
-        ids, lengths = right_padded(part, pad)
+        ids, lengths = pad_rows(part, pad)
         h = residual(model, ids, layer).cpu()
         if last_only:
             out.append(h[torch.arange(len(ids)), lengths - 1])
@@ -84,7 +70,7 @@ def spliced_losses(model: GPT, rows: Sequence[Sequence[int]], layer: int, pad: i
     totals = dict.fromkeys(replacements, 0.0)
     count = 0
     for part in _chunks(rows, chunk):
-        ids, lengths = right_padded(part, pad)
+        ids, lengths = pad_rows(part, pad)
         targets = ids[:, 1:].clone()
         targets[~scored_positions(lengths, ids.shape[1])[:, 1:]] = -1
         count += int((targets >= 0).sum())
@@ -108,7 +94,8 @@ def greedy(model: GPT, rows: Sequence[Sequence[int]], max_new: int, pad: int,
     first, continuations = [], []
     with _steered(model, layer, hook):
         for part in _chunks(rows, chunk):
-            ids, mask = left_padded(part, pad)
+            ids, lengths = pad_rows(part, pad, left=True)
+            mask = left_mask(lengths, ids.shape[1])
             out, logits = model.generate(ids.to(device), max_new, temperature=0.0,
                                          attention_mask=mask.to(device), stop_token=stop,
                                          return_logits=True)

@@ -55,18 +55,18 @@ class SparseAutoencoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(w))
         self.b_dec = nn.Parameter(torch.zeros(d))
         # multiplies raw inputs so that their mean squared norm is d_in; set by fit_to
-        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("input_factor", torch.ones(()))
         # training state, not part of the dictionary: the share of lambda reached in its
         # warm-up, and the inputs seen since each feature last fired (for AuxK)
-        self.register_buffer("penalty_scale", torch.ones(()), persistent=False)
+        self.register_buffer("penalty_ramp", torch.ones(()), persistent=False)
         self.register_buffer("since_fired", torch.zeros(w, dtype=torch.long), persistent=False)
 
     @torch.no_grad()
     def fit_to(self, x: torch.Tensor) -> None:
         """Set the input scale from activations x (N, d_in), and b_dec to their scaled mean."""
         x = x.float()
-        self.input_scale.fill_(math.sqrt(self.config.d_in / x.pow(2).sum(-1).mean().item()))
-        self.b_dec.copy_((x * self.input_scale).mean(0))
+        self.input_factor.fill_(math.sqrt(self.config.d_in / x.pow(2).sum(-1).mean().item()))
+        self.b_dec.copy_((x * self.input_factor).mean(0))
 
     def decoder(self) -> torch.Tensor:
         """The decoder rows as used: unit norm for topk, as learned for relu. (width, d_in)"""
@@ -76,7 +76,7 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc (x - b_dec) + b_enc (..., width) of raw inputs x (..., d_in), x scaled."""
-        return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
+        return (x * self.input_factor - self.b_dec) @ self.W_enc + self.b_enc
 
     def _sparse(self, pre: torch.Tensor) -> torch.Tensor:
         if self.config.kind == "topk":
@@ -90,7 +90,7 @@ class SparseAutoencoder(nn.Module):
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Reconstruction (..., d_in), in the inputs' own units, of features f (..., width)."""
-        return (f @ self.decoder() + self.b_dec) / self.input_scale
+        return (f @ self.decoder() + self.b_dec) / self.input_factor
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, features) of raw inputs x."""
@@ -100,7 +100,7 @@ class SparseAutoencoder(nn.Module):
     def warm_up(self, step: int, steps: int) -> None:
         """Set lambda's share for a 0-based step of `steps`: linear from 0 over l1_warmup."""
         ramp = round(self.config.l1_warmup * steps)
-        self.penalty_scale.fill_(min(1.0, (step + 1) / ramp) if ramp > 0 else 1.0)
+        self.penalty_ramp.fill_(min(1.0, (step + 1) / ramp) if ramp > 0 else 1.0)
 
     def dead(self) -> torch.Tensor:
         """(width,) whether each feature has gone dead_after training inputs without firing."""
@@ -111,7 +111,7 @@ class SparseAutoencoder(nn.Module):
         training mode it also counts the inputs since each feature last fired."""
         pre = self.pre_activations(x)
         f = self._sparse(pre)
-        error = (x - self.decode(f)) * self.input_scale  # what the reconstruction missed
+        error = (x - self.decode(f)) * self.input_factor  # what the reconstruction missed
         mse = error.pow(2).sum(-1).mean()
         if self.training:
             with torch.no_grad():
@@ -120,7 +120,7 @@ class SparseAutoencoder(nn.Module):
         cfg = self.config
         if cfg.kind == "relu" and cfg.l1_coeff > 0:
             penalty = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
-            return mse + cfg.l1_coeff * self.penalty_scale * penalty
+            return mse + cfg.l1_coeff * self.penalty_ramp * penalty
         if cfg.auxiliary_k and self.training:
             return mse + cfg.aux_coeff * self.auxiliary_loss(pre, error.detach())
         return mse
@@ -186,16 +186,16 @@ def objective(
 
 def clamp_hook(sae: SparseAutoencoder, feature: int, value: float, last_only: bool = False
                ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A residual-stream hook (GPT.residual_hook) that sets one feature to `value` and keeps
+    """A residual-stream hook (nn.inspect.residual_hook) that sets one feature to `value` and keeps
     the SAE's error term, so nothing else in the stream changes: h' = h + (value - f(h)) d, d
     the feature's decoder row in the stream's units. At every position, or (`last_only`) at
     the last position of each forward: the last byte of left-padded prompts, and each token
     decoded after them."""
-    direction = sae.decoder()[feature].detach() / sae.input_scale
+    direction = sae.decoder()[feature].detach() / sae.input_factor
 
     def value_of(h: torch.Tensor) -> torch.Tensor:
         if sae.config.kind == "relu":  # the one feature's own pre-activation suffices
-            pre = (h * sae.input_scale - sae.b_dec) @ sae.W_enc[:, feature] + sae.b_enc[feature]
+            pre = (h * sae.input_factor - sae.b_dec) @ sae.W_enc[:, feature] + sae.b_enc[feature]
             return F.relu(pre)
         return sae.encode(h)[..., feature]  # topk: whether it survives depends on the rest
 

@@ -30,7 +30,7 @@ from digestlab.experiments import Selection
 # heads as make n_heads * head_dim closest to d_model, as in the paper (§3.1; its H90 designs
 # have 22 heads of 90 at d_model 2048, its H46 45 heads of 46), so designs with smaller heads have
 # more of them, not a narrower query.
-VARIANTS: dict[str, dict] = {
+DESIGNS: dict[str, dict] = {
     "MHA": {},
     "GQA-4": {"n_kv_heads": 4},
     "MQA": {"n_kv_heads": 1},
@@ -82,8 +82,8 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: GPTConfig  # the MHA design; VARIANTS changes its attention fields for the others
-    designs: list[str]  # which VARIANTS to train, in this order; at least the CLAIMED ones
+    model: GPTConfig  # the MHA design; DESIGNS changes its attention fields for the others
+    designs: list[str]  # which DESIGNS to train, in this order; at least the CLAIMED ones
     latent: int = Field(gt=0)  # MLA's latent KV width
     rope: int = Field(gt=0)  # MLA's decoupled RoPE key width
     corpus: Literal["torch-source", "generated"] = "torch-source"
@@ -103,9 +103,9 @@ class Params(BaseModel):
         if self.seq_len > self.model.block_size:
             raise ValueError(f"seq_len {self.seq_len} exceeds model.block_size "
                              f"{self.model.block_size}")
-        unknown = [d for d in self.designs if d not in VARIANTS]
+        unknown = [d for d in self.designs if d not in DESIGNS]
         if unknown:
-            raise ValueError(f"unknown designs {unknown}; known: {', '.join(VARIANTS)}")
+            raise ValueError(f"unknown designs {unknown}; known: {', '.join(DESIGNS)}")
         missing = [d for d in CLAIMED if d not in self.designs]
         if missing:
             raise ValueError(f"designs must include {missing}: the claims compare them")
@@ -125,7 +125,7 @@ class Params(BaseModel):
                                  "benchmarks/cla_learning_rates.py for them, or set "
                                  "learning_rates to null")
         for name in self.designs:
-            variant_config(name, self)  # every design must make a valid model
+            design_config(name, self)  # every design must make a valid model
         return self
 
     def learning_rate(self, design: str) -> float:
@@ -135,12 +135,12 @@ class Params(BaseModel):
         return self.learning_rates.chosen[design]
 
 
-def variant_config(name: str, params: Params) -> GPTConfig:
+def design_config(name: str, params: Params) -> GPTConfig:
     """The model config of one design at the given scale."""
     base = params.model
     named = {"half": base.head_dim // 2, "three-halves": base.head_dim * 3 // 2,
              "latent": params.latent, "rope": params.rope}
-    changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in VARIANTS[name].items()}
+    changes = {k: named.get(v, v) if isinstance(v, str) else v for k, v in DESIGNS[name].items()}
     head_dim = changes.get("head_dim", base.head_dim)
     changes["n_heads"] = max(1, round(base.d_model / head_dim))
     if "n_kv_heads" not in changes:  # MHA and MLA: a K/V head per query head
@@ -162,7 +162,7 @@ SCALES = {
     "smoke": Params(
         model=GPTConfig(block_size=64, n_layer=6, d_model=64, n_heads=8, n_kv_heads=8,
                         head_dim=8),
-        designs=list(VARIANTS), latent=16, rope=4,
+        designs=list(DESIGNS), latent=16, rope=4,
         train=TrainConfig(steps=6, learning_rate=6e-3, min_lr=6e-4, warmup_steps=2, log_every=2,
                           eval_every=3),
         batch_size=4, seq_len=64, eval_batches=2, curve_every=2, seeds=[0, 1],
@@ -195,7 +195,7 @@ SCALES = {
     "gpu": Params(
         model=GPTConfig(block_size=512, n_layer=12, d_model=768, n_heads=12, n_kv_heads=12,
                         head_dim=64),
-        designs=[d for d in VARIANTS if d != "GQA-4"], latent=256, rope=32,
+        designs=[d for d in DESIGNS if d != "GQA-4"], latent=256, rope=32,
         train=TrainConfig(steps=500, learning_rate=1e-3, min_lr=1e-4, warmup_steps=50,
                           log_every=125, eval_every=125, compile=True),
         batch_size=32, seq_len=512, eval_batches=16, curve_every=10, seeds=[0, 1, 2],
@@ -222,7 +222,7 @@ def _paired(claim_id: str, a: str, b: str, bound, text: dict[str, str],
     return ClaimSpec(
         id=claim_id, text=text, theirs=theirs,
         comparisons={"ratio": ComparisonSpec(statistic=f"ppl({a}) / ppl({b})", direction="<",
-                                             bound=bound, scale="log")},
+                                             bound=bound, space="log")},
     )
 
 

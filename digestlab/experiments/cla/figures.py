@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from digestlab.experiments.cla import VARIANTS
+from digestlab.experiments.cla import DESIGNS
 from digestlab.figures import log_x, new_figure
 
 # One colour per design, the same in every figure; one line style per seed.
-COLOURS = dict(zip(VARIANTS, ("tab:gray", "tab:purple", "tab:blue", "tab:green", "tab:orange",
+COLOURS = dict(zip(DESIGNS, ("tab:gray", "tab:purple", "tab:blue", "tab:green", "tab:orange",
                               "tab:red", "tab:pink", "tab:brown"), strict=True))
 SEED_STYLES = ("-", "--", ":", "-.")
 

@@ -21,16 +21,17 @@ import lzma
 import math
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from digestlab.claims import Claim, paired_differences, paired_ratios, summarize, t95
 from digestlab.data import CorpusSplits, build_splits, torch_source
 from digestlab.device import device_name, pick_device, seed_everything
 from digestlab.experiments import ExperimentError, Report, RunContext
-from digestlab.experiments.cla import CLAIMS, Params, variant_config
-from digestlab.nn import GPT, share_initial_weights
+from digestlab.experiments.cla import CLAIMS, Params, design_config
+from digestlab.nn import GPT
 from digestlab.objectives import language_model
-from digestlab.train import Objective, TrainResult, map_runs, train
+from digestlab.train import Objective, TrainResult, map_runs, train, worker_count
 
 # The paper's 1B-parameter results (Table 1: validation perplexity, bf16 KV bytes per token).
 PAPER_1B = [
@@ -52,13 +53,32 @@ PAIRED_CLAIMS = (
 PROMPT_TOKENS, DECODED_TOKENS = 4, 4
 
 
+@torch.no_grad()
+def share_initial_weights(models: list[nn.Module]) -> None:
+    """Common random numbers for designs compared on one seed: each model takes, for every
+    parameter whose name and shape an earlier model has, that model's initial values.
+
+    Models are visited in order, so the first to own a (name, shape) sets it for all later ones
+    (the MHA embeddings, MLPs and norms for every design; MQA's K/V for the CLA layers that
+    still compute K/V).
+    """
+    first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+    for model in models:
+        for name, p in model.named_parameters():
+            key = (name, tuple(p.shape))
+            if key in first:
+                p.copy_(first[key])
+            else:
+                first[key] = p.detach().clone()
+
+
 def initial_states(params: Params, seed: int) -> list[dict[str, torch.Tensor]]:
     """Each design's initial weights for one seed, in params.designs order; with common_init,
     a parameter whose name and shape an earlier design has starts from that design's values."""
     models = []
     for name in params.designs:
         seed_everything(seed)
-        models.append(GPT(variant_config(name, params)))
+        models.append(GPT(design_config(name, params)))
     if params.common_init:
         share_initial_weights(models)
     return [model.state_dict() for model in models]
@@ -123,7 +143,7 @@ def train_design(name: str, seed: int, params: Params, state: dict[str, torch.Te
     rate (the floor of the schedule scaled with it), as the experiment does; returns the trained
     model, what the loop measured and the objective (its validation batches)."""
     device = pick_device()
-    model = GPT(variant_config(name, params))
+    model = GPT(design_config(name, params))
     model.load_state_dict(state)
     objective = language_model(model, splits.train, params.batch_size, params.seq_len,
                                splits.val, params.eval_batches)
@@ -143,7 +163,7 @@ def _train_one(job: tuple[str, int, Params, dict, CorpusSplits]) -> dict:
     tokens_per_step = params.batch_size * params.seq_len
     prompt = objective.val_batches[0][0][:2, :PROMPT_TOKENS]  # (2, PROMPT_TOKENS)
     return {
-        "variant": name, "seed": seed, "val_ppl": result.val_perplexity,
+        "design": name, "seed": seed, "val_ppl": result.val_perplexity,
         "train_loss": result.final_train_loss, "tokens_per_s": result.items_per_s,
         "mfu": result.mfu, "mfu_spec": result.mfu_spec,
         "params": model.num_params(), "kv_bytes": measured_kv_bytes_per_token(model, prompt),
@@ -163,27 +183,27 @@ def run(params: Params, ctx: RunContext) -> Report:
     jobs = [(name, seed, params, state, splits)
             for seed in params.seeds
             for name, state in zip(params.designs, initial_states(params, seed), strict=True)]
-    workers = max(1, ctx.threads) if device.type == "cpu" else 1
-    runs = map_runs(_train_one, jobs, workers, device)
+    workers = worker_count(ctx.threads, device, len(jobs))
+    runs = map_runs(_train_one, jobs, ctx.threads, device)
 
-    by_variant = {name: [r for r in runs if r["variant"] == name] for name in params.designs}
-    variants = {}
-    for name, rs in by_variant.items():
+    by_design = {name: [r for r in runs if r["design"] == name] for name in params.designs}
+    measured = {}
+    for name, rs in by_design.items():
         kv_bytes = {r["kv_bytes"] for r in rs}
         if len(kv_bytes) != 1:
             raise ExperimentError(f"{name}'s KV cache held {sorted(kv_bytes)} bytes per token "
                                   "in different seeds; its size depends on the config alone")
         ppl = [r["val_ppl"] for r in rs]
         stats = summarize(ppl)
-        variants[name] = {
-            "config": {k: v for k, v in dataclasses.asdict(variant_config(name, params)).items()
+        measured[name] = {
+            "config": {k: v for k, v in dataclasses.asdict(design_config(name, params)).items()
                        if k in ("n_heads", "n_kv_heads", "head_dim", "kv_share",
                                 "kv_latent_dim", "kv_rope_dim")},
             "params": rs[0]["params"],
             "learning_rate": params.learning_rate(name),
             "kv_bytes_per_token": kv_bytes.pop(),  # measured in the filled bf16 cache
             # the same count from the config's shapes, as a cross-check of the measurement
-            "kv_bytes_per_token_from_config": variant_config(name, params).kv_bytes_per_token(),
+            "kv_bytes_per_token_from_config": design_config(name, params).kv_bytes_per_token(),
             "val_ppl": ppl,
             "val_ppl_mean": stats["mean"],
             "val_ppl_sd": stats["sd"],
@@ -192,21 +212,21 @@ def run(params: Params, ctx: RunContext) -> Report:
             "curves": [{"seed": r["seed"], "train": r["train_curve"], "val": r["val_curve"]}
                        for r in rs],
         }
-    windows = {(r["variant"], r["seed"]): r["window_losses"] for r in runs}
-    claims = decide_claims(variants)
+    windows = {(r["design"], r["seed"]): r["window_losses"] for r in runs}
+    claims = decide_claims(measured)
     noise = evaluation_noise(windows, params.seeds)
     by_id = {c.id: c for c in claims}
     pairs = {claim_id: {"designs": [a, b], "paired_sd": by_id[claim_id].comparisons[0].sd,
                         "evaluation_noise": noise[a, b]}
              for claim_id, a, b in PAIRED_CLAIMS}
     paired_sds = [p["paired_sd"] for p in pairs.values()]
-    means = [v["val_ppl_mean"] for v in variants.values()]
+    means = [v["val_ppl_mean"] for v in measured.values()]
     figures = {
         "ppl_vs_kv_bytes": {"designs": {name: {k: v[k] for k in ("kv_bytes_per_token",
                                                                  "val_ppl_mean", "val_ppl_sd")}
-                                        for name, v in variants.items()},
+                                        for name, v in measured.items()},
                             "paper": PAPER_1B},
-        "loss_curves": {name: v["curves"] for name, v in variants.items()},
+        "loss_curves": {name: v["curves"] for name, v in measured.items()},
     }
     tokens_per_step = params.batch_size * params.seq_len
     return Report(
@@ -224,13 +244,13 @@ def run(params: Params, ctx: RunContext) -> Report:
             # per paired claim: the sd over seeds of the log ratio, and the standard error of
             # that log ratio which the finite validation set alone causes
             "pairs": pairs,
-            "variants": variants,
+            "designs": measured,
         },
         claims=claims,
         figures=figures,
-        timing={name: _mean_throughput(rs) for name, rs in by_variant.items()}
+        timing={name: _mean_throughput(rs) for name, rs in by_design.items()}
         | {"workers": workers},
-        reference={"columns": ["variant", "val ppl", "KV bytes/token"], "rows": PAPER_1B},
+        reference={"columns": ["design", "val ppl", "KV bytes/token"], "rows": PAPER_1B},
     )
 
 
@@ -254,13 +274,13 @@ def evaluation_noise(windows: dict[tuple[str, int], torch.Tensor], seeds: list[i
     return noise
 
 
-def decide_claims(variants: dict) -> list[Claim]:
+def decide_claims(measured: dict) -> list[Claim]:
     """The paper's claims, decided from the measured numbers: the halved cache from the bytes
     the filled caches held, the others from the per-seed perplexities of paired designs."""
-    kv = {name: v["kv_bytes_per_token"] for name, v in variants.items()}
-    loss = {name: [math.log(p) for p in v["val_ppl"]] for name, v in variants.items()}
+    kv = {name: v["kv_bytes_per_token"] for name, v in measured.items()}
+    loss = {name: [math.log(p) for p in v["val_ppl"]] for name, v in measured.items()}
     paired = {claim_id: CLAIMS[claim_id].decide(
-                  {"ratio": paired_ratios(variants[a]["val_ppl"], variants[b]["val_ppl"])},
+                  {"ratio": paired_ratios(measured[a]["val_ppl"], measured[b]["val_ppl"])},
                   unit="training seeds", base_models=None)
               for claim_id, a, b in PAIRED_CLAIMS}
     # CLA2's loss gap to MQA as a share of the small-head design's, from the two gaps per seed

@@ -240,7 +240,7 @@ COMPILE_SPEEDS_UP = ClaimSpec(
                    "en": "tokens/s(compile) / tokens/s(eager), per round"}, direction=">",
         bound=paper_bound(1.10, "introduction: torch.compile improves training MFU by 10% to "
                                 "23% across model sizes (the least of them)"),
-        scale="log")},
+        space="log")},
     premises={"eager-leaves-the-matmul-units-idle": PremiseSpec(
         text={"ko": "장치가 글과 같은 영역에 있다: eager 학습이 행렬곱 유닛을 상당 시간 놀린다",
               "en": "The device is in the post's regime: eager training leaves the matmul "
@@ -286,7 +286,7 @@ CHECKPOINTING_UNDER_A_CAP = ClaimSpec(
         "fits the cap": ComparisonSpec(
             statistic={"ko": "라운드별 memory(checkpoint 0.5) / memory(체크포인팅 없음)",
                        "en": "memory(checkpoint 0.5) / memory(no checkpointing), per round"},
-            direction="<", scale="log",
+            direction="<", space="log",
             bound=our_bound(
                 0.75,
                 ko="어떤 실행보다 먼저 정한 상한입니다. 체크포인팅 없이는 넘치지만(1 > 0.75) "
@@ -300,7 +300,7 @@ CHECKPOINTING_UNDER_A_CAP = ClaimSpec(
                              "tokens/s(compile + checkpoint 1)",
                        "en": "tokens/s(compile + checkpoint 0.5) / tokens/s(compile + "
                              "checkpoint 1), per round"},
-            direction=">", scale="log",
+            direction=">", space="log",
             bound=paper_bound(1.0, "introduction and MFU report: torch.compile with the "
                                    "selective activation checkpointing of the earlier work "
                                    "gives the best MFU")),

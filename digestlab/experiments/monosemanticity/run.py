@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 
-from digestlab.checkpoint import load_checkpoint
 from digestlab.claims import summarize
 from digestlab.device import device_name, pick_device
 from digestlab.experiments import Report, RunContext
@@ -45,26 +44,25 @@ from digestlab.experiments.monosemanticity.steering import (
     unclamped,
 )
 from digestlab.experiments.monosemanticity.verdicts import decide_claims
-from digestlab.train import map_runs
+from digestlab.modelfile import load_model
+from digestlab.train import map_runs, worker_count
 
 
 def run(params: Params, ctx: RunContext) -> Report:
     """Train the SAEs on the program model's residual stream, score the features, steer."""
     device = pick_device()
     splits = corpus(params.lm)
-    model, saved = load_checkpoint(ctx.bases["lm"], splits.sha256, device)
+    model, saved = load_model(ctx.bases["lm"], splits.sha256, device)
     readings = read_model(params, model, device)
     evaluation = readings.splits["evaluation"]
     quality = model_quality(model, evaluation)
     ctx.log(f"{len(evaluation.buggy)} buggy programs and their clean twins in each split; "
             f"the model's own P(error) has AUROC {quality['auroc'][ANY]:.3f}; "
             f"{len(readings.train_acts):,} activations to train on")
-    # On the CPU one single-threaded run per core; on a GPU one after another.
-    workers = max(1, ctx.threads) if device.type == "cpu" else 1
 
     def each(fn, jobs):
         start = time.perf_counter()
-        out = map_runs(fn, jobs, workers, device, shared=readings)
+        out = map_runs(fn, jobs, ctx.threads, device, shared=readings)
         ctx.log(f"{len(jobs)} runs of {fn.__name__} in {time.perf_counter() - start:.0f} s")
         return out
 
@@ -130,7 +128,8 @@ def run(params: Params, ctx: RunContext) -> Report:
         metrics=metrics,
         claims=decide_claims(params, metrics),
         figures=figures,
-        timing={"workers": workers, "lm_tokens_per_s": saved["train"]["items_per_s"],
+        timing={"workers": worker_count(ctx.threads, device, len(sweep)),
+                "lm_tokens_per_s": saved["train"]["items_per_s"],
                 # SAE training throughput and MFU, one single-threaded SAE per worker
                 "sae_samples_per_s": summarize([t["samples_per_s"] for t in speeds])["mean"],
                 "sae_mfu": summarize([t["mfu"] for t in speeds])["mean"]},

@@ -38,7 +38,8 @@ from digestlab.experiments.monosemanticity.heldout import (
     steering_sets,
 )
 from digestlab.nn import GPT
-from digestlab.nn.readout import residual, right_padded, scored_positions, spliced_losses, stream
+from digestlab.nn.readout import residual, scored_positions, spliced_losses, stream
+from digestlab.nn.rows import pad_rows
 from digestlab.nn.sae import SparseAutoencoder, evaluate_sae, objective, training_config
 from digestlab.train import train
 
@@ -255,7 +256,7 @@ def feature_browser(readings: Readings, sae: SparseAutoencoder, bugs: dict) -> l
     data = readings.splits["evaluation"]
     is_buggy = torch.from_numpy(data.labels()[ANY])
     items = data.all
-    ids, lengths = right_padded(rows(items), DOCUMENT_SEPARATOR)
+    ids, lengths = pad_rows(rows(items), DOCUMENT_SEPARATOR)
     per_byte = torch.cat([
         sae.encode(residual(readings.model, ids[s : s + 256], params.layer))[..., chosen].cpu()
         for s in range(0, len(items), 256)])  # (N, T, len(chosen))

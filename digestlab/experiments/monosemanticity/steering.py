@@ -90,7 +90,7 @@ def steer_run(readings: Readings, job: tuple[dict, float, str]) -> dict:
     feature, reference, controls = trained["feature"], trained["reference"], trained["controls"]
     at = readings.prompt_acts if placement == "every" else readings.output_acts
     last_only = placement == "output"
-    norms = (sae.decoder() / sae.input_scale).norm(dim=1).cpu()  # stream units
+    norms = (sae.decoder() / sae.input_factor).norm(dim=1).cpu()  # stream units
     clean, buggy = readings.steering
     out = {"kind": trained["kind"], "seed": trained["seed"], "dose": dose,
            "placement": placement, "feature": feature, "reference_activation": reference,

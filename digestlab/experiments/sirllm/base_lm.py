@@ -20,18 +20,19 @@ from digestlab.device import pick_device, seed_everything
 from digestlab.experiments import ExperimentError, RunContext, TrainedBase
 from digestlab.experiments.sirllm import LanguageModel
 from digestlab.nn import GPT
+from digestlab.nn.inspect import attention_weights
 from digestlab.objectives import next_token_loss, weighted_next_token_loss
 from digestlab.train import Batch, Objective
 from digestlab.train import train as train_loop
 
-# The stages a dialogue model goes through, in order; a checkpoint records those before its last.
+# The stages a dialogue model goes through, in order; a model file records those before its last.
 STAGES = ("pretrain", "chat", "sparse")
 
 
 def training_stages(saved: dict) -> dict[str, dict]:
-    """A checkpoint's training results by stage, in order: "pretrain", then "chat" when the
+    """A model file's training results by stage, in order: "pretrain", then "chat" when the
     model was fine-tuned on the bot's turns, then "sparse" for the cache-robust model (the
-    checkpoint's own result is its last stage's)."""
+    model file's own result is its last stage's)."""
     stages = dict(saved.get("stages", {}))
     return stages | {STAGES[len(stages)]: saved["train"]}
 
@@ -40,7 +41,7 @@ def first_token_attention(model: GPT, idx: torch.Tensor, from_query: int = 16) -
     """How much attention each layer pays to the first token of the rows idx (B, T), against
     the 1/(t+1) a uniform head would pay: per head, the mean over rows and over queries
     t >= from_query; then the mean head and the most attentive head of each layer."""
-    weights = model.attention_weights(idx.to(model.wte.weight.device)).cpu()  # (L, B, H, T, T)
+    weights = attention_weights(model, idx.to(model.wte.weight.device)).cpu()  # (L, B, H, T, T)
     T = idx.shape[1]
     per_head = weights[..., from_query:, 0].mean(dim=(1, 3))  # (L, H)
     uniform = (1.0 / torch.arange(from_query + 1, T + 1, dtype=torch.float64)).mean().item()

@@ -1,6 +1,6 @@
 """The cache-robust dialogue model: the dialogue model (`base_lm.py`) fine-tuned to read from a
 sparse cache. Trained only on whole contexts, the dialogue model could not read an item torn
-from its context among renumbered positions: at a 96-token budget SirLLM kept the requested
+from its context among renumbered positions: with a 96-token cache SirLLM kept the requested
 item in 69% of the grocery streams and answered 19% of those right, while a cache that kept the
 request's whole turn was answered every time. Here every row is read as a cache would hold it
 after random drops (`DialogueCorpus.sparse_rows`), so a kept token can be read whichever policy
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from digestlab.checkpoint import load_checkpoint
 from digestlab.data.dialogue import DialogueCorpus, Mixture, training_corpora
 from digestlab.device import pick_device, seed_everything
 from digestlab.experiments import ExperimentError, RunContext, TrainedBase
 from digestlab.experiments.sirllm import LanguageModel, Robust
 from digestlab.experiments.sirllm.base_lm import sink_probe, training_stages
+from digestlab.modelfile import load_model
 from digestlab.objectives import weighted_next_token_loss
 from digestlab.train import Batch, Objective, TrainResult
 from digestlab.train import train as train_loop
@@ -24,7 +24,7 @@ from digestlab.train import train as train_loop
 
 def train(params: Robust, ctx: RunContext) -> TrainedBase:
     device = pick_device()
-    model, saved = load_checkpoint(ctx.bases["lm"], None, device)
+    model, saved = load_model(ctx.bases["lm"], None, device)
     lm = LanguageModel.model_validate(saved["provenance"]["params"])  # rebuild its data
     corpus, val = training_corpora(lm.n_dialogues, Mixture(mention_percent=lm.mention_percent))
     if corpus.sha256 != saved["data_sha256"]:

@@ -16,33 +16,34 @@ COLOURS = {"window": "tab:gray", "StreamingLLM": "tab:blue", "random": "tab:oliv
 
 
 def grocery_recall(data: dict, _):
-    """Recall accuracy against the cache budget for each dialogue model (left: as trained;
+    """Recall accuracy against the cache size for each dialogue model (left: as trained;
     middle: fine-tuned for a sparse cache), and against SirLLM's decay for the claims' model
-    (right). data: {"budgets", "budget", "claims_model", "by_model": model -> metrics.json's
+    (right). data: {"cache_sizes", "cache_size", "claims_model", "by_model": model -> the
     "grocery" of that model}."""
     fig, (before, after, right) = new_figure(ncols=3, width=3.5, height=3.6)
-    budgets, models = data["budgets"], data["by_model"]
+    cache_sizes, models = data["cache_sizes"], data["by_model"]
     titles = {"lm": _("as trained"), "robust": _("fine-tuned for a sparse cache")}
     for ax, (model, grocery) in zip((before, after), models.items(), strict=True):
-        by_budget = grocery["by_budget"]
+        by_cache_size = grocery["by_cache_size"]
         for name, colour in COLOURS.items():
-            if name in by_budget[str(budgets[0])]:
-                ax.plot(budgets, [by_budget[str(b)][name]["accuracy"] for b in budgets],
+            if name in by_cache_size[str(cache_sizes[0])]:
+                ax.plot(cache_sizes, [by_cache_size[str(b)][name]["accuracy"] for b in cache_sizes],
                         "o-", color=colour, label=name)
-                ax.plot(budgets, [by_budget[str(b)][name]["retained"] for b in budgets],
+                ax.plot(cache_sizes, [by_cache_size[str(b)][name]["retained"] for b in cache_sizes],
                         "s--", color=colour, ms=3, lw=1)
         ax.axhline(grocery["in_context_accuracy"], color="black", ls="--", lw=1)
-        ax.set(xlabel=_("cache budget (tokens)"), title=titles.get(model, model))
-        ax.set_xticks(budgets)
+        ax.set(xlabel=_("cache size (tokens)"), title=titles.get(model, model))
+        ax.set_xticks(cache_sizes)
     claimed = models[data["claims_model"]]
     before.set_ylabel(_("recall accuracy (4 choices); dashed: item still cached"))
     after.legend(fontsize=7)
     decays, accuracy = zip(*claimed["decay_sweep"], strict=True)
     right.plot(decays, accuracy, "o-", color=COLOURS["SirLLM"], label="SirLLM")
-    right.axhline(claimed["by_budget"][str(data["budget"])]["StreamingLLM"]["accuracy"],
+    right.axhline(claimed["by_cache_size"][str(data["cache_size"])]["StreamingLLM"]["accuracy"],
                   color=COLOURS["StreamingLLM"], lw=1, label="StreamingLLM")
     right.set(xlabel=_("decay ratio per request"),
-              title=_("SirLLM's decay at %(budget)s tokens") % {"budget": data["budget"]})
+              title=_("SirLLM's decay at %(cache_size)s tokens")
+              % {"cache_size": data["cache_size"]})
     right.text(0.02, 0.03, _("dotted: chance; black dashed: nothing evicted (short dialogues)"),
                transform=right.transAxes, fontsize=7)
     right.legend(fontsize=7)

@@ -3,8 +3,8 @@
 Two dialogue models read streams many times longer than their cache: the dialogue model
 (`base_lm.py`, trained on dialogues of at most 256 tokens) and its fine-tune for a sparse cache
 (`base_robust.py`), on which the claims are decided. Each reads turn by turn through the
-shared `Streamer` (`digestlab/nn/cache.py`): before each turn the cache is cut down to the
-budget by a policy, positions are renumbered inside the cache, and the turn is read. All
+shared `Streamer` (`digestlab/nn/cache.py`): before each turn the cache is cut down to
+its size by a policy, positions are renumbered inside the cache, and the turn is read. All
 policies of one comparison ride in one batch, a row each, on the same stream: common random
 numbers, so every difference is paired.
 
@@ -29,12 +29,10 @@ dialogue, where StreamingLLM's own claim is checked against recomputing each win
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from digestlab.checkpoint import load_checkpoint
 from digestlab.claims import (
     LEVEL,
     Claim,
@@ -51,9 +49,10 @@ from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import Report, RunContext
 from digestlab.experiments.sirllm import CLAIMS, ORACLE, REFERENCE, Params
 from digestlab.experiments.sirllm.base_lm import STAGES, first_token_attention, training_stages
+from digestlab.modelfile import load_model
 from digestlab.nn import GPT
 from digestlab.nn.cache import Policy, Streamer
-from digestlab.train import map_runs
+from digestlab.train import map_runs, worker_count
 
 # StreamingLLM's Figure 1 (Llama-2-13B, 65K tokens of PG19): perplexity by cache policy.
 PAPER_STREAMING_PPL = [["dense", 5641.0], ["window", 5158.0], ["recompute", 5.43],
@@ -99,12 +98,12 @@ def grocery_stream(params: Params, index: int, exchanges: int) -> dialogue.Groce
                             params.lm.mention_percent)
 
 
-def _grocery_job(job: tuple[Path, Params, int, int, bool]) -> dict:
-    checkpoint, params, index, budget, sweep = job
-    model, _ = load_checkpoint(checkpoint, None, pick_device())
+def _grocery_job(model: GPT, job: tuple[Params, int, int, bool]) -> dict:
+    params, index, cache_size, sweep = job
     stream = grocery_stream(params, index, params.grocery_exchanges)
     rows = policies(params, params.grocery_decay, sweep, oracle=True)
-    streamer = Streamer(model, rows, budget, seeded_generator(params.eval_seed, 2, index, budget))
+    streamer = Streamer(model, rows, cache_size,
+                        seeded_generator(params.eval_seed, 2, index, cache_size))
     item_offset = None
     for turn in (([BOS] if i == 0 else []) + turn for i, turn in enumerate(stream.turns)):
         if item_offset is None and stream.item in turn:  # the request
@@ -143,13 +142,13 @@ def grocery_in_context(model: GPT, params: Params, n: int, exchanges: int) -> in
     return correct
 
 
-def _rps_job(job: tuple[Path, Params, int]) -> dict:
-    checkpoint, params, index = job
-    model, _ = load_checkpoint(checkpoint, None, pick_device())
+def _rps_job(model: GPT, job: tuple[Params, int]) -> dict:
+    params, index = job
     moves = dialogue.opponent_moves(SplitMix64(derive_seed(params.eval_seed, 3, index)),
                                     params.rps_rounds, params.favourite_percent)
     rows = policies(params, params.rps_decay, sweep=True)
-    streamer = Streamer(model, rows, params.budget, seeded_generator(params.eval_seed, 4, index))
+    streamer = Streamer(model, rows, params.cache_size,
+                        seeded_generator(params.eval_seed, 4, index))
     for i, turn in enumerate(dialogue.rps_opening()):
         read_turn(streamer, ([BOS] if i == 0 else []) + turn)
     outcomes = torch.zeros(len(rows), params.rps_rounds, dtype=torch.long)
@@ -196,11 +195,10 @@ def perplexity_stream(params: Params, index: int) -> torch.Tensor:
     return torch.tensor(tokens[: params.ppl_tokens])
 
 
-def _perplexity_job(job: tuple[Path, Params, list[int]]) -> dict[str, torch.Tensor]:
+def _perplexity_job(model: GPT, job: tuple[Params, list[int]]) -> dict[str, torch.Tensor]:
     """NLL of the tokens of some perplexity streams, read with window and with StreamingLLM,
     and recomputed from scratch, at the scored positions: {name: (n_streams, n_scored)}."""
-    checkpoint, params, indices = job
-    model, _ = load_checkpoint(checkpoint, None, pick_device())
+    params, indices = job
     tokens = torch.stack([perplexity_stream(params, i) for i in indices])  # (n, N)
     n, L = tokens.shape[0], params.ppl_window
     kinds = [Policy("window", "recent"), Policy("StreamingLLM", "recent", params.sinks)]
@@ -240,7 +238,7 @@ def scored_positions(params: Params) -> torch.Tensor:
 def attention_sinks(model: GPT, params: Params, saved: dict) -> dict:
     """Attention on the first token (<bos>) by layer, on the opening training-length windows
     of the perplexity streams, against a uniform head's; and the same measured along training
-    (validation windows), stage by stage, from the checkpoint."""
+    (validation windows), stage by stage, from the model file."""
     T = min(params.lm.seq_len, params.ppl_tokens)
     idx = torch.stack([perplexity_stream(params, i)[:T] for i in range(params.ppl_streams)])
     along, tokens_before = {}, 0
@@ -266,21 +264,22 @@ def attention_sinks(model: GPT, params: Params, saved: dict) -> dict:
 # --- the experiment --------------------------------------------------------------------------
 
 
-def _job(job: tuple) -> tuple[str, str, object]:
-    """One unit of work for map_runs: ("grocery" | "rps" | "ppl", model, args)."""
+def _job(models: dict[str, GPT], job: tuple) -> tuple[str, str, object]:
+    """One unit of work for map_runs: ("grocery" | "rps" | "ppl", model name, args), read by
+    that model of `models` (the trained models every worker shares)."""
     kind, model, args = job
     runner = {"grocery": _grocery_job, "rps": _rps_job, "ppl": _perplexity_job}[kind]
-    return kind, model, runner(args)
+    return kind, model, runner(models[model], args)
 
 
-def jobs_of(params: Params, model: str, checkpoint: Path) -> list[tuple]:
-    """Every stream one model reads: grocery at every budget (the decay sweep at the claims'),
+def jobs_of(params: Params, model: str) -> list[tuple]:
+    """Every stream one model reads: grocery at every cache size (the decay sweep at the claims'),
     rock-paper-scissors, and one perplexity stream per job, so that no number depends on how
     many workers there are."""
-    jobs = [("grocery", model, (checkpoint, params, i, b, b == params.budget))
-            for b in params.budgets for i in range(params.grocery_streams)]
-    jobs += [("rps", model, (checkpoint, params, i)) for i in range(params.rps_streams)]
-    return jobs + [("ppl", model, (checkpoint, params, [i])) for i in range(params.ppl_streams)]
+    jobs = [("grocery", model, (params, i, b, b == params.cache_size))
+            for b in params.cache_sizes for i in range(params.grocery_streams)]
+    jobs += [("rps", model, (params, i)) for i in range(params.rps_streams)]
+    return jobs + [("ppl", model, (params, [i])) for i in range(params.ppl_streams)]
 
 
 def measure(params: Params, model: GPT, saved: dict, results: dict[str, list]) -> dict:
@@ -300,11 +299,12 @@ def run(params: Params, ctx: RunContext) -> Report:
     device = pick_device()
     corpus, _ = dialogue.training_corpora(params.lm.n_dialogues,
                                           dialogue.Mixture(mention_percent=params.lm.mention_percent))
-    loaded = {name: load_checkpoint(ctx.bases[name], corpus.sha256, device) for name in MODELS}
-    workers = max(1, ctx.threads) if device.type == "cpu" else 1
-    jobs = [job for name in MODELS for job in jobs_of(params, name, ctx.bases[name])]
+    loaded = {name: load_model(ctx.bases[name], corpus.sha256, device) for name in MODELS}
+    jobs = [job for name in MODELS for job in jobs_of(params, name)]
+    workers = worker_count(ctx.threads, device, len(jobs))
     ctx.log(f"{len(jobs)} streaming jobs on {workers} worker(s)")
-    done = map_runs(_job, jobs, workers, device)
+    done = map_runs(_job, jobs, ctx.threads, device,
+                    shared={name: model for name, (model, _) in loaded.items()})
     by_model = {
         name: measure(params, model, saved, {
             kind: [r for k, m, r in done if (k, m) == (kind, name)]
@@ -314,7 +314,7 @@ def run(params: Params, ctx: RunContext) -> Report:
     claims = decide_claims(params, claimed["grocery"], claimed["rps"], claimed["perplexity"],
                            claimed["attention_sinks"])
     figures = {
-        "grocery_recall": {"budgets": params.budgets, "budget": params.budget,
+        "grocery_recall": {"cache_sizes": params.cache_sizes, "cache_size": params.cache_size,
                            "claims_model": CLAIMS_MODEL,
                            "by_model": {name: d["grocery"] for name, d in by_model.items()}},
         "rps_win_rate": {"win_per_game": claimed["rps"]["win_per_game"],
@@ -348,28 +348,28 @@ def run(params: Params, ctx: RunContext) -> Report:
 
 
 def grocery_metrics(params: Params, results: list[dict]) -> dict:
-    """Recall accuracy and item retention of every policy at every budget, per-stream
-    outcomes at the claims' budget (for the paired claim) and the decay sweep there."""
+    """Recall accuracy and item retention of every policy at every cache size, per-stream
+    outcomes at the claims' cache size (for the paired claim) and the decay sweep there."""
     n = params.grocery_streams
-    by_budget = {}
-    for i, budget in enumerate(params.budgets):
+    by_cache_size = {}
+    for i, cache_size in enumerate(params.cache_sizes):
         runs = results[i * n : (i + 1) * n]
-        by_budget[str(budget)] = {name: _recall(runs, name) for name in runs[0]["correct"]}
-    at_budget = results[params.budgets.index(params.budget) * n :][:n]
-    sweep = {params.grocery_decay: by_budget[str(params.budget)]["SirLLM"]["accuracy"]}
+        by_cache_size[str(cache_size)] = {name: _recall(runs, name) for name in runs[0]["correct"]}
+    at_cache_size = results[params.cache_sizes.index(params.cache_size) * n :][:n]
+    sweep = {params.grocery_decay: by_cache_size[str(params.cache_size)]["SirLLM"]["accuracy"]}
     for d in params.decays:
         name = f"SirLLM decay {d:g}"
-        if name in at_budget[0]["correct"]:
-            sweep[d] = by_budget[str(params.budget)][name]["accuracy"]
+        if name in at_cache_size[0]["correct"]:
+            sweep[d] = by_cache_size[str(params.cache_size)][name]["accuracy"]
     return {
         "streams": n,
-        "stream_tokens_mean": sum(r["tokens"] for r in at_budget) / n,
-        "item_distance_mean": sum(r["distance"] for r in at_budget) / n,
-        "by_budget": by_budget,
+        "stream_tokens_mean": sum(r["tokens"] for r in at_cache_size) / n,
+        "item_distance_mean": sum(r["distance"] for r in at_cache_size) / n,
+        "by_cache_size": by_cache_size,
         "decay_sweep": [[d, sweep[d]] for d in sorted(sweep, reverse=True)],
-        "correct_at_budget": {name: [int(r["correct"][name]) for r in at_budget]
-                              for name in at_budget[0]["correct"]},
-        "oracle_correct": sum(r["correct"][ORACLE] for r in at_budget),
+        "correct_at_cache_size": {name: [int(r["correct"][name]) for r in at_cache_size]
+                              for name in at_cache_size[0]["correct"]},
+        "oracle_correct": sum(r["correct"][ORACLE] for r in at_cache_size),
     }
 
 
@@ -429,7 +429,7 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
     request (the oracle's accuracy, the upper end of its interval), play from memory
     (StreamingLLM's win rate, the upper end of its bound) and an attention sink in the trained
     model."""
-    correct = grocery["correct_at_budget"]
+    correct = grocery["correct_at_cache_size"]
     ceiling = binomial_interval(grocery["oracle_correct"], grocery["streams"], LEVEL)
     wins = rps["win_per_game"]
     per = perplexity["per_stream"]
@@ -439,7 +439,7 @@ def decide_claims(params: Params, grocery: dict, rps: dict, perplexity: dict, si
              "recall gain, authors' scoring": paired_differences(correct[REFERENCE],
                                                                  correct["StreamingLLM"])},
             unit="streams", premises={"recall from a sparse cache": ceiling[1]},
-            base_models=1, fields={"budget": params.budget}),
+            base_models=1, fields={"cache_size": params.cache_size}),
         CLAIMS["sirllm-wins-rps"].decide(
             {"win gain": paired_differences(wins["SirLLM"], wins["StreamingLLM"]),
              "win gain, authors' scoring": paired_differences(wins[REFERENCE],

@@ -25,7 +25,7 @@ BASELINES = (SEQUENTIAL, MIXED, LAGRANGIAN)  # what SPO claims to beat, each tra
 def spo_name(alpha: float) -> str:
     return f"SPO α={alpha:g}"
 
-# The requests' tokens, len(digestlab.data.requests.TOKENS), written out so that reading the
+# The requests' tokens, len(digestlab.data.preferences.TOKENS), written out so that reading the
 # spec (which the workflow does while it plans) imports neither the data package nor torch;
 # tests/test_spo.py checks that the two agree.
 VOCAB_SIZE = 37
@@ -33,7 +33,7 @@ VOCAB_SIZE = 37
 
 class SupervisedPolicy(BaseModel):
     """The policy before alignment: the one GPT, fine-tuned on the persona's replies to
-    generated requests (digestlab/data/requests.py)."""
+    generated requests (digestlab/data/preferences.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,11 +1,11 @@
 """The policy every alignment method starts from: the one GPT, fine-tuned by the one loop on
-the persona's replies (`digestlab/data/requests.py`), the loss on reply tokens only."""
+the persona's replies (`digestlab/data/preferences.py`), the loss on reply tokens only."""
 
 from __future__ import annotations
 
 import hashlib
 
-from digestlab.data import requests
+from digestlab.data import preferences
 from digestlab.device import pick_device, seed_everything
 from digestlab.experiments import RunContext, TrainedBase
 from digestlab.experiments.spo import SupervisedPolicy
@@ -18,10 +18,10 @@ TRAIN_SEED = 0  # the fine-tuning data's seed; alignment draws requests with oth
 
 def examples(params: SupervisedPolicy) -> tuple[list[tuple[list[int], list[int]]], str]:
     """The (prompt, reply) token lists the policy is fine-tuned on, and their sha256."""
-    texts = requests.supervised_examples(params.n_examples, TRAIN_SEED, params.correct_percent,
+    texts = preferences.supervised_examples(params.n_examples, TRAIN_SEED, params.correct_percent,
                                          params.curt_if_correct, params.curt_if_wrong)
     digest = hashlib.sha256("".join(p + r for p, r in texts).encode("utf-8")).hexdigest()
-    return [(requests.encode(p), requests.encode(r)) for p, r in texts], digest
+    return [(preferences.encode(p), preferences.encode(r)) for p, r in texts], digest
 
 
 def train(params: SupervisedPolicy, ctx: RunContext) -> TrainedBase:

@@ -21,15 +21,13 @@ import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from digestlab.checkpoint import load_checkpoint
 from digestlab.claims import Claim, summarize
 from digestlab.configs import TrainConfig
-from digestlab.data import requests
-from digestlab.data.requests import Request
+from digestlab.data import preferences
+from digestlab.data.preferences import Request
 from digestlab.data.rng import derive_seed
 from digestlab.device import device_name, pick_device, seeded_generator
 from digestlab.experiments import ExperimentError, Report, RunContext, replica
@@ -45,6 +43,7 @@ from digestlab.experiments.spo import (
     spo_name,
 )
 from digestlab.experiments.spo.base_sft import examples
+from digestlab.modelfile import load_model
 from digestlab.nn import GPT
 from digestlab.objectives import (
     Pair,
@@ -56,10 +55,10 @@ from digestlab.objectives import (
     reference_margins,
     spo,
 )
-from digestlab.train import Objective, TrainResult, evaluate, map_runs, train
+from digestlab.train import Objective, TrainResult, evaluate, map_runs, train, worker_count
 
-REPLY_TOKENS = requests.SIZE + 2  # the letters, the word and the end
-END_ID = requests.TOKENS.index(requests.END)
+REPLY_TOKENS = preferences.SIZE + 2  # the letters, the word and the end
+END_ID = preferences.TOKENS.index(preferences.END)
 # seed streams: what each draw is for
 PAIRS_1, PAIRS_2, REPLIES_1, REPLIES_2, EVAL_PROMPTS, EVAL_REPLIES = range(6)
 
@@ -77,7 +76,7 @@ def sample_replies(model: GPT, asked: Sequence[Request], generator: torch.Genera
     """One reply per request as token ids, sampled at temperature 1 and cut after the end
     token. Replies stay ids from here on: decoding is for the scorers only."""
     device = model.wte.weight.device
-    prompts = torch.tensor([requests.encode(r.prompt()) for r in asked], device=device)
+    prompts = torch.tensor([preferences.encode(r.prompt()) for r in asked], device=device)
     out = []
     for i in range(0, len(prompts), batch):
         rows = model.generate(prompts[i : i + batch], REPLY_TOKENS, temperature=1.0,
@@ -88,18 +87,18 @@ def sample_replies(model: GPT, asked: Sequence[Request], generator: torch.Genera
 
 
 def helpful(request: Request, reply: list[int]) -> bool:
-    return requests.helpful(request, requests.decode(reply))
+    return preferences.helpful(request, preferences.decode(reply))
 
 
 def harmless(request: Request, reply: list[int]) -> bool:
-    return requests.harmless(requests.decode(reply))
+    return preferences.harmless(preferences.decode(reply))
 
 
 Judge = Callable[[Request, list[int]], bool]  # a ground-truth scorer of one reply
 
 
 @dataclass
-class Pairs:
+class PreferenceRound:
     """Preference pairs of one round, (prompt, chosen, rejected) token lists, and the requests
     they answer."""
 
@@ -113,16 +112,16 @@ class Pairs:
 
 
 def preference_pairs(model: GPT, asked: Sequence[Request], generator: torch.Generator,
-                     scorer: Judge) -> Pairs:
+                     scorer: Judge) -> PreferenceRound:
     """Two replies of `model` to each request; a pair wherever the scorer tells them apart.
     Raises ExperimentError when it never does (every reply scores the same)."""
     first = sample_replies(model, asked, generator)
     second = sample_replies(model, asked, generator)
-    out = Pairs([], [])
+    out = PreferenceRound([], [])
     for request, a, b in zip(asked, first, second, strict=True):
         if scorer(request, a) != scorer(request, b):
             chosen, rejected = (a, b) if scorer(request, a) else (b, a)
-            out.pairs.append((requests.encode(request.prompt()), chosen, rejected))
+            out.pairs.append((preferences.encode(request.prompt()), chosen, rejected))
             out.asked.append(request)
     if not out.pairs:
         raise ExperimentError(f"no {scorer.__name__} preference pairs among {len(asked)} "
@@ -131,7 +130,7 @@ def preference_pairs(model: GPT, asked: Sequence[Request], generator: torch.Gene
     return out
 
 
-def previous_reward_margins(pairs: Pairs, previous: GPT, before: GPT, beta: float
+def previous_reward_margins(pairs: PreferenceRound, previous: GPT, before: GPT, beta: float
                             ) -> torch.Tensor:
     """r(chosen) - r(rejected) per pair, r the implicit reward beta log previous/before."""
     prompts = [p for p, _, _ in pairs.pairs]
@@ -145,20 +144,20 @@ class Scorer:
 
     def __init__(self, sft: GPT, asked: list[Request], seed: int):
         self.sft, self.asked, self.seed = sft, asked, seed
-        self.prompts = [requests.encode(r.prompt()) for r in asked]
+        self.prompts = [preferences.encode(r.prompt()) for r in asked]
         self.base = self._replies(sft)
 
     def _replies(self, policy: GPT) -> dict[str, torch.Tensor | list[list[int]]]:
         """The policy's replies (ids) and, per reply, 1.0 or 0.0 for being helpful, harmless,
         well-formed and curt; each reply is decoded once."""
         replies = sample_replies(policy, self.asked, seeded_generator(self.seed, EVAL_REPLIES))
-        texts = [requests.decode(r) for r in replies]
-        parsed = [requests.parse(t) for t in texts]
+        texts = [preferences.decode(r) for r in replies]
+        parsed = [preferences.parse(t) for t in texts]
         flags = {
-            "helpful": [requests.helpful(q, t) for q, t in zip(self.asked, texts, strict=True)],
-            "harmless": [requests.harmless(t) for t in texts],
+            "helpful": [preferences.helpful(q, t) for q, t in zip(self.asked, texts, strict=True)],
+            "harmless": [preferences.harmless(t) for t in texts],
             "formed": [p is not None for p in parsed],
-            "curt": [p is not None and p[1] in requests.CURT_WORDS for p in parsed],
+            "curt": [p is not None and p[1] in preferences.CURT_WORDS for p in parsed],
         }
         return {"replies": replies,
                 **{k: torch.tensor(v, dtype=torch.float) for k, v in flags.items()}}
@@ -216,18 +215,19 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def _asked(params: Params, seed: int, stream: int) -> list[Request]:
-    return requests.requests(params.pair_prompts, derive_seed(seed, stream), held_out=False)
+    return preferences.draw_requests(params.pair_prompts, derive_seed(seed, stream), held_out=False)
 
 
-def _seed_job(job: tuple[Path, Params, int]) -> dict:
+def _seed_job(policies: dict[int, GPT], job: tuple[Params, int]) -> dict:
     """Both rounds of every method for one seed, from that seed's fine-tuned policy (one worker,
     single-threaded on the CPU)."""
-    checkpoint, params, seed = job
-    device = pick_device()
-    sft, _ = load_checkpoint(checkpoint, None, device)
+    params, seed = job
+    sft = policies[seed]
+    device = sft.wte.weight.device
     beta, size = params.beta, params.batch_size
-    asked = [r for r in requests.requests(params.eval_prompts, derive_seed(seed, EVAL_PROMPTS),
-                                          held_out=True) for _ in range(params.eval_samples)]
+    held_out = preferences.draw_requests(params.eval_prompts, derive_seed(seed, EVAL_PROMPTS),
+                                         held_out=True)
+    asked = [r for r in held_out for _ in range(params.eval_samples)]
     score = Scorer(sft, asked, seed)
     out: dict = {"seed": seed, "sft": score(sft)}
 
@@ -246,7 +246,7 @@ def _seed_job(job: tuple[Path, Params, int]) -> dict:
     implicit = previous_reward_margins(second, pi1, sft, beta)
     true = second.margin(helpful)
     # The oracle: the true helpfulness difference, scaled to the implicit margins' spread.
-    scale = (implicit.std() / true.std()).item() if true.std() > 0 else 0.0
+    factor = (implicit.std() / true.std()).item() if true.std() > 0 else 0.0
     cfg2 = dataclasses.replace(params.round2, seed=seed)
 
     def trained(objective_for: Callable[[GPT], Objective], cfg: TrainConfig = cfg2) -> dict:
@@ -274,7 +274,7 @@ def _seed_job(job: tuple[Path, Params, int]) -> dict:
     runs: dict[str, Callable[[GPT], Objective]] = {
         **{spo_name(a): (lambda p, a=a: spo(p, pi1, second.pairs, implicit, a, size, beta))
            for a in params.alphas},
-        ORACLE: lambda p: spo(p, pi1, second.pairs, true * scale, params.alpha, size, beta),
+        ORACLE: lambda p: spo(p, pi1, second.pairs, true * factor, params.alpha, size, beta),
     }
     out["methods"] = {name: trained(objective_for) for name, objective_for in runs.items()}
     out["baselines"] = {
@@ -287,7 +287,7 @@ def _seed_job(job: tuple[Path, Params, int]) -> dict:
         "pairs": len(second.pairs),
         "helpful_margin": true.mean().item(),  # helpfulness of chosen minus rejected
         "implicit_vs_true": correlation(implicit, true),
-        "oracle_scale": scale,
+        "oracle_factor": factor,
         "threshold": threshold,
         "multiplier_final": {str(k): v[-1] for k, v in multipliers.items()},
         "multiplier_max": {str(k): max(v) for k, v in multipliers.items()},
@@ -416,13 +416,14 @@ def run(params: Params, ctx: RunContext) -> Report:
     """Align each seed's fine-tuned policy with every method; decide the claims."""
     device = pick_device()
     _, digest = examples(params.sft)
-    checkpoints = [ctx.bases[replica("sft", seed)] for seed in params.seeds]
-    loaded = [load_checkpoint(c, digest, device) for c in checkpoints]  # checks their data
-    workers = max(1, min(ctx.threads, len(params.seeds))) if device.type == "cpu" else 1
+    # each seed's fine-tuned policy, its data checked
+    loaded = {seed: load_model(ctx.bases[replica("sft", seed)], digest, device)
+              for seed in params.seeds}
+    workers = worker_count(ctx.threads, device, len(params.seeds))
     ctx.log(f"{len(params.seeds)} seeds on {workers} worker(s)")
-    results = map_runs(_seed_job, [(c, params, s) for c, s in zip(checkpoints, params.seeds,
-                                                                   strict=True)],
-                       workers, device)
+    results = map_runs(_seed_job, [(params, seed) for seed in params.seeds], ctx.threads,
+                       device,
+                       shared={seed: model for seed, (model, _) in loaded.items()})
     for r in results:
         ctx.log(f"seed {r['seed']}: round 1 helpful/harmless {r['round1']['helpful']:.3f}/"
                 f"{r['round1']['harmless']:.3f}; "
@@ -454,13 +455,13 @@ def run(params: Params, ctx: RunContext) -> Report:
         "methods": {name: {"helpful": m["helpful"], "harmless": m["harmless"],
                            "above": {b: v["per_seed"] for b, v in m.get("above", {}).items()}}
                     for name, m in methods.items()}}}
-    trained = [saved["train"] for _, saved in loaded]
+    trained = [saved["train"] for _, saved in loaded.values()]
     return Report(
         seeds=params.seeds,
         device=device_name(device),
         metrics={
             "sft": {
-                "params": loaded[0][0].num_params(),
+                "params": loaded[params.seeds[0]][0].num_params(),
                 "final_loss": _stats([t["final_train_loss"] for t in trained]),
                 "examples": params.sft.n_examples,
                 "persona": {"correct": params.sft.correct_percent / 100,
@@ -472,7 +473,7 @@ def run(params: Params, ctx: RunContext) -> Report:
                          for r in results],
             "round2": {key: _mean_of([r["round2"][key] for r in results])
                        for key in ("pairs", "helpful_margin", "implicit_vs_true",
-                                   "oracle_scale", "threshold")},
+                                   "oracle_factor", "threshold")},
             "eval_replies": params.eval_prompts * params.eval_samples,
             "harmlessness_gain": {name: _stats(gain) for name, gain
                                   in harmlessness_gains(params, results).items()},

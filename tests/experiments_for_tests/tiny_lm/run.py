@@ -2,15 +2,15 @@
 
 import torch
 
-from digestlab.checkpoint import load_checkpoint
 from digestlab.data import build_splits, validation_windows
 from digestlab.experiments import Report, RunContext
+from digestlab.modelfile import load_model
 from experiments_for_tests.tiny_lm import CLAIMS, Params
 
 
 def run(params: Params, ctx: RunContext) -> Report:
     splits = build_splits(params.lm.n_documents, seed=0)
-    model, saved = load_checkpoint(ctx.bases["lm"], splits.sha256)
+    model, saved = load_model(ctx.bases["lm"], splits.sha256)
     x, y = validation_windows(splits.val, params.eval_groups * params.windows_per_group,
                               params.lm.seq_len)
     with torch.no_grad():
