@@ -128,9 +128,9 @@ def pretrain(
     seconds = time.perf_counter() - started
     # the params it was trained with, JSON-ready: a fine-tune rebuilds its parent's data from them
     save_model(model_path, trained.model, trained.result, trained.data_sha256,
-                    provenance() | {"experiment": name, "base": base, "scale": scale,
-                                    "threads": max(1, threads),
-                                    "params": params.model_dump(mode="json")}, trained.stages)
+               provenance() | {"experiment": name, "base": base, "scale": scale,
+                               "threads": max(1, threads),
+                               "params": params.model_dump(mode="json")}, trained.stages)
     log(f"saved {model_path} ({seconds:.1f}s of training)")
 
 

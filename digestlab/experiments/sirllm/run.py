@@ -368,7 +368,7 @@ def grocery_metrics(params: Params, results: list[dict]) -> dict:
         "by_cache_size": by_cache_size,
         "decay_sweep": [[d, sweep[d]] for d in sorted(sweep, reverse=True)],
         "correct_at_cache_size": {name: [int(r["correct"][name]) for r in at_cache_size]
-                              for name in at_cache_size[0]["correct"]},
+                                  for name in at_cache_size[0]["correct"]},
         "oracle_correct": sum(r["correct"][ORACLE] for r in at_cache_size),
     }
 
