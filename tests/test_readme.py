@@ -6,9 +6,9 @@ import sys
 
 import matplotlib.pyplot as plt
 import pytest
+from conftest import ROOT
 
 import digestlab.experiments
-from conftest import ROOT
 from digestlab.render import environment
 
 # A fenced block whose first line names the file it is: `# path` or `{# path #}`.
@@ -45,6 +45,7 @@ def test_the_walkthrough_experiment_trains_decides_and_draws(walkthrough, tmp_pa
     scope["test_in_context_decides_its_claim_at_smoke_scale"](tmp_path)
 
     from digestlab.experiments.in_context.figures import FIGURES
+
     from digestlab.io import read_json
 
     data = read_json(tmp_path / "fig" / "data.json")
