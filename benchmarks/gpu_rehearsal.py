@@ -73,9 +73,8 @@ def cut(cfg: TrainConfig, opts: SimpleNamespace) -> TrainConfig:
     """opts.steps steps (the loop times those past compilation) in the autocast a GPU
     resolves, each (already cut) batch in one piece."""
     amp = "bf16" if autocast_dtype(cfg.autocast, torch.device("cuda")) else "none"
-    one = {"accumulate": 1} if hasattr(cfg, "accumulate") else {}
     return dataclasses.replace(cfg, steps=opts.steps, warmup_steps=1, log_every=1, eval_every=0,
-                               autocast=amp, **one)
+                               autocast=amp, accumulate=1)
 
 
 def timed(build, n: int, limit_s: float) -> tuple[float, str]:

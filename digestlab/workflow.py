@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from digestlab.experiments import (
     base_models,
@@ -42,12 +42,21 @@ class FetchSettings(BaseModel):
 
 
 class ExperimentJobSettings(BaseModel):
-    """What each experiment job asks for."""
+    """What each experiment job asks for. Not strict: `--config experiment_job='{threads: 8}'`
+    hands its numbers over as strings."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
-    threads: Literal["all"] | Annotated[int, Field(gt=0)] = "all"
+    threads: int | Literal["all"] = "all"
     mem_mb: Annotated[int, Field(gt=0)] = 8000
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _all_or_cores(cls, value: Any) -> Any:
+        # one message for both ways of getting it wrong
+        if value == "all" or (str(value).isdigit() and int(value) > 0):
+            return value
+        raise ValueError(f"must be 'all' or a number of cores >= 1, got {value!r}")
 
 
 class Settings(BaseModel):

@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 
 import digestlab.experiments
+from digestlab.io import read_json
 from digestlab.render import environment
 
 # A fenced block whose first line names the file it is: `# path` or `{# path #}`.
@@ -43,10 +44,12 @@ def test_the_walkthrough_experiment_trains_decides_and_draws(walkthrough, tmp_pa
     scope: dict = {}
     exec(walkthrough["tests/test_in_context.py"], scope)  # noqa: S102 - the README's own test
     scope["test_in_context_decides_its_claim_at_smoke_scale"](tmp_path)
+    # what the README says of the outcome
+    (claim,) = read_json(tmp_path / "metrics.json")["claims"]
+    low, high = claim["comparisons"][0]["interval"]
+    assert claim["verdict"] == "inconclusive" and low < 0 < high
 
     from digestlab.experiments.in_context.figures import FIGURES
-
-    from digestlab.io import read_json
 
     data = read_json(tmp_path / "fig" / "data.json")
     plt.close(FIGURES["loss_by_position"](data["loss_by_position"], lambda text: text))

@@ -277,6 +277,23 @@ def test_each_profile_plans_the_experiment_jobs_with_their_resources(profile, ex
     assert expected in cla
 
 
+def test_experiment_jobs_take_their_threads_and_memory_from_the_config():
+    def plan(setting: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "4",
+             "--config", "scale=cpu", f"experiment_job={setting}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    done = plan("{threads: 3, mem_mb: 1234}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    cla = done.stdout.split("output: results/cross-layer-attention/metrics.json")[1]
+    cla = cla.split("rule ", 1)[0]
+    assert "threads: 3\n" in cla and "mem_mb=1234," in cla
+    done = plan("{threads: 0}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--config: experiment_job.threads: must be 'all' or a number of cores" in done.stderr
+
+
 def test_a_second_run_is_refused_and_a_killed_run_restarts_with_the_plain_command(workspace):
     cla = workspace / "papers" / "cla.yaml"
     data = yaml.safe_load(cla.read_text(encoding="utf-8"))
