@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from digestlab.digest import DigestError, parse_digest
-from digestlab.experiments import resolve_scale
+from digestlab.experiments import experiment_exists, resolve_scale
 from digestlab.fetch import (
     FETCH_ERRORS,
     ArxivUnreachable,
@@ -33,6 +33,7 @@ from digestlab.fetch import (
     query_arxiv,
 )
 from digestlab.io import write_bytes_atomic
+from digestlab.methods import measured_elsewhere
 from digestlab.papers import (
     PAPER_ID,
     PaperError,
@@ -83,6 +84,32 @@ class _EntryDumper(yaml.SafeDumper):
 _EntryDumper.add_representer(
     str, lambda dumper, text: dumper.represent_scalar(
         "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def reproductions_in(papers_dir: Path, packages: tuple[str, ...]) -> dict[str, str]:
+    """Entry id -> experiment for each entry with a reproduction, read without validating the
+    rest (a new entry's notes are still empty); an unreadable file is skipped: `check` names
+    it."""
+    found = {}
+    for path in sorted(papers_dir.glob("*.yaml")):
+        try:
+            data = load_yaml(path.read_text(encoding="utf-8"))
+            experiment = data["reproduction"]["experiment"]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        if isinstance(experiment, str) and experiment_exists(experiment, packages):
+            found[path.stem] = experiment
+    return found
+
+
+def say_measured(path: Path, ref: str, config: dict[str, Any]) -> None:
+    """Tell the person adding an entry which methods of its paper the digest already measures:
+    its page will show them, and no experiment reruns for it."""
+    packages = tuple(config["experiment_packages"])
+    reproductions = reproductions_in(Path(config["papers_dir"]), packages)
+    for entry, method in measured_elsewhere(ref, reproductions, packages):
+        print(f"{path}: {method.name} is measured in {entry}'s reproduction; the page will show "
+              "it under \"Measured in this digest\", and no experiment reruns for it")
 
 
 def dump_entry(entry: dict[str, Any]) -> str:
@@ -147,6 +174,7 @@ def new(arxiv_id: str, tags: list[str], config: dict[str, Any]) -> int:
     if path.exists():
         sys.exit(f"{path}: (file): already exists; nothing was written")
     write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
+    say_measured(path, arxiv_id, config)
     if origin == "arxiv":
         print(f"wrote {path} from arXiv; write its notes, then run `digestlab check`")
     else:
@@ -245,6 +273,8 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
         else:
             write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
             print(f"wrote {path} (to fill in: {', '.join(todo)})")
+            if source:
+                say_measured(path, source.get("arxiv") or source["url"], config)
         written += 1
         if arxiv_id:
             held[bare_arxiv_id(arxiv_id)] = path

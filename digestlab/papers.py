@@ -245,6 +245,26 @@ class Reproduction(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _known_method(value: str, info: ValidationInfo) -> str:
+    methods_of = (info.context or {}).get("methods_of")
+    experiment = info.data.get("experiment")
+    if methods_of is not None and experiment is not None:
+        known = methods_of(experiment)
+        if value not in known:
+            allowed = f"known: {', '.join(known)}" if known else "it declares none"
+            raise ValueError(f"unknown method {value!r} of experiment {experiment!r} ({allowed})")
+    return value
+
+
+class MeasuredAs(Strict):
+    """A method measured in this digest that the entry describes although its source is not the
+    paper the method is credited to (a blog post on it, say): the experiment and the method's
+    id there (digestlab/experiments/<experiment>/methods.py)."""
+
+    experiment: Annotated[str, AfterValidator(_known_experiment)]
+    method: Annotated[str, AfterValidator(_known_method)]
+
+
 class Paper(Strict):
     """One entry of the digest."""
 
@@ -264,6 +284,7 @@ class Paper(Strict):
     related: list[str] = Field(default_factory=list, max_length=200)
     links: dict[Line, HttpUrl] = Field(default_factory=dict, max_length=50)
     reproduction: Reproduction | None = None
+    measured_as: list[MeasuredAs] = Field(default_factory=list, max_length=50)
 
     @field_validator("id")
     @classmethod
@@ -336,6 +357,7 @@ _SECTIONS: dict[tuple, type[BaseModel]] = {
     ("note",): Note,
     ("reproduction",): Reproduction,
 }
+_LISTS: dict[tuple, type[BaseModel]] = {("measured_as",): MeasuredAs}
 
 
 def describe_error(error: Mapping[str, Any]) -> tuple[str, str]:
@@ -411,8 +433,10 @@ def load_papers(
     papers_dir: str | Path,
     tags: Mapping[str, Mapping[str, str]],
     experiment_exists: Callable[[str], bool],
+    methods_of: Callable[[str], list[str]] | None = None,
 ) -> dict[str, Paper]:
-    """Read and validate every entry in `papers_dir`; raise PaperError listing all problems."""
+    """Read and validate every entry in `papers_dir`; raise PaperError listing all problems.
+    `methods_of` gives the ids of the methods an experiment declares, for `measured_as`."""
     papers_dir = Path(papers_dir)
     problems: list[str] = []
     papers: dict[str, Paper] = {}
@@ -432,13 +456,15 @@ def load_papers(
             continue
         try:
             paper = Paper.model_validate(
-                data, context={"tags": tags, "experiment_exists": experiment_exists}
+                data, context={"tags": tags, "experiment_exists": experiment_exists,
+                               "methods_of": methods_of}
             )
         except ValidationError as exc:
             for error in exc.errors():
                 field, message = describe_error(error)
                 if message == "unknown field":
-                    parent = _SECTIONS.get(tuple(error["loc"][:-1]))
+                    parent = (_SECTIONS.get(tuple(error["loc"][:-1]))
+                              or _LISTS.get(tuple(error["loc"][:-2])))
                     message += f" (allowed: {_allowed_fields(parent)})" if parent else ""
                 problems.append(f"{path}: {field}: {message}")
             continue

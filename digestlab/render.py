@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import groupby
 from pathlib import Path
@@ -26,9 +26,10 @@ from babel.dates import format_date
 from babel.numbers import format_decimal
 from feedgen.feed import FeedGenerator
 
-from digestlab.claims import SCHEMA_VERSION, VERDICTS, Claim
+from digestlab.claims import LEVEL, SCHEMA_VERSION, VERDICTS, Claim
 from digestlab.i18n import translations
 from digestlab.io import read_json, write_bytes_atomic, write_text_atomic
+from digestlab.methods import Row, links, paper_key
 from digestlab.papers import (
     LANGUAGES,
     Paper,
@@ -103,8 +104,102 @@ def environment(lang: str) -> jinja2.Environment:
     env.filters["date"] = lambda value: format_date(value, format="long", locale=lang)
     # a value the same in every language, or one per language
     env.filters["local"] = lambda value: value[lang] if isinstance(value, dict) else value
-    env.globals.update(lang=lang, verdicts=VERDICTS, templates=set(env.list_templates()))
+    env.globals.update(lang=lang, verdicts=VERDICTS, level=LEVEL,
+                       templates=set(env.list_templates()))
     return env
+
+
+@dataclass
+class MethodView:
+    """A method one entry's reproduction measured (a method of its methods.json, rows and
+    decided claims typed), with the entries its credit reaches."""
+
+    method: dict[str, Any]
+    measured_in: Paper
+    scale: str
+    reference: dict[str, Any] | None  # the experiment's reference method, when it is another
+    is_reference: bool  # whether it is the reference method itself
+    credited_to: list[Paper]  # entries whose page shows this method
+    named_by: set[str]  # those of them that name it in `measured_as`
+
+    @property
+    def paper_url(self) -> str:
+        ref = self.method["paper"]
+        return ref if ref.startswith(("http://", "https://")) else arxiv_abs_url(ref)
+
+    @property
+    def paper_label(self) -> str:
+        """arXiv:<id>, doi:<doi>, or the host of another address."""
+        ref = self.method["paper"]
+        if not ref.startswith(("http://", "https://")):
+            return f"arXiv:{ref}"
+        host, _, path = ref.split("://", 1)[1].partition("/")
+        return f"doi:{path}" if host in ("doi.org", "dx.doi.org") else host
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.method["rows"])
+
+    @property
+    def own(self) -> bool:
+        """Whether it is the measuring entry's own paper's method."""
+        return paper_key(self.method["paper"]) == paper_key(
+            self.measured_in.arxiv_id or self.measured_in.url)
+
+    def headline(self) -> tuple[Row, Row | None] | None:
+        """The method's first row, and the reference method's first row of the same quantity
+        (None when this is the reference, or the reference did not measure it)."""
+        rows = self.method["rows"]
+        if not rows:
+            return None
+        theirs = None
+        if self.reference is not None:
+            theirs = next((r for r in self.reference["rows"]
+                           if r.quantity == rows[0].quantity), None)
+        return rows[0], theirs
+
+    @property
+    def paper_entries(self) -> list[Paper]:
+        """The entries of the paper the method comes from (not those that only name it)."""
+        return [e for e in self.credited_to if e.id not in self.named_by]
+
+    def tags(self) -> list[str]:
+        """The measuring entry's tags, then those of its paper's entries, each once."""
+        found = list(self.measured_in.tags)
+        for entry in self.paper_entries:
+            found += [t for t in entry.tags if t not in found]
+        return found
+
+
+def read_methods(path: str | Path) -> dict[str, Any]:
+    """A result's methods (results/<paper>/methods.json), rows and decided claims typed."""
+    measured = read_claims_json(path)
+    for method in measured["methods"]:
+        method["rows"] = [Row.model_validate(r) for r in method["rows"]]
+        method["decided"] = [Claim.model_validate(c) for c in method["decided"]]
+    return measured
+
+
+def method_views(measured: dict[str, dict[str, Any]], papers: dict[str, Paper]
+                 ) -> list[MethodView]:
+    """Every method of `measured` (measuring entry id -> its read methods.json), credited to
+    the entries of `papers` as digestlab.methods.links says."""
+    found = links(papers, {paper: (m["experiment"], m["methods"])
+                           for paper, m in measured.items()})
+    views = []
+    for paper, result in measured.items():
+        by_id = {m["id"]: m for m in result["methods"]}
+        reference = by_id.get(result["reference"])
+        for method in result["methods"]:
+            mine = [link for link in found
+                    if link.measured_in == paper and link.method == method["id"]]
+            views.append(MethodView(
+                method=method, measured_in=papers[paper], scale=result["scale"],
+                reference=reference if reference is not method else None,
+                is_reference=reference is method,
+                credited_to=[papers[link.entry] for link in mine],
+                named_by={link.entry for link in mine if link.explicit}))
+    return views
 
 
 @dataclass
@@ -114,6 +209,8 @@ class PaperView:
     paper: Paper
     meta: dict[str, Any] | None  # resources/arxiv/<id>.json, when the entry is on arXiv
     result: dict[str, Any] | None  # results/<id>/metrics.json, when it has a reproduction
+    credits: list[MethodView] = field(default_factory=list)  # its methods measured elsewhere
+    measures: list[MethodView] = field(default_factory=list)  # what its reproduction measured
 
     @property
     def title(self) -> str:
@@ -154,12 +251,23 @@ class PaperView:
 
     @property
     def findings(self) -> list[Claim]:
-        """The result's claims about the paper (checks of the implementation left out)."""
+        """The result's claims (checks of the implementation left out): those of this paper,
+        and those of other papers whose methods the reproduction measured."""
         claims = self.result["claims"] if self.result else []
         return [c for c in claims if c.kind == "finding"]
 
+    @property
+    def credited_claims(self) -> list[Claim]:
+        """This paper's claims decided in other entries' reproductions (an entry that only
+        names a method in `measured_as` is not its paper, and counts none)."""
+        return [c for credit in self.credits if self.paper.id not in credit.named_by
+                for c in credit.method["decided"] if c.kind == "finding"]
+
     def verdict_counts(self) -> dict[str, int]:
-        return {v: sum(c.verdict == v for c in self.findings) for v in VERDICTS}
+        """Verdicts of the claims this entry counts: those its reproduction decided and those of
+        its paper decided elsewhere."""
+        claims = self.findings + self.credited_claims
+        return {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
 
     def bibtex(self) -> str:
         """A BibTeX entry: an arXiv e-print, or the entry's own address."""
@@ -208,14 +316,21 @@ class StaleResult(ValueError):
     """A metrics.json written by code whose claims records this code cannot read."""
 
 
-def read_result(metrics: str | Path) -> dict[str, Any]:
-    """A result with its claims as typed records (digestlab.claims.Claim)."""
-    result = read_json(metrics)
-    schema = result.get("claims_schema", 1)
+def read_claims_json(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding claims records (metrics.json, methods.json), refused when they are of
+    another schema than this code reads."""
+    data = read_json(path)
+    schema = data.get("claims_schema", 1)
     if schema != SCHEMA_VERSION:
-        raise StaleResult(f"{metrics}: its claims are of schema {schema} and this code reads "
+        raise StaleResult(f"{path}: its claims are of schema {schema} and this code reads "
                           f"{SCHEMA_VERSION}; rerun the reproduction (snakemake --cores all "
                           f"--forcerun reproduce)")
+    return data
+
+
+def read_result(metrics: str | Path) -> dict[str, Any]:
+    """A result with its claims as typed records (digestlab.claims.Claim)."""
+    result = read_claims_json(metrics)
     result["claims"] = [Claim.model_validate(c) for c in result["claims"]]
     return result
 
@@ -245,6 +360,18 @@ def render(template: str, lang: str, **context: Any) -> str:
     return environment(lang).get_template(template).render(**context)
 
 
+def with_methods(views: list[PaperView], papers: dict[str, Paper],
+                 methods: dict[str, str | Path]) -> list[MethodView]:
+    """Attach to each view the methods credited to its paper and those its reproduction
+    measured (`methods`: measuring entry id -> its methods.json); return every method."""
+    measured = method_views({paper: read_methods(path) for paper, path in methods.items()},
+                            papers)
+    for view in views:
+        view.credits = [m for m in measured if view.paper in m.credited_to]
+        view.measures = [m for m in measured if m.measured_in.id == view.paper.id]
+    return measured
+
+
 def render_paper_pages(
     entry: str | Path,
     tags: str | Path,
@@ -253,12 +380,18 @@ def render_paper_pages(
     out: dict[str, str | Path],
     related_entries: list[str | Path] = (),
     related_arxiv: list[str | Path] = (),
+    methods: list[str | Path] = (),
+    linked_entries: list[str | Path] = (),
 ) -> None:
     """Write one paper's page in every language; `related_entries` name the related entries,
-    `related_arxiv` the fetched metadata of related papers the digest does not hold."""
+    `related_arxiv` the fetched metadata of related papers the digest does not hold, `methods`
+    the methods.json of the results that measured this paper's methods or that are its own,
+    `linked_entries` the entries at the other end of those methods' credits."""
     view = load_view(entry, arxiv, metrics)
     vocabulary = load_tags(tags)
     papers = {Path(p).stem: read_paper(p) for p in related_entries}
+    linked = {Path(p).stem: read_paper(p) for p in linked_entries} | {view.paper.id: view.paper}
+    with_methods([view], linked, {Path(m).parent.name: m for m in methods})
     metadata = {bare_arxiv_id(m["arxiv_id"]): m for m in map(read_metadata, related_arxiv)}
     for lang in LANGUAGES:
         text = render("paper.md.j2", lang, view=view, tags=vocabulary, papers=papers,
@@ -272,38 +405,78 @@ def render_site_pages(
     arxiv: dict[str, str | Path],
     metrics: dict[str, str | Path],
     out_dir: str | Path,
+    methods: dict[str, str | Path] | None = None,
 ) -> None:
-    """Write the home, results and tags pages and the Atom feed of every language, and the
-    whole catalogue in BibTeX. `arxiv` and `metrics` map paper ids to their metadata and
-    results files."""
+    """Write the home, results, methods and tags pages and the Atom feed of every language,
+    and the whole catalogue in BibTeX. `arxiv`, `metrics` and `methods` map paper ids to their
+    metadata, results and methods.json files."""
     views = []
     for entry in entries:
         paper_id = Path(entry).stem
         views.append(load_view(entry, arxiv.get(paper_id), metrics.get(paper_id)))
     views.sort(key=digest_order)
+    measured = with_methods(views, {v.paper.id: v.paper for v in views}, methods or {})
     by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
     vocabulary = load_tags(tags)
-    # every claim about a paper in every result, for the dashboard, and the filters it offers
-    claims = [(v, c) for v in views for c in v.findings]
-    claim_tags = {tag: n for tag in vocabulary
-                  if (n := sum(tag in v.paper.tags for v, _ in claims))}
+    # every claim in every result, for the dashboard, with the method whose paper's claim it
+    # is when it is another paper's; its row carries the tags of both papers
+    claims = [(v, c, claim_credit(v, c)) for v in views for c in v.findings]
+    row_tags = [claim_tags_of(v, credit) for v, _, credit in claims]
+    claim_tags = {tag: n for tag in vocabulary if (n := sum(tag in t for t in row_tags))}
+    # every method measured anywhere, for the methods index, its reproduction's order kept
+    order = {v.paper.id: i for i, v in enumerate(views)}
+    methods_index = sorted((m for m in measured if m.measured),
+                           key=lambda m: order[m.measured_in.id])
+    method_tags = {tag: n for tag in vocabulary
+                   if (n := sum(tag in m.tags() for m in methods_index))}
     tag_counts = {tag: n for tag in vocabulary if (n := sum(tag in v.paper.tags for v in views))}
     filter_ids = ["tag-all", *(f"tag-{t}" for t in claim_tags), "verdict-all",
                   *(f"verdict-{v}" for v in VERDICTS)]
+    method_filter_ids = ["tag-all", *(f"tag-{t}" for t in method_tags)]
     for lang in LANGUAGES:
         context = dict(
             views=views, by_date=by_date, tags=vocabulary, first_paragraph=first_paragraph,
             claims=claims, claim_tags=claim_tags, filter_ids=filter_ids, tag_counts=tag_counts,
+            methods=methods_index, method_tags=method_tags, method_filter_ids=method_filter_ids,
         )
         for page in PAGES:
             text = render(f"{page}.md.j2", lang, **context)
             write_text_atomic(Path(out_dir) / lang / f"{page}.md", text)
         write_bytes_atomic(Path(out_dir) / lang / FEED, atom_feed(views, vocabulary, lang))
-    # the results table's filters: a <style> in the page would not pass the site's allow-list
+    # the filters of the results and methods tables: a <style> in the page would not pass the
+    # site's allow-list
     write_text_atomic(Path(out_dir) / FILTERS_CSS, render(
-        "filters.css.j2", LANGUAGES[0], claim_tags=claim_tags, filter_ids=filter_ids))
+        "filters.css.j2", LANGUAGES[0], claim_tags=claim_tags | method_tags,
+        filter_ids=list(dict.fromkeys(filter_ids + method_filter_ids))))
     bibliography = "\n".join(v.bibtex() for v in sorted(views, key=lambda v: v.paper.id))
     write_text_atomic(Path(out_dir) / BIBLIOGRAPHY, bibliography)
+
+
+def claim_credit(view: PaperView, claim: Claim) -> MethodView | None:
+    """The method measured in `view`'s reproduction whose paper `claim` is a claim of, when it
+    is not the reproduced paper's own."""
+    return next((m for m in view.measures
+                 if not m.own and claim.id in m.method["claims"]), None)
+
+
+def claim_tags_of(view: PaperView, credit: MethodView | None) -> list[str]:
+    """The tags a claim is filtered by: its reproduction's, and its own paper's entry's."""
+    return credit.tags() if credit else list(view.paper.tags)
+
+
+def claim_count(view: PaperView, lang: str) -> str:
+    """One sentence counting the verdicts of the claims an entry counts, or nothing when it
+    counts none."""
+    counts = view.verdict_counts()
+    if not sum(counts.values()):
+        return ""
+    text = translations(lang)
+    names = {"reproduced": text.gettext("Reproduced"),
+             "not_reproduced": text.gettext("Not reproduced"),
+             "inconclusive": text.gettext("Inconclusive"),
+             "not_testable": text.gettext("Not testable")}
+    parts = ", ".join(f"{names[v]} {number(n, lang)}" for v, n in counts.items() if n)
+    return text.gettext("Claims decided in this digest: %(counts)s.") % {"counts": parts}
 
 
 def atom_feed(views: list[PaperView], tags: dict[str, dict[str, str]], lang: str) -> bytes:
@@ -328,5 +501,8 @@ def atom_feed(views: list[PaperView], tags: dict[str, dict[str, str]], lang: str
             entry.author(name=author)
         for tag in view.paper.tags:
             entry.category(term=tag, label=tags[tag][lang])
-        entry.summary(first_paragraph(getattr(view.paper.note, lang)))
+        summary = first_paragraph(getattr(view.paper.note, lang))
+        if decided := claim_count(view, lang):
+            summary += " " + decided
+        entry.summary(summary)
     return feed.atom_str(pretty=True)

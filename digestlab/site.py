@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from digestlab.io import replace_dir_atomic
 from digestlab.papers import LANGUAGES
 
-PAGES = ("index", "results", "tags")  # generated per language beside the paper pages
+PAGES = ("index", "results", "methods", "tags")  # generated per language beside the paper pages
 FEED = "feed.xml"  # an Atom feed of the digest, per language, beside the home page
 BIBLIOGRAPHY = "assets/digestlab.bib"  # the whole catalogue in BibTeX, under the docs folder
 FILTERS_CSS = "stylesheets/filters.css"  # the results table's filters, under the docs folder

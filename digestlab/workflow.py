@@ -25,6 +25,7 @@ from digestlab.experiments import (
     param_problems,
 )
 from digestlab.io import read_json, write_json_atomic
+from digestlab.methods import declared
 from digestlab.papers import Paper, PaperError, describe_error, load_papers, load_tags
 
 
@@ -97,7 +98,8 @@ def load_papers_or_exit(config: Mapping[str, Any]) -> dict[str, Paper]:
     try:
         tags = load_tags(config["tags"])
         return load_papers(
-            config["papers_dir"], tags, lambda name: experiment_exists(name, packages)
+            config["papers_dir"], tags, lambda name: experiment_exists(name, packages),
+            lambda name: [method.id for method in declared(name, packages).methods],
         )
     except PaperError as exc:
         n = len(exc.problems)

@@ -356,3 +356,86 @@ def test_noise_benchmark_tunes_on_the_tuning_seeds_only():
         capture_output=True, text=True)
     assert done.returncode == 2
     assert "smoke scale has no tuning seeds" in done.stderr
+
+
+# --- methods.py: the designs credited to their papers ---------------------------------------------
+
+def _design(val_ppl: list[float], kv: float, params: int) -> dict:
+    """A design's entry of metrics["designs"], with only what methods.py reads."""
+    return {"val_ppl": val_ppl, "kv_bytes_per_token": kv, "params": params}
+
+
+def _result(designs: dict[str, dict]) -> dict:
+    """A metrics.json of the designs trained, with what methods.py reads."""
+    return {"experiment": "cla", "params": {"designs": list(designs)},
+            "metrics": {"designs": designs}}
+
+
+def test_method_rows_are_each_designs_seed_mean_then_its_exact_kv_bytes_and_parameters():
+    from digestlab.claims import LEVEL, mean_interval
+    from digestlab.experiments.cla.methods import KV_BYTES, PARAMETERS, PERPLEXITY, rows
+
+    got = rows(_result({"MQA": _design([3.5, 3.6, 3.4], 384.0, 1000),
+                        "MQA d/2": _design([3.7, 3.7, 3.7], 192.0, 900),
+                        "MQA-CLA2": _design([3.6, 3.8, 3.7], 192.0, 900),
+                        "MQA-CLA3 3d/2": _design([3.9, 3.6], 192.0, 1000)}))
+    cla, mqa = got["cla"], got["mqa"]
+    # CLA's headline is MQA-CLA2's perplexity, set against MQA's: the same quantity
+    assert [r.quantity for r in cla] == [PERPLEXITY, KV_BYTES, PARAMETERS] * 2
+    assert [r.setting["en"].split(":")[0] for r in cla[::3]] == ["MQA-CLA2", "MQA-CLA3 3d/2"]
+    assert [r.setting["en"].split(":")[0] for r in mqa[::3]] == ["MQA", "MQA d/2"]
+    assert cla[0].value == pytest.approx(3.7) and cla[0].n == 3 and cla[0].unit == "training seeds"
+    assert cla[0].interval == pytest.approx(mean_interval([3.6, 3.8, 3.7]))
+    assert cla[0].level == LEVEL and cla[0].better == "lower"
+    assert (cla[1].value, cla[1].n, cla[1].interval, cla[1].better) == (192.0, 1, None, "lower")
+    assert (mqa[1].value, mqa[2].value) == (384.0, 1000)
+    assert mqa[3].value == pytest.approx(3.7) and mqa[3].interval is None  # seeds agree exactly
+
+
+def test_method_rows_leave_out_designs_the_scale_did_not_train():
+    from digestlab.experiments.cla.methods import rows
+
+    cpu = {name: _design([3.5, 3.6], 192.0, 900) for name in CLAIMED}  # no MHA, GQA-4 or MLA
+    got = rows(_result(cpu))
+    assert not got["mha"] and not got["gqa"] and not got["mla"]
+    smoke = rows(_result({name: _design([50.0, 60.0], 96.0, 900) for name in DESIGNS}))
+    assert [r.setting["en"].split(":")[0] for r in smoke["mla"]] == ["MLA"] * 3
+    assert len(smoke["cla"]) == 3 * 3  # MQA-CLA2, MQA-CLA3 and MQA-CLA3 3d/2
+
+
+def test_methods_credit_every_design_to_one_paper_and_name_only_declared_claims():
+    from digestlab.experiments.cla import methods
+
+    designs = [d for ds in methods.DESIGNS_OF.values() for d in ds]
+    assert sorted(designs) == sorted(DESIGNS)  # each design a row of exactly one method
+    assert set(methods.DESIGNS_OF) == {m.id for m in methods.METHODS}
+    assert methods.REFERENCE == "mqa"
+    roles = {m.id: m.role for m in methods.METHODS}
+    assert [i for i, role in roles.items() if role == "proposed"] == ["cla"]
+    # the claims are the CLA paper's, every one about MQA-CLA2
+    claims = {m.id: m.claims for m in methods.METHODS}
+    assert sorted(claims.pop("cla")) == sorted(CLAIMS)
+    assert not any(claims.values())
+
+
+def test_methods_module_imports_without_torch():
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
+         "import digestlab.experiments.cla.methods as m; print(len(m.METHODS))"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+
+
+def test_credit_gives_the_cpu_scales_methods_their_rows_and_cla_its_decided_claims():
+    from digestlab.methods import credit
+
+    result = _result({name: _design([3.5, 3.6, 3.7], 192.0, 900) for name in CLAIMED}) | {
+        "scale": "cpu", "claims_schema": 3,
+        "claims": [{"id": claim_id, "verdict": "reproduced"} for claim_id in CLAIMS]}
+    out = credit(result, ("digestlab.experiments",))
+    by_id = {m["id"]: m for m in out["methods"]}
+    assert out["reference"] == "mqa"
+    assert [c["id"] for c in by_id["cla"]["decided"]] == list(CLAIMS)
+    assert len(by_id["cla"]["rows"]) == 2 * 3 and len(by_id["mqa"]["rows"]) == 2 * 3
+    assert not by_id.get("mla", {}).get("rows")  # not trained at the cpu scale

@@ -59,7 +59,10 @@ def test_check_passes_valid_entries_and_names_each_problem_like_the_pipeline(rep
 def test_new_writes_an_entry_from_arxiv_that_check_then_asks_notes_for(repo, capsys):
     assert run("new", NEW_ID, "--tags", "efficiency,llm") == 0
     path = repo / "papers" / "you-only-cache-once-decoder-decoder.yaml"
-    assert "write its notes" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "write its notes" in said
+    # the workspace's cla entry runs noisy_mean, which credits its sample mean to this paper
+    assert f"{path.relative_to(repo)}: Sample mean is measured in cla's reproduction" in said
     written = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert written["source"] == {"arxiv": NEW_ID} and written["authors"] == ["Yutao Sun",
                                                                            "Li Dong"]
@@ -162,6 +165,7 @@ def test_import_turns_a_digest_into_entries_and_overwrites_nothing(repo, capsys)
     # found by its title on arXiv, and already held by the workspace's cla entry
     assert "cla.yaml already holds 2405.12981; skipped" in said
     assert "wrote 2 of 3 papers" in said
+    assert "you-only-cache-once-decoder-decoder.yaml: Sample mean is measured in cla's" in said
 
     written = {p: p.read_bytes() for p in (repo / "papers").iterdir()}
     assert run("import", "digest.txt") == 0

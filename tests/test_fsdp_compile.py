@@ -318,3 +318,169 @@ def test_smoke_run_measures_every_configuration(smoke_runs):
     figures = json.loads((root / "a" / "figures" / "data.json").read_text())
     assert first["figures"] == list(figures) == ["throughput", "checkpointing", "parity"]
     # that the second run repeats the first, timings aside, test_experiments.py checks
+
+
+# --- methods.py: the levers credited to their papers ----------------------------------------------
+
+def _parity(world: int = 2) -> dict:
+    """metrics["parity"] as run.py writes it, with only what methods.py reads."""
+    losses = {"eager": [2.0, 2.2, 2.1], "compile": [2.1, 2.2, 2.3]}
+    if world > 1:
+        losses[f"FSDP x{world}"] = [2.0, 2.1, 2.1]
+    return {"final_loss": losses, "shifts": shifts(losses)}
+
+
+# made-up measurements of the timed and memory runs: tokens/s of each timed configuration in
+# round 0 (a round later adds 10 tokens/s; memory runs time nothing), and peak memory (MB) of
+# each checkpointed fraction in round 0 (a round later adds 1 MB; compiled runs add 5 MB)
+TIMED_SPEED = {"eager": 100.0, "compile": 130.0, "compile + checkpoint 0.5": 120.0,
+         "compile + checkpoint 1": 90.0, "FSDP x1 + bf16 params": 140.0}
+PEAK_MB = {0.0: 100.0, 0.5: 80.0, 1.0: 60.0}
+
+
+def _timing(gpu: bool) -> dict:
+    """result["timing"] as run.py writes it from the runs `setups` plans at the cpu scale (4
+    rounds, memory runs in the first 2 on a CPU), measured as TIMED_SPEED and PEAK_MB say."""
+    from digestlab.experiments.fsdp_compile import FULL, SELECTIVE
+    from digestlab.experiments.fsdp_compile.run import configuration_table
+
+    runs: dict[str, list[dict]] = {}
+    memory_runs: dict[str, list[dict]] = {}
+    for setup in setups(SCALES["cpu"], gpu):
+        peak = PEAK_MB[setup.checkpoint] + setup.seed + (5.0 if setup.compile else 0.0)
+        measured = {"setup": setup.__dict__, "checkpointed_blocks": [],
+                    "tokens_per_s": TIMED_SPEED.get(setup.name, 1.0) + 10.0 * setup.seed,
+                    "step_time_s": 0.1,
+                    "mfu": 0.5, "mfu_spec": None, "peak_flops": 1e11, "wall_time_s": 1.0,
+                    "training_memory_bytes": peak * 1e6}
+        (memory_runs if setup.memory else runs).setdefault(setup.name, []).append(measured)
+    memory = {name: [r["training_memory_bytes"] for r in rs]
+              for name, rs in (memory_runs or runs).items()}
+    by_fraction = {f: memory[checkpoint_name(f, compiled=not memory_runs)]
+                   for f in (0.0, SELECTIVE, FULL)}
+    return {"configurations": configuration_table(runs, memory),
+            "training_memory_mb": {f"{f:g}": [m / 1e6 for m in by_fraction[f]]
+                                   for f in by_fraction}}
+
+
+def _result(world: int = 2, gpu: bool = False) -> dict:
+    """A metrics.json with what methods.py reads."""
+    return {"experiment": "fsdp_compile", "params": SCALES["gpu" if gpu else "cpu"].model_dump(),
+            "metrics": {"parity": _parity(world)}, "timing": _timing(gpu)}
+
+
+def test_method_rows_are_the_final_loss_over_seeds_and_the_shift_from_eager():
+    import statistics
+
+    from digestlab.claims import mean_interval
+    from digestlab.experiments.fsdp_compile.methods import FINAL_LOSS, SHIFT, rows
+
+    result = _result()
+    parity = result["metrics"]["parity"]
+    got = rows(result)
+    assert set(got) == {"eager", "torch-compile", "fsdp", "activation-checkpointing"}
+    # the headline: every lever of the parity runs heads with its final loss
+    eager = got["eager"][0]
+    assert eager.quantity == FINAL_LOSS and eager.value == pytest.approx(2.1)
+    assert eager.interval == pytest.approx(mean_interval([2.0, 2.2, 2.1]))
+    assert (eager.n, eager.unit, eager.better) == (3, "training seeds", "lower")
+    loss, shift = got["torch-compile"][:2]
+    assert loss.quantity == FINAL_LOSS and loss.value == pytest.approx(2.2)
+    assert shift.quantity == SHIFT and shift.better is None
+    assert shift.value == pytest.approx(0.1 / parity["shifts"]["seed_sd"])
+    assert shift.interval == pytest.approx(mean_interval(parity["shifts"]["compile"]))
+    loss, shift = got["fsdp"]  # no timed FSDP run on a CPU
+    assert loss.setting["en"] == "2 processes" and loss.value == pytest.approx(6.2 / 3)
+    assert shift.value == pytest.approx(statistics.mean(parity["shifts"]["fsdp"]))
+
+
+def test_method_rows_give_each_lever_the_speed_and_memory_its_claims_are_about():
+    from digestlab.claims import mean_interval
+    from digestlab.experiments.fsdp_compile.methods import MEMORY, TOKENS_PER_S, rows
+
+    got = rows(_result())
+    assert "timed" in TOKENS_PER_S["en"] and "timings" in MEMORY["en"]  # they vary run to run
+    # the speed claim's numbers: tokens/s of eager and compiled runs over the 4 rounds, with no
+    # setting, so that the two rows compare
+    speed = {m: next(r for r in got[m] if r.quantity == TOKENS_PER_S)
+             for m in ("eager", "torch-compile")}
+    assert speed["eager"].key == speed["torch-compile"].key
+    assert speed["eager"].value == pytest.approx(115.0)
+    assert speed["torch-compile"].value == pytest.approx(145.0)
+    assert speed["eager"].interval == pytest.approx(mean_interval([100.0, 110.0, 120.0, 130.0]))
+    assert all((r.n, r.unit, r.better) == (4, "rounds", "higher") for r in speed.values())
+    # on a CPU the memory runs are eager: the peak without checkpointing is eager's, over the
+    # 2 memory rounds, and torch.compile has none
+    (memory,) = [r for r in got["eager"] if r.quantity == MEMORY]
+    assert (memory.value, memory.n, memory.unit, memory.better) == (100.5, 2, "rounds", "lower")
+    assert memory.setting is None
+    assert MEMORY not in [r.quantity for r in got["torch-compile"]]
+    # checkpointing heads with the memory claim's number, the peak with every second block
+    # checkpointed, which the page sets against eager's peak; then every block, then speeds
+    ckpt = got["activation-checkpointing"]
+    assert [(r.quantity, r.setting["en"]) for r in ckpt] == [
+        (MEMORY, "every second block checkpointed, eager"),
+        (MEMORY, "every block checkpointed, eager"),
+        (TOKENS_PER_S, "every second block checkpointed, compiled"),
+        (TOKENS_PER_S, "every block checkpointed, compiled")]
+    assert [r.value for r in ckpt] == pytest.approx([80.5, 60.5, 135.0, 105.0])
+    assert [r.n for r in ckpt] == [2, 2, 4, 4]
+    assert [r.better for r in ckpt] == ["lower", "lower", "higher", "higher"]
+
+
+def test_method_rows_give_a_gpus_memory_to_the_compiled_runs_that_measured_it():
+    from digestlab.experiments.fsdp_compile.methods import MEMORY, rows
+
+    got = rows(_result(world=1, gpu=True))
+    assert MEMORY not in [r.quantity for r in got["eager"]]
+    (memory,) = [r for r in got["torch-compile"] if r.quantity == MEMORY]
+    assert (memory.value, memory.n) == (106.5, 4)  # compiled, over every timed round
+    ckpt = got["activation-checkpointing"]
+    assert ckpt[0].setting["en"] == "every second block checkpointed, compiled"
+    assert ckpt[0].value == pytest.approx(86.5)
+
+
+def test_method_rows_leave_out_fsdp_where_only_one_process_ran():
+    from digestlab.experiments.fsdp_compile.methods import rows
+
+    got = rows(_result(world=1))  # one GPU: eager stands in for FSDP's shift
+    assert set(got) == {"eager", "torch-compile", "activation-checkpointing"}
+
+
+def test_credit_gives_each_lever_its_rows_and_none_of_the_post_s_claims():
+    from digestlab.experiments.fsdp_compile import CLAIMS
+    from digestlab.experiments.fsdp_compile.methods import FINAL_LOSS, MEMORY
+    from digestlab.methods import credit
+
+    result = _result() | {"scale": "cpu", "claims_schema": 3,
+                          "claims": [{"id": c, "verdict": "reproduced"} for c in CLAIMS]}
+    credited = credit(result, ("digestlab.experiments",))
+    by_id = {m["id"]: m for m in credited["methods"]}
+    assert credited["reference"] == "eager"
+    assert {m: by_id[m]["rows"][0]["quantity"] for m in ("eager", "torch-compile", "fsdp")} \
+        == dict.fromkeys(("eager", "torch-compile", "fsdp"), FINAL_LOSS)
+    assert by_id["activation-checkpointing"]["rows"][0]["quantity"] == MEMORY
+    assert all(m["decided"] == [] for m in credited["methods"])
+
+
+def test_methods_credit_the_levers_to_their_papers_and_leave_the_post_its_claims():
+    from digestlab.experiments.fsdp_compile import methods
+
+    by_id = {m.id: m for m in methods.METHODS}
+    assert methods.REFERENCE == "eager" and by_id["eager"].role == "baseline"
+    assert {m.id for m in methods.METHODS if m.role == "proposed"} == {
+        "torch-compile", "fsdp", "activation-checkpointing"}
+    assert by_id["fsdp"].paper == "2304.11277"
+    # the claims are the post's, about its recipe: no lever's paper is credited with one
+    assert all(m.claims == () for m in methods.METHODS)
+
+
+def test_methods_module_imports_without_torch():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
+         "import digestlab.experiments.fsdp_compile.methods as m; print(len(m.METHODS))"],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"

@@ -277,3 +277,92 @@ def test_lambda_is_the_sparse_sae_that_keeps_the_most_loss():
     assert choose_l1(params, sweep) == 1
     too_dense = [{"l0": 90.0, "recovered": 0.9}, {"l0": 70.0, "recovered": 0.8}]
     assert choose_l1(params, too_dense) == 1
+
+
+# --- methods.py: the SAE recipes credited to their papers -----------------------------------------
+
+def _steered(dose: float, placement: str, up: float, down: float) -> dict:
+    return {"dose": dose, "placement": placement, "up": {"feature": {"rate": up}},
+            "down": {"feature": {"rate": down}}}
+
+
+def _sae(kind: str, seed: int, ev: float, doses=(4.0,)) -> dict:
+    """A scored SAE as metrics["relu"] and metrics["topk"] hold it, with what methods.py reads:
+    steered at every dose in `doses`, in both placements, clean programs flipped to errors at a
+    rate of dose / 10 and buggy programs kept at 0.5 - dose / 10."""
+    return {"kind": kind, "seed": seed, "explained_variance": ev, "l0": 10.0 + seed,
+            "recovered": {"mean-ablation": 0.9, "zero-ablation": 0.95},
+            "dead_fraction": 0.1 * seed, "best": {ANY: {"feature": 3, "auroc": 0.6}},
+            "steering": [_steered(d, p, d / 10, 0.5 - d / 10) for d in doses
+                         for p in PLACEMENTS]}
+
+
+def _result(relu: list[dict], topk: list[dict], clamp: float = 4.0) -> dict:
+    """A metrics.json of the cpu scale's params at fixed dose `clamp`, with the SAEs scored."""
+    params = SCALES["cpu"].model_dump(mode="json") | {"clamp_multiple": clamp}
+    return {"experiment": "monosemanticity", "params": params,
+            "metrics": {"relu": relu, "topk": topk}}
+
+
+def test_method_rows_are_means_over_sae_seeds_with_steering_at_the_params_fixed_dose():
+    from digestlab.claims import mean_interval
+    from digestlab.experiments.monosemanticity.methods import EXPLAINED, HIDES, INVENTS, rows
+
+    relu = [_sae("relu", 1, 0.8, doses=(1.0, 2.0, 4.0)), _sae("relu", 2, 0.9)]
+    topk = [_sae("topk", 1, 0.95), _sae("topk", 2, 0.97)]
+    got = rows(_result(relu, topk))
+    for kind, evs in (("relu", [0.8, 0.9]), ("topk", [0.95, 0.97])):
+        headline = got[kind][0]
+        assert headline.quantity == EXPLAINED and headline.better == "higher"
+        assert headline.value == pytest.approx(sum(evs) / 2)
+        assert headline.interval == pytest.approx(mean_interval(evs))
+        assert (headline.n, headline.unit) == (2, "SAE seeds")
+    invents, hides = got["relu"][-2:]
+    assert (invents.quantity, hides.quantity) == (INVENTS, HIDES)
+    # the first ReLU SAE's other doses stay out: 4 is the params' clamp_multiple
+    assert invents.value == pytest.approx(0.4) and hides.value == pytest.approx(0.1)
+    assert "4 times" in invents.setting["en"] and invents.interval is None
+
+
+def test_method_rows_steer_at_the_params_dose_among_several_every_sae_was_steered_at():
+    from digestlab.experiments.monosemanticity.methods import HIDES, INVENTS, rows
+
+    both = (2.0, 4.0)
+    relu = [_sae("relu", 1, 0.8, doses=both), _sae("relu", 2, 0.9, doses=both)]
+    for clamp in both:
+        invents, hides = rows(_result(relu, [], clamp=clamp))["relu"][-2:]
+        assert (invents.quantity, hides.quantity) == (INVENTS, HIDES)
+        assert invents.value == pytest.approx(clamp / 10)
+        assert hides.value == pytest.approx(0.5 - clamp / 10)
+        assert f"{clamp:g} times" in invents.setting["en"]
+
+
+def test_method_rows_leave_out_an_unmeasured_recipe_and_refuse_an_sae_not_steered_at_the_dose():
+    from digestlab.experiments.monosemanticity.methods import rows
+
+    got = rows(_result([_sae("relu", 1, 0.8, doses=(1.0, 4.0))], []))
+    assert set(got) == {"relu"}
+    with pytest.raises(ValueError, match="relu SAE of seed 2: 0 steering runs at dose 4"):
+        rows(_result([_sae("relu", 1, 0.8), _sae("relu", 2, 0.9, doses=(1.0,))], []))
+
+
+def test_methods_give_every_claim_to_the_relu_recipe_it_is_decided_on():
+    from digestlab.experiments.monosemanticity import CLAIMS, methods
+
+    by_id = {m.id: m for m in methods.METHODS}
+    assert methods.REFERENCE == "relu" and by_id["relu"].role == "proposed"
+    assert sorted(by_id["relu"].claims) == sorted(CLAIMS)
+    assert by_id["topk"].role == "baseline" and by_id["topk"].claims == ()
+    assert by_id["topk"].paper == "2406.04093"
+
+
+def test_methods_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
+         "import digestlab.experiments.monosemanticity.methods as m; print(len(m.METHODS))"],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"

@@ -456,3 +456,142 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs):
     for m in runs:
         del m["timing"], m["provenance"]
     assert runs[0] == runs[1]
+
+
+# --- the methods measured, credited to their papers ------------------------------------------
+
+
+def test_methods_credit_each_paper_its_own_claims():
+    from digestlab.experiments.sirllm import CLAIMS
+    from digestlab.experiments.sirllm.methods import METHODS
+    from digestlab.experiments.sirllm.methods import REFERENCE as REFERENCE_METHOD
+
+    by_id = {m.id: m for m in METHODS}
+    assert by_id["sirllm"].paper == "2405.12528" and by_id["sirllm"].role == "proposed"
+    assert by_id["streamingllm"].paper == "2309.17453"
+    assert by_id["streamingllm"].role == "baseline" and REFERENCE_METHOD == "streamingllm"
+    assert by_id["sirllm"].claims == ("sirllm-recalls-grocery", "sirllm-wins-rps")
+    assert by_id["streamingllm"].claims == ("sinks-keep-perplexity",)
+    # every claim of the experiment is some paper's, and none is credited twice
+    assert sorted(c for m in METHODS for c in m.claims) == sorted(CLAIMS)
+
+
+def test_methods_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import digestlab.experiments.sirllm.methods as m; print(len(m.METHODS))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+
+
+def _streamed(correct: dict[str, list[int]], wins: dict[str, list[float]], other: float) -> dict:
+    """One model's results at cache sizes 16 and 32 (the claims', where the decay sweep ran):
+    per-stream outcomes at 32, with the item held in half the streams; accuracy `other` for
+    every policy at 16, with the item held in a quarter."""
+    def cell(accuracy: float, retained: float) -> dict:
+        return {"accuracy": accuracy, "retained": retained, "accuracy_if_retained": None,
+                "carried": 0.5}
+
+    names = [n for n in correct if "decay" not in n]
+    return {
+        "grocery": {"streams": 4,
+                    "by_cache_size": {"16": {n: cell(other, 0.25) for n in names},
+                                      "32": {n: cell(sum(v) / len(v), 0.5)
+                                             for n, v in correct.items()}},
+                    "correct_at_cache_size": correct},
+        "rps": {"win_per_game": wins},
+        "perplexity": {"window": 32, "per_stream": {"StreamingLLM": [2.2, 2.0],
+                                                    "window": [4.0, 3.0],
+                                                    "recompute": [2.0, 2.0]}},
+    }
+
+
+def _methods_result() -> dict:
+    """A metrics.json of the smoke scale's params (the claims' cache size: 32), with the
+    metrics methods.py reads."""
+    correct = {"StreamingLLM": [0, 1, 0, 0], "SirLLM": [1, 1, 1, 0], REFERENCE: [1, 0, 0, 0],
+               "oracle": [1, 1, 1, 1], "SirLLM decay 0.9": [0, 0, 0, 0]}
+    wins = {"StreamingLLM": [0.4, 0.5], "SirLLM": [0.5, 0.7], REFERENCE: [0.4, 0.4]}
+    # the model as trained recalls everything: rows that read it would show it
+    trained = _streamed({k: [1] * 4 for k in correct}, {k: [0.9, 0.9] for k in wins}, 1.0)
+    params = SCALES["smoke"].model_dump(mode="json")
+    assert params["cache_size"] == 32 and params["cache_sizes"] == [16, 32]
+    return {"experiment": "sirllm", "params": params,
+            "metrics": {"claims_model": "robust",
+                        "by_model": {"lm": trained, "robust": _streamed(correct, wins, 0.25)}}}
+
+
+def test_method_rows_come_from_the_claims_model_at_the_claims_cache_size():
+    from digestlab.claims import mean_interval
+    from digestlab.experiments.sirllm.methods import rows
+
+    found = rows(_methods_result())
+    sirllm, streaming = found["sirllm"], found["streamingllm"]
+    # the headline: grocery recall at the claims' cache size, 3 of 4 streams, Wilson's interval
+    head = sirllm[0]
+    assert head.quantity["en"] == streaming[0].quantity["en"] == "grocery item recall"
+    assert head.setting["en"] == "32-token cache" and head.key == streaming[0].key
+    assert (head.value, head.n, head.unit) == (0.75, 4, "streams")
+    assert head.interval == pytest.approx(binomial_interval(3, 4, LEVEL)) and head.level == LEVEL
+    assert streaming[0].value == 0.25
+    by_key = {r.key: r for r in sirllm}
+    win = by_key["rock-paper-scissors win rate", "32-token cache"]
+    assert win.value == pytest.approx(0.6) and win.unit == "games" and win.better == "higher"
+    assert win.interval == pytest.approx(mean_interval([0.5, 0.7]))
+    authors = by_key["grocery item recall", "32-token cache, the authors' code's scoring"]
+    assert authors.value == 0.25
+    assert by_key["grocery item recall", "16-token cache"].value == 0.25  # not 1.0: not lm
+    assert by_key["item still in the cache at the question", "32-token cache"].value == 0.5
+    assert not any("decay" in r.setting["en"] or "oracle" in r.setting["en"] for r in sirllm)
+    # StreamingLLM's own claim: perplexity over recomputation per stream, and the window alone
+    ratios = {r.setting["en"]: r for r in streaming
+              if r.quantity["en"] == "perplexity / recomputed perplexity"}
+    assert ratios["32-token cache"].value == pytest.approx(1.05)
+    assert ratios["32-token cache, the latest tokens alone, no sinks"].value == pytest.approx(1.75)
+    assert all(r.better == "lower" for r in ratios.values())
+
+
+def test_method_rows_take_the_claims_cache_size_from_the_params():
+    from digestlab.experiments.sirllm.methods import rows
+
+    result = _methods_result()
+    grocery = result["metrics"]["by_model"]["robust"]["grocery"]
+    # both cache sizes alike in the metrics: the params still tell the claims' one
+    grocery["by_cache_size"]["16"] = grocery["by_cache_size"]["32"]
+    for size, other in ((32, 16), (16, 32)):
+        result["params"]["cache_size"] = size
+        streaming = rows(result)["streamingllm"]
+        assert streaming[0].setting["en"] == f"{size}-token cache" and streaming[0].value == 0.25
+        by_key = {r.key: r for r in streaming}
+        assert ("item still in the cache at the question", f"{size}-token cache") in by_key
+        assert ("grocery item recall", f"{other}-token cache") in by_key
+        assert ("item still in the cache at the question", f"{other}-token cache") not in by_key
+
+
+def test_method_rows_leave_out_what_the_result_did_not_measure():
+    from digestlab.experiments.sirllm.methods import rows
+
+    result = _methods_result()
+    claimed = result["metrics"]["by_model"]["robust"]
+    for table in (claimed["grocery"]["correct_at_cache_size"], claimed["rps"]["win_per_game"],
+                  *claimed["grocery"]["by_cache_size"].values()):
+        table.pop("SirLLM"), table.pop(REFERENCE)
+    assert list(rows(result)) == ["streamingllm"]
+
+
+def test_credit_holds_the_methods_rows_and_their_papers_claims():
+    from digestlab.methods import credit
+
+    claims = [{"id": c, "verdict": "inconclusive"}
+              for c in ("sirllm-recalls-grocery", "sirllm-wins-rps", "sinks-keep-perplexity")]
+    credited = credit(_methods_result() | {"scale": "smoke", "claims_schema": 3,
+                                           "claims": claims},
+                      ("digestlab.experiments",))
+    assert credited["reference"] == "streamingllm"
+    assert [m["id"] for m in credited["methods"]] == ["sirllm", "streamingllm"]
+    decided = {m["id"]: [c["id"] for c in m["decided"]] for m in credited["methods"]}
+    assert decided == {"sirllm": ["sirllm-recalls-grocery", "sirllm-wins-rps"],
+                       "streamingllm": ["sinks-keep-perplexity"]}

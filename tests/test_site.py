@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, open_page, serve, site_skeleton, visit
 
+from digestlab.experiments import DEFAULT_PACKAGES
 from digestlab.fetch import offline_metadata
 from digestlab.figures import draw_figures
+from digestlab.io import read_json, write_json_atomic
+from digestlab.methods import credit, declared_links
 from digestlab.papers import LANGUAGES, read_paper, resolve_related
 from digestlab.render import render_paper_pages, render_site_pages
 from digestlab.site import broken_links, build_site
@@ -20,21 +23,25 @@ from digestlab.site import broken_links, build_site
 TAGS = ROOT / "config" / "tags.yaml"
 ARTIFACTS = ROOT / "test-artifacts"
 RELATED_TITLE = "Efficient Streaming Language Models with Attention Sinks"
+# the digest's entries, and entries for papers whose methods its reproductions measure
+CREDITED = sorted((ROOT / "tests" / "entries").glob("*.yaml"))
+ENTRIES = sorted((ROOT / "papers").glob("*.yaml")) + CREDITED
 
 
 @pytest.fixture(scope="session")
 def built_site(smoke_runs, tmp_path_factory) -> Path:
-    """The site of every entry under papers/, with the smoke-scale result of each reproduction,
-    as the workflow's render stage builds it (arXiv offline, but one related paper's title
-    fetched)."""
+    """The site of every entry under papers/ and of the three entries of tests/entries (papers
+    whose methods the reproductions measure as baselines), with the smoke-scale result of each
+    reproduction, as the workflow's render stage builds it (arXiv offline, but one related
+    paper's title fetched)."""
     root = site_skeleton(tmp_path_factory.mktemp("site"))
-    entries = sorted((ROOT / "papers").glob("*.yaml"))
-    papers = {path.stem: read_paper(path) for path in entries}
+    papers = {path.stem: read_paper(path) for path in ENTRIES}
+    path_of = {path.stem: path for path in ENTRIES}
     related = root / "related.json"
     related.write_text(json.dumps({"origin": "arxiv", "arxiv_id": "2309.17453",
                                    "title": RELATED_TITLE}))
-    arxiv, metrics = {}, {}
-    for path in entries:
+    arxiv, metrics, methods = {}, {}, {}
+    for path in ENTRIES:
         paper = papers[path.stem]
         if paper.arxiv_id:
             arxiv[paper.id] = root / "arxiv" / f"{paper.id}.json"
@@ -44,15 +51,25 @@ def built_site(smoke_runs, tmp_path_factory) -> Path:
         if paper.reproduction:
             result, _ = smoke_runs(paper.reproduction.experiment)
             metrics[paper.id] = result / "a" / "metrics.json"
+            methods[paper.id] = root / "methods" / f"{paper.id}" / "methods.json"
+            methods[paper.id].parent.mkdir(parents=True)
+            write_json_atomic(methods[paper.id],
+                              credit(read_json(metrics[paper.id]), DEFAULT_PACKAGES))
             draw_figures(paper.reproduction.experiment, result / "a" / "figures",
                          root / "notes" / "assets" / "figures" / paper.id)
+    links = declared_links(papers, DEFAULT_PACKAGES)
+    for path in ENTRIES:
+        paper = papers[path.stem]
+        measuring = {link.measured_in for link in links if link.entry == paper.id}
+        linked = measuring | {link.entry for link in links if link.measured_in == paper.id}
         render_paper_pages(
             path, TAGS, arxiv.get(paper.id), metrics.get(paper.id),
             {lang: root / "notes" / lang / "papers" / f"{paper.id}.md" for lang in LANGUAGES},
-            related_entries=[ROOT / "papers" / f"{e.id}.yaml"
-                             for _, e in resolve_related(paper, papers) if e],
-            related_arxiv=[related] if "2309.17453" in paper.related else [])
-    render_site_pages(entries, TAGS, arxiv, metrics, root / "notes")
+            related_entries=[path_of[e.id] for _, e in resolve_related(paper, papers) if e],
+            related_arxiv=[related] if "2309.17453" in paper.related else [],
+            methods=[methods[p] for p in sorted(measuring | ({paper.id} & set(methods)))],
+            linked_entries=[p for p in ENTRIES if p.stem in linked])
+    render_site_pages(ENTRIES, TAGS, arxiv, metrics, root / "notes", methods=methods)
     build_site(root / "mkdocs.yml", root / "notes", root / "site", keep_papers=list(papers),
                tags=TAGS)
     return root / "site"
@@ -80,6 +97,8 @@ def test_the_link_check_finds_missing_files_anchors_and_links_out_of_the_site(tm
 def test_home_page_has_one_card_per_entry_in_digest_order_and_no_raw_markup(built_site):
     order = [p.stem for p in sorted((ROOT / "papers").glob("*.yaml"),
                                     key=lambda p: read_paper(p).digest_position)]
+    # entries without a place in their digest follow, by title
+    order += [p.stem for p in sorted(CREDITED, key=lambda p: read_paper(p).title.casefold())]
     for home in (built_site / "index.html", built_site / "en" / "index.html"):
         html = home.read_text(encoding="utf-8")
         cards = html[html.index('<div class="grid cards">'):]
@@ -91,7 +110,7 @@ def test_home_page_has_one_card_per_entry_in_digest_order_and_no_raw_markup(buil
 
 
 def test_feeds_and_bibliography_list_every_entry(built_site):
-    entries = len(list((ROOT / "papers").glob("*.yaml")))
+    entries = len(ENTRIES)
     for lang, feed in (("ko", built_site / "feed.xml"), ("en", built_site / "en" / "feed.xml")):
         xml = feed.read_text(encoding="utf-8")
         assert xml.count("<entry>") == entries and f'xml:lang="{lang}"' in xml
@@ -224,3 +243,73 @@ def test_pages_read_and_the_dashboard_filters_without_javascript(browser, server
     assert page.locator("figure.dl-figure img").evaluate(
         "img => img.complete && img.naturalWidth > 0")
     assert page.problems == []
+
+
+# papers whose methods a reproduction measures: (entry, measuring entry, method, a claim of the
+# paper decided there or None)
+MEASURED_ELSEWHERE = (
+    ("streaming-llm", "sirllm", "StreamingLLM", "sinks-keep-perplexity"),
+    ("deepseek-v2", "cross-layer-attention", "MLA", None),
+    ("safe-rlhf", "spo", "Safe RLHF (Lagrangian)", None),
+)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_paper_measured_in_another_reproduction_shows_its_rows_and_claims_and_links_back(
+        browser, server, lang):
+    page = open_page(browser, javascript=False)  # the section is the page's own HTML
+    root = f"{server}/" if lang == "ko" else f"{server}/{lang}/"
+    heading = {"ko": "이 다이제스트에서 잰 것", "en": "Measured in this digest"}[lang]
+    for entry, measuring, method, claim in MEASURED_ELSEWHERE:
+        page.goto(f"{root}papers/{entry}/")  # "load": without JavaScript nothing comes later
+        section = page.locator("#measured-in-this-digest")
+        assert section.is_visible() and section.inner_text().startswith(heading)
+        rows = page.locator("article table tbody tr")
+        assert rows.count() >= 1
+        first = rows.first.locator("td")
+        assert re.search(r"\d", first.nth(2).inner_text())  # a measured number
+        claims = page.locator("p.dl-claim")
+        assert claims.count() == (1 if claim else 0)
+        if claim:
+            assert claims.first.locator(".dl-verdict").is_visible()
+        # the measuring page, at its list of methods, links back to this one
+        page.click(f"article h3 a[href$='{measuring}/#methods-measured']")
+        page.wait_for_load_state()
+        assert page.url == f"{root}papers/{measuring}/#methods-measured"
+        back = page.locator(f"#methods-measured ~ ul a[href$='{entry}/#measured-in-this-digest']")
+        assert back.count() == 1 and method in back.locator("xpath=ancestor::li").inner_text()
+    page.screenshot(path=ARTIFACTS / f"measured-{lang}.png", full_page=True)
+    assert page.problems == []
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_methods_index_lists_every_measured_method_and_filters_by_tag(browser, server, lang):
+    page = open_page(browser, javascript=False)
+    visit(page, f"{server}/methods/" if lang == "ko" else f"{server}/{lang}/methods/")
+    rows = page.locator(".dl-dashboard tbody tr")
+    names = [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())]
+    for entry, measuring, method, _ in MEASURED_ELSEWHERE:
+        row = rows.nth(next(i for i, name in enumerate(names) if name.startswith(method)))
+        assert row.locator(f"a[href='../papers/{entry}/']").count() == 1
+        assert row.locator(f"a[href='../papers/{measuring}/#methods-measured']").count() == 1
+    page.click("label[for=dl-tag-alignment]")
+    shown = [i for i in range(rows.count()) if rows.nth(i).is_visible()]
+    assert shown and all("dl-tag-alignment" in rows.nth(i).get_attribute("class") for i in shown)
+    assert any(names[i].startswith("Safe RLHF") for i in shown)
+    assert not any(names[i].startswith("StreamingLLM") for i in shown)
+    page.screenshot(path=ARTIFACTS / f"methods-{lang}.png", full_page=True)
+    assert page.problems == []
+
+
+def test_the_dashboard_counts_a_claim_under_its_paper_and_the_reproduction_that_decided_it(
+        built_site):
+    for results in (built_site / "results" / "index.html",
+                    built_site / "en" / "results" / "index.html"):
+        html = results.read_text(encoding="utf-8")
+        row = next(r for r in html.split("<tr ") if "sirllm" in r and "streaming-llm" in r)
+        assert "dl-tag-llm" in row and "dl-tag-efficiency" in row  # both papers' tags
+    feed = (built_site / "en" / "feed.xml").read_text(encoding="utf-8")
+    streaming = feed[feed.index("<title>Efficient Streaming"):]
+    assert "Claims decided in this digest:" in streaming[:streaming.index("</entry>")]

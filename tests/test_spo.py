@@ -180,3 +180,119 @@ def test_smoke_run_writes_claims_figures_and_repeats_itself(smoke_runs, tmp_path
     assert "SPO α=1" in pages["en"] and "score_plane.ko.svg" in pages["ko"]
     assert "Above DPO on both" not in pages["ko"]
     assert f"minus {100 * (1 - GAIN_MARGIN):.0f}% of sequential DPO's" in pages["en"]
+
+
+# --- the methods measured, credited to their papers ------------------------------------------
+
+
+def test_methods_credit_spo_its_claims_and_the_baselines_their_papers():
+    from digestlab.experiments.spo import CLAIMS
+    from digestlab.experiments.spo.methods import METHODS, REFERENCE
+
+    by_id = {m.id: m for m in METHODS}
+    assert [m.id for m in METHODS if m.role == "proposed"] == ["spo"]
+    assert by_id["spo"].paper == "2405.12739"
+    assert by_id["spo"].claims == tuple(CLAIMS)
+    assert by_id["sequential-dpo"].paper == by_id["dpo-on-both"].paper == "2305.18290"
+    assert by_id["lagrangian"].paper == "2310.12773"
+    assert all(not m.claims for m in METHODS if m.role == "baseline")
+    assert REFERENCE == "sequential-dpo"
+
+
+def test_methods_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import digestlab.experiments.spo.methods as m; print(len(m.METHODS))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
+
+
+def _result_of(results: list[dict], params: Params = SCALES["smoke"]) -> dict:
+    """A metrics.json of `params` with what run() writes of `results` that the methods' rows
+    read."""
+    from digestlab.experiments.spo.run import baseline_summary, harmlessness_gains
+
+    gains = harmlessness_gains(params, results)
+    return {"experiment": "spo", "params": params.model_dump(mode="json"),
+            "metrics": {"methods": method_summary(results), "baselines": baseline_summary(results),
+                        "harmlessness_gain": {name: {"per_seed": v}
+                                              for name, v in gains.items()}}}
+
+
+def test_method_rows_set_each_baseline_s_frontier_at_spo_s_harmlessness():
+    from digestlab.claims import LEVEL, mean_interval
+    from digestlab.experiments.spo.methods import rows
+    from digestlab.experiments.spo.run import trade_off_curve
+
+    points = [(0.6, 0.78), (0.61, 0.7), (0.64, 0.8)]  # SPO's (helpful, harmless) per seed
+    results = results_for(points)
+    found = rows(_result_of(results))
+    assert list(found) == ["spo", "sequential-dpo", "dpo-on-both", "lagrangian"]
+    heads = {method: r[0] for method, r in found.items()}
+    assert len({h.quantity["en"] for h in heads.values()}) == 1
+    assert heads["spo"].value == pytest.approx(sum(h for h, _ in points) / 3)
+    assert heads["spo"].setting["en"] == "α=1, the claims'"
+    for method, name in (("sequential-dpo", SEQUENTIAL), ("dpo-on-both", MIXED),
+                         ("lagrangian", LAGRANGIAN)):
+        at = [curve_at(trade_off_curve(r, name), harmless)
+              for r, (_, harmless) in zip(results, points, strict=True)]
+        assert heads[method].value == pytest.approx(sum(at) / 3)
+        assert heads[method].interval == pytest.approx(mean_interval(at))
+        assert (heads[method].n, heads[method].level) == (3, LEVEL)
+        assert heads[method].unit == "fine-tuned policies" and heads[method].better == "higher"
+    # the headline gap to the reference is the claim's estimate against sequential DPO
+    beats, _ = decide_claims(SCALES["smoke"], results, method_summary(results))
+    against = {c.name: c.estimate for c in beats.comparisons}
+    assert heads["spo"].value - heads["sequential-dpo"].value == pytest.approx(
+        against[SEQUENTIAL])
+    # claim 2's gains, then each setting's raw scores, the whole round last
+    gain = {m: next(r for r in found[m] if r.quantity["en"].startswith("harmless replies gained"))
+            for m in ("spo", "sequential-dpo")}
+    assert gain["spo"].value == pytest.approx(sum(h - 0.4 for _, h in points) / 3)
+    assert gain["sequential-dpo"].value == pytest.approx(0.4)
+    assert [r.setting["en"] for r in found["sequential-dpo"][2:]] == [
+        "32 of 64 round-2 steps"] * 2 + ["the whole of round 2 (64 steps)"] * 2
+    assert "harmless replies gained in round 2" not in [r.quantity["en"]
+                                                        for r in found["dpo-on-both"]]
+
+
+def test_method_rows_head_with_spo_at_the_params_alpha():
+    from digestlab.experiments.spo.methods import rows
+
+    points = [(0.6, 0.78), (0.61, 0.7)]
+    results = results_for(points)
+    for r in results:  # SPO at α=0.5 too: less helpful, less harmless
+        r["methods"][spo_name(0.5)] = _scores(0.3, 0.5)
+    for alpha, helpful in ((0.5, 0.3), (1.0, 0.605)):
+        params = SCALES["smoke"].model_copy(update={"alpha": alpha, "alphas": [0.5, 1.0]})
+        found = rows(_result_of(results, params))
+        head = found["spo"][0]
+        assert head.setting["en"] == f"α={alpha:g}, the claims'"
+        assert head.value == pytest.approx(helpful)
+        claimed = [r.setting["en"] for r in found["spo"][2:] if "the claims'" in r.setting["en"]]
+        assert claimed == [f"α={alpha:g}, the claims'"] * 2  # its helpful and harmless scores
+        assert found["sequential-dpo"][0].setting["en"].endswith(f"SPO α={alpha:g} seed by seed")
+
+
+def test_method_rows_leave_out_a_baseline_the_result_did_not_train():
+    from digestlab.experiments.spo.methods import rows
+
+    result = _result_of(results_for([(0.6, 0.78), (0.61, 0.7)]))
+    del result["metrics"]["baselines"][LAGRANGIAN]
+    assert list(rows(result)) == ["spo", "sequential-dpo", "dpo-on-both"]
+
+
+def test_credit_holds_spo_s_claims_beside_its_rows():
+    from digestlab.methods import credit
+
+    claims = [{"id": c, "verdict": "reproduced"}
+              for c in ("spo-beats-the-baselines", "spo-gains-dimension-2")]
+    credited = credit(_result_of(results_for([(0.6, 0.78), (0.61, 0.7)]))
+                      | {"scale": "smoke", "claims_schema": 3, "claims": claims},
+                      ("digestlab.experiments",))
+    assert credited["reference"] == "sequential-dpo"
+    assert [[c["id"] for c in m["decided"]] for m in credited["methods"]] == [
+        ["spo-beats-the-baselines", "spo-gains-dimension-2"], [], [], []]

@@ -6,8 +6,10 @@ from digestlab.experiments import (
     base_sources,
     experiment_sources,
     figure_sources,
+    methods_sources,
     resolve_scale,
 )
+from digestlab.methods import declared_links
 from digestlab.papers import (
     ARXIV_ID,
     LANGUAGES,
@@ -66,6 +68,9 @@ EXPERIMENT_GPUS = 1 if SCALE == "gpu" else 0
 
 BY_ARXIV_ID = {paper.arxiv_id: paper for paper in PAPERS.values() if paper.arxiv_id}
 REPRODUCED = sorted(paper.id for paper in PAPERS.values() if paper.reproduction)
+# Methods measured in one entry's reproduction and credited to another entry's page: each such
+# page reads the measuring result's methods.json, and the measuring page links back to it.
+METHOD_LINKS = declared_links(PAPERS, EXPERIMENT_PACKAGES)
 # Templates and UI catalogs are inputs of the pages they make: editing one re-renders them.
 RENDER_SOURCES = package_files(
     "render.py", "sanitize.py", "templates/**/*.j2", "locale/*/LC_MESSAGES/*.po")
@@ -76,6 +81,7 @@ HAND_WRITTEN = [f"notes/{lang}/about.md" for lang in LANGUAGES] + ["notes/styles
 # these run where Snakemake runs, and only the experiments are submitted to a cluster.
 localrules:
     fetch,
+    credit_methods,
     render_paper,
     draw_figures,
     render_pages,
@@ -108,6 +114,26 @@ def related_arxiv_json(wildcards):
     return [f"resources/arxiv/{i}.json" for i in related_arxiv_ids(PAPERS[wildcards.paper], PAPERS)]
 
 
+def credited_methods(wildcards):
+    """The methods.json of the results this page shows methods of: its own reproduction's, and
+    that of every reproduction measuring a method of this paper."""
+    measuring = {link.measured_in for link in METHOD_LINKS if link.entry == wildcards.paper}
+    own = {wildcards.paper} if PAPERS[wildcards.paper].reproduction else set()
+    return [f"results/{paper}/methods.json" for paper in sorted(measuring | own)]
+
+
+def linked_entries(wildcards):
+    """The entries at the other end of this page's method links, for their titles."""
+    others = {link.measured_in for link in METHOD_LINKS if link.entry == wildcards.paper}
+    others |= {link.entry for link in METHOD_LINKS if link.measured_in == wildcards.paper}
+    return [f"{config['papers_dir']}/{paper}.yaml" for paper in sorted(others)]
+
+
+def methods_code(wildcards):
+    """The code that credits a result's methods to papers: editing it re-renders, never reruns."""
+    return methods_sources(experiment_name(wildcards), EXPERIMENT_PACKAGES)
+
+
 def arxiv_json_of(paper):
     return f"resources/arxiv/{PAPERS[paper].arxiv_id}.json" if PAPERS[paper].arxiv_id else None
 
@@ -130,6 +156,10 @@ def all_arxiv_json():
 
 def all_metrics_json():
     return {paper: path for paper in PAPERS if (path := metrics_json_of(paper))}
+
+
+def all_methods_json():
+    return {paper: f"results/{paper}/methods.json" for paper in REPRODUCED}
 
 
 def published_figures():

@@ -1,6 +1,22 @@
 # Stage 3: Markdown pages for both languages from the entries, metadata and results; then the site.
 
 
+# What a result measured, credited to the papers its methods come from: read by the pages of
+# those papers, so adding an entry for one of them reruns no experiment.
+rule credit_methods:
+    input:
+        metrics="results/{paper}/metrics.json",
+        code=methods_code,
+    output:
+        "results/{paper}/methods.json",
+    conda:
+        "../envs/render.yaml"
+    log:
+        "logs/render/{paper}-methods.log",
+    script:
+        "scripts/credit_methods.py"
+
+
 rule render_paper:
     input:
         entry=entry_file,
@@ -9,6 +25,8 @@ rule render_paper:
         metrics=metrics_json,
         related=related_entries,
         related_arxiv=related_arxiv_json,
+        methods=credited_methods,
+        linked=linked_entries,
         sources=RENDER_SOURCES,
     output:
         ko="notes/ko/papers/{paper}.md",
@@ -45,12 +63,14 @@ rule render_pages:
         tags=config["tags"],
         arxiv=all_arxiv_json().values(),
         metrics=all_metrics_json().values(),
+        methods=all_methods_json().values(),
         sources=RENDER_SOURCES,
     output:
         site_pages(),
     params:
         arxiv=all_arxiv_json(),
         metrics=all_metrics_json(),
+        methods=all_methods_json(),
     conda:
         "../envs/render.yaml"
     log:

@@ -27,6 +27,7 @@ from digestlab.experiments.registry import (
     DEFAULT_PACKAGES,
     FIGURE_DATA,
     FIGURES_MODULE,
+    METHODS_MODULE,
     SCALES,
     base_field,
     base_models,
@@ -36,17 +37,20 @@ from digestlab.experiments.registry import (
     experiment_exists,
     experiment_sources,
     figure_sources,
+    load_methods,
     load_spec,
+    methods_sources,
     parent_base,
     replica,
     resolve_scale,
 )
 
 __all__ = [
-    "BASE_PREFIX", "DEFAULT_PACKAGES", "FIGURES_MODULE", "FIGURE_DATA", "SCALES",
+    "BASE_PREFIX", "DEFAULT_PACKAGES", "FIGURES_MODULE", "FIGURE_DATA", "METHODS_MODULE", "SCALES",
     "ExperimentError", "LanguageModelParams", "Report", "RunContext", "Selection",
     "TrainedBase", "base_field", "base_models", "base_sources", "cuda_visible",
     "experiment_dir", "experiment_exists", "experiment_sources", "figure_sources",
-    "load_spec", "merge_params", "overrides_from", "param_problems", "parent_base",
-    "pretrain", "provenance", "replica", "reproduce", "resolve_scale", "selection_problems",
+    "load_methods", "load_spec", "merge_params", "methods_sources", "overrides_from",
+    "param_problems", "parent_base", "pretrain", "provenance", "replica", "reproduce",
+    "resolve_scale", "selection_problems",
 ]

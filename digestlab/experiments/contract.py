@@ -16,7 +16,9 @@ An experiment is a package `<package>.<name>` (by default in digestlab.experimen
 
 Its module `run.py` holds `run(params: Params, ctx: RunContext) -> Report`, the analysis; its
 module `figures.py`, when it has one, draws the figures from what the analysis saved for them
-(see digestlab.figures), at render time and in every language. Each base model `b` is trained
+(see digestlab.figures), at render time and in every language; its module `methods.py`, when it
+has one, names the methods it measures and the paper each comes from, with their rows in a
+result (see digestlab.methods), also read at render time only. Each base model `b` is trained
 by `base_<b>.py`'s `train(params.b, ctx) -> TrainedBase`, as a job of its own whose model file
 `run` finds at `ctx.bases[b]`: changing the analysis, or params outside `b`, reruns the analysis
 and not the training. A base named in REPLICATES is trained once per seed of the field it names

@@ -68,14 +68,16 @@ TRAINING_SOURCES = (
 # only that: deciding claims never retrains a base model).
 SHARED_SOURCES = (*TRAINING_SOURCES, "claims.py")
 FIGURES_MODULE = "figures.py"  # an experiment's figures: drawn at render time, not by its run
+METHODS_MODULE = "methods.py"  # the methods it measures, credited to papers: read at render time
 FIGURE_DATA = "data.json"  # in a result's figures folder: what each figure shows
 
 
 def experiment_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
     """The files whose contents decide experiment `name`'s analysis: its package but for the
-    base models' training and the figures, and the shared code."""
+    base models' training, the figures and the methods, and the shared code."""
+    render_time = (FIGURES_MODULE, METHODS_MODULE)
     own = [str(p) for p in experiment_dir(name, packages).glob("*.py")
-           if not p.name.startswith(BASE_PREFIX) and p.name != FIGURES_MODULE]
+           if not p.name.startswith(BASE_PREFIX) and p.name not in render_time]
     return sorted({*package_files(*SHARED_SOURCES), *own})
 
 
@@ -86,6 +88,24 @@ def figure_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> l
     own = [str(p) for p in (folder / "__init__.py", folder / FIGURES_MODULE) if p.exists()]
     shared = package_files("figures.py", "i18n.py", "claims.py", "locale/*/LC_MESSAGES/*.po")
     return sorted({*shared, *own})
+
+
+def load_methods(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> ModuleType | None:
+    """Experiment `name`'s methods module (digestlab.methods says what it holds), or None when
+    it has none or there is no such experiment."""
+    module_name = _module_name(name, packages)
+    if module_name is None or importlib.util.find_spec(
+            f"{module_name}.{Path(METHODS_MODULE).stem}") is None:
+        return None
+    return importlib.import_module(f"{module_name}.{Path(METHODS_MODULE).stem}")
+
+
+def methods_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
+    """The files whose contents decide what a result of experiment `name` credits to papers
+    (results/<paper>/methods.json): its methods module and spec, and the shared code."""
+    folder = experiment_dir(name, packages)
+    own = [str(p) for p in (folder / "__init__.py", folder / METHODS_MODULE) if p.exists()]
+    return sorted({*package_files("methods.py", "claims.py", "papers.py"), *own})
 
 
 def base_sources(name: str, base: str, packages: tuple[str, ...] = DEFAULT_PACKAGES

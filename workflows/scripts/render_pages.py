@@ -8,4 +8,5 @@ with logged(snakemake.log[0]):
         arxiv=dict(snakemake.params.arxiv),
         metrics=dict(snakemake.params.metrics),
         out_dir="notes",
+        methods=dict(snakemake.params.methods),
     )

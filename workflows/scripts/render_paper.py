@@ -10,4 +10,6 @@ with logged(snakemake.log[0]):
         out={"ko": snakemake.output.ko, "en": snakemake.output.en},
         related_entries=list(snakemake.input.related),
         related_arxiv=list(snakemake.input.related_arxiv),
+        methods=list(snakemake.input.methods),
+        linked_entries=list(snakemake.input.linked),
     )
