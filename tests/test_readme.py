@@ -9,7 +9,9 @@ import pytest
 from conftest import ROOT
 
 import digestlab.experiments
+from digestlab.experiments import DEFAULT_PACKAGES
 from digestlab.io import read_json
+from digestlab.methods import credit
 from digestlab.render import environment
 
 # A fenced block whose first line names the file it is: `# path` or `{# path #}`.
@@ -35,7 +37,7 @@ def walkthrough(tmp_path, monkeypatch):
 
 def test_the_walkthrough_names_every_file_a_new_experiment_needs(walkthrough):
     assert {f"{PACKAGE}{name}" for name in
-            ("__init__.py", "base_lm.py", "run.py", "figures.py")} <= set(walkthrough)
+            ("__init__.py", "base_lm.py", "run.py", "figures.py", "methods.py")} <= set(walkthrough)
     assert {"digestlab/templates/experiments/in_context.md.j2",
             "tests/test_in_context.py"} <= set(walkthrough)
 
@@ -48,6 +50,12 @@ def test_the_walkthrough_experiment_trains_decides_and_draws(walkthrough, tmp_pa
     (claim,) = read_json(tmp_path / "metrics.json")["claims"]
     low, high = claim["comparisons"][0]["interval"]
     assert claim["verdict"] == "inconclusive" and low < 0 < high
+
+    # its method, credited to its paper, with the claim's per-window values as its row
+    (method,) = credit(read_json(tmp_path / "metrics.json"), DEFAULT_PACKAGES)["methods"]
+    (row,) = method["rows"]
+    assert method["paper"] == "2209.11895" and row["n"] == 32 and row["interval"][0] == low
+    assert [c["id"] for c in method["decided"]] == ["context-lowers-loss"]
 
     from digestlab.experiments.in_context.figures import FIGURES
 
