@@ -10,7 +10,7 @@ importable without torch like the rest of the spec:
 - `REFERENCE`: the id of the method every other method's headline number is set against;
 - `rows(result)`: each measured method's numbers (`Row`) from a result (a metrics.json: its
   params, metrics and timing), headline first; a method the result did not measure (not
-  trained at its scale) is left out.
+  trained at its scale, say) gets no rows.
 
 The module is read when pages are made, never by an experiment's run: editing it re-renders
 pages and reruns nothing. `credit` writes a result's methods with their rows and claims
@@ -20,6 +20,7 @@ version, by URL, or by its own `measured_as`) shows them in "Measured in this di
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -27,15 +28,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from digestlab.claims import LEVEL, Text, Unit, binomial_interval, mean_interval
+from digestlab.papers import http_url, is_arxiv_id, paper_key
 
 
 def _paper_ref(value: str) -> str:
-    # imported here: papers.py imports this module to validate entries' `measured_as`
-    from digestlab.papers import is_arxiv_id
-
-    if not (is_arxiv_id(value) or value.startswith(("https://", "http://"))):
-        raise ValueError(f"{value!r} is neither an arXiv id nor an http(s) URL")
-    return value
+    if is_arxiv_id(value):
+        return value
+    try:
+        return http_url(value)  # what an entry's links allow: it lands in a Markdown link
+    except ValueError:
+        raise ValueError(f"{value!r} is neither an arXiv id nor an http(s) URL") from None
 
 
 PaperRef = Annotated[str, AfterValidator(_paper_ref)]
@@ -76,6 +78,8 @@ class Row(_Frozen):
     def _interval_has_level(self) -> Row:
         if (self.interval is None) != (self.level is None):
             raise ValueError("an interval comes with its level, and a level with its interval")
+        if self.level is not None and self.level != LEVEL:
+            raise ValueError(f"intervals are at the claims' level, {LEVEL}, as pages label them")
         return self
 
     @property
@@ -85,15 +89,17 @@ class Row(_Frozen):
 
 
 def mean_row(quantity: Text, values: Sequence[float], unit: Unit, setting: Text | None = None,
-             better: Literal["lower", "higher"] | None = None) -> Row:
+             better: Literal["lower", "higher"] | None = None, log: bool = False) -> Row:
     """The mean of per-unit values with the interval the claims use (each end a one-sided 95%
-    t-bound); one value has none."""
+    t-bound); one value has none. `log`: ratios, averaged on their logs (the geometric mean) as
+    a claim decided in log space averages them."""
     values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    spread = len(values) > 1 and len(set(values)) > 1
-    return Row(quantity=quantity, setting=setting, value=mean, n=len(values), unit=unit,
-               better=better, interval=mean_interval(values) if spread else None,
-               level=LEVEL if spread else None)
+    xs = [math.log(v) for v in values] if log else values
+    back = math.exp if log else float
+    spread = len(xs) > 1 and len(set(xs)) > 1
+    interval = tuple(back(x) for x in mean_interval(xs)) if spread else None
+    return Row(quantity=quantity, setting=setting, value=back(sum(xs) / len(xs)), n=len(xs),
+               unit=unit, better=better, interval=interval, level=LEVEL if spread else None)
 
 
 def rate_row(quantity: Text, successes: int, n: int, unit: Unit, setting: Text | None = None,
@@ -165,19 +171,6 @@ def credit(metrics: Mapping[str, Any], packages: tuple[str, ...]) -> dict[str, A
 
 
 # --- which entries a method credits --------------------------------------------------------------
-
-def paper_key(ref: str) -> str:
-    """What two references to one paper share: the arXiv id without its version, or the URL
-    without its scheme, a trailing slash or index.html."""
-    from digestlab.papers import bare_arxiv_id, is_arxiv_id
-
-    if is_arxiv_id(ref):
-        return bare_arxiv_id(ref)
-    address = ref.split("://", 1)[-1].split("#", 1)[0]
-    address = address.removesuffix("index.html").rstrip("/")
-    host, _, path = address.partition("/")
-    return f"{host.lower()}/{path}" if path else host.lower()
-
 
 class Link(BaseModel):
     """A method measured in this digest, credited to an entry."""

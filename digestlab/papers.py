@@ -126,14 +126,32 @@ def bare_arxiv_id(arxiv_id: str) -> str:
     return re.sub(r"v\d+$", "", arxiv_id)
 
 
-def _http_url(value: str) -> str:
+def http_url(value: str) -> str:
     # Links land in Markdown as [label](url): no spaces, parentheses or non-http schemes.
     if not re.match(r"^https?://[^\s()<>]+$", value):
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, AfterValidator(http_url)]
+
+
+ARXIV_PAGE = re.compile(r"^(?:www\.)?(?:export\.)?arxiv\.org/(?:abs|pdf)/(.+?)(?:\.pdf)?$")
+
+
+def paper_key(ref: str) -> str:
+    """What two references to one paper share: the arXiv id without its version (an arXiv
+    abstract or PDF address counts as its id), or the URL without its scheme, fragment, a
+    trailing slash or index.html, its host in lower case (dx.doi.org is doi.org)."""
+    if is_arxiv_id(ref):
+        return bare_arxiv_id(ref)
+    address = ref.split("://", 1)[-1].split("#", 1)[0]
+    address = address.removesuffix("index.html").rstrip("/")
+    host, _, path = address.partition("/")
+    host = {"dx.doi.org": "doi.org"}.get(host.lower(), host.lower())
+    if (page := ARXIV_PAGE.match(f"{host}/{path}")) and is_arxiv_id(page[1]):
+        return bare_arxiv_id(page[1])
+    return f"{host}/{path}" if path else host
 
 
 def arxiv_abs_url(arxiv_id: str) -> str:
@@ -441,7 +459,7 @@ def load_papers(
     problems: list[str] = []
     papers: dict[str, Paper] = {}
     seen_ids: dict[str, Path] = {}
-    seen_arxiv: dict[str, Path] = {}
+    seen_sources: dict[str, Path] = {}
 
     if not papers_dir.is_dir():
         raise PaperError([f"{papers_dir}: (folder): not found"])
@@ -475,14 +493,13 @@ def load_papers(
         if paper.id in seen_ids:
             local.append(f"{path}: id: {paper.id!r} is already used by {seen_ids[paper.id]}")
         seen_ids.setdefault(paper.id, path)
-        if paper.arxiv_id:
-            bare = bare_arxiv_id(paper.arxiv_id)
-            if bare in seen_arxiv:
-                local.append(
-                    f"{path}: source.arxiv: {paper.arxiv_id!r} is already the source of "
-                    f"{seen_arxiv[bare]}"
-                )
-            seen_arxiv.setdefault(bare, path)
+        # one entry per paper: an arXiv id in any version, a URL however it is spelt
+        key = paper_key(paper.arxiv_id or paper.url)
+        if key in seen_sources:
+            field, value = ("arxiv", paper.arxiv_id) if paper.arxiv_id else ("url", paper.url)
+            local.append(f"{path}: source.{field}: {value!r} is already the source of "
+                         f"{seen_sources[key]}")
+        seen_sources.setdefault(key, path)
         problems.extend(local)
         if not local:
             papers[paper.id] = paper

@@ -29,13 +29,14 @@ from feedgen.feed import FeedGenerator
 from digestlab.claims import LEVEL, SCHEMA_VERSION, VERDICTS, Claim
 from digestlab.i18n import translations
 from digestlab.io import read_json, write_bytes_atomic, write_text_atomic
-from digestlab.methods import Row, links, paper_key
+from digestlab.methods import Row, links
 from digestlab.papers import (
     LANGUAGES,
     Paper,
     arxiv_abs_url,
     bare_arxiv_id,
     load_tags,
+    paper_key,
     plain_text,
     read_paper,
     resolve_related,
@@ -147,15 +148,16 @@ class MethodView:
             self.measured_in.arxiv_id or self.measured_in.url)
 
     def headline(self) -> tuple[Row, Row | None] | None:
-        """The method's first row, and the reference method's first row of the same quantity
-        (None when this is the reference, or the reference did not measure it)."""
+        """The method's first row, and the reference method's row that measured the same
+        quantity under the same setting, or else its first of that quantity (None when this is
+        the reference, or the reference did not measure it)."""
         rows = self.method["rows"]
         if not rows:
             return None
         theirs = None
         if self.reference is not None:
-            theirs = next((r for r in self.reference["rows"]
-                           if r.quantity == rows[0].quantity), None)
+            same = [r for r in self.reference["rows"] if r.quantity == rows[0].quantity]
+            theirs = next((r for r in same if r.key == rows[0].key), same[0] if same else None)
         return rows[0], theirs
 
     @property

@@ -5,6 +5,7 @@ those entries' pages without rerunning any experiment."""
 from __future__ import annotations
 
 import json
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from conftest import ROOT, entry, site_skeleton, write_entry
 from pydantic import ValidationError
 from test_workflow import run_workflow, snakemake_cli, snapshot
 
+import digestlab.experiments
 from digestlab.claims import LEVEL, binomial_interval, mean_interval
 from digestlab.experiments import experiment_sources, methods_sources
 from digestlab.methods import (
@@ -27,13 +29,14 @@ from digestlab.methods import (
     links,
     mean_row,
     measured_elsewhere,
-    paper_key,
     rate_row,
 )
-from digestlab.papers import PaperError, load_papers, load_tags, read_paper
+from digestlab.papers import PaperError, load_papers, load_tags, paper_key, read_paper
 
 TEST_PACKAGES = ("digestlab.experiments", "experiments_for_tests")
-EXPERIMENTS = ("cla", "fsdp_compile", "monosemanticity", "sirllm", "spo")
+# every experiment of the package: a new one is checked as soon as it is added
+EXPERIMENTS = sorted(m.name for m in pkgutil.iter_modules(digestlab.experiments.__path__)
+                     if m.ispkg)
 HOW = {"ko": "잽니다.", "en": "Measured."}
 
 
@@ -247,3 +250,17 @@ def test_the_workflow_plans_the_three_baseline_papers_without_any_experiment_job
                              ("safe-rlhf", "spo")):
         assert f"results/{measuring}/methods.json" in inputs[paper], inputs[paper]
         assert f"papers/{paper}.yaml" in inputs[measuring]  # the measuring page links back
+
+
+def test_one_paper_has_one_entry_however_its_address_is_spelt(tmp_path):
+    write_entry(tmp_path, entry("aa", source={"url": "https://arxiv.org/abs/2405.04434v2"}))
+    write_entry(tmp_path, entry("bb", source={"arxiv": "2405.04434"}))
+    write_entry(tmp_path, entry("cc", source={"url": "https://dx.doi.org/10.1/x"}))
+    write_entry(tmp_path, entry("dd", source={"url": "https://doi.org/10.1/x/"}))
+    with pytest.raises(PaperError) as caught:
+        load_papers(tmp_path, load_tags(ROOT / "config" / "tags.yaml"), lambda _: True)
+    assert caught.value.problems == [
+        f"{tmp_path / 'bb.yaml'}: source.arxiv: '2405.04434' is already the source of "
+        f"{tmp_path / 'aa.yaml'}",
+        f"{tmp_path / 'dd.yaml'}: source.url: 'https://doi.org/10.1/x/' is already the source "
+        f"of {tmp_path / 'cc.yaml'}"]

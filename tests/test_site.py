@@ -260,7 +260,7 @@ def test_a_paper_measured_in_another_reproduction_shows_its_rows_and_claims_and_
         browser, server, lang):
     page = open_page(browser, javascript=False)  # the section is the page's own HTML
     root = f"{server}/" if lang == "ko" else f"{server}/{lang}/"
-    heading = {"ko": "이 다이제스트에서 잰 것", "en": "Measured in this digest"}[lang]
+    heading = {"ko": "이 다이제스트에서 측정한 결과", "en": "Measured in this digest"}[lang]
     for entry, measuring, method, claim in MEASURED_ELSEWHERE:
         page.goto(f"{root}papers/{entry}/")  # "load": without JavaScript nothing comes later
         section = page.locator("#measured-in-this-digest")

@@ -102,9 +102,10 @@ def load_methods(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> Mod
 
 def methods_sources(name: str, packages: tuple[str, ...] = DEFAULT_PACKAGES) -> list[str]:
     """The files whose contents decide what a result of experiment `name` credits to papers
-    (results/<paper>/methods.json): its methods module and spec, and the shared code."""
-    folder = experiment_dir(name, packages)
-    own = [str(p) for p in (folder / "__init__.py", folder / METHODS_MODULE) if p.exists()]
+    (results/<paper>/methods.json): its package but for the base models' training and the
+    figures (its methods module may import any other of its modules), and the shared code."""
+    own = [str(p) for p in experiment_dir(name, packages).glob("*.py")
+           if not p.name.startswith(BASE_PREFIX) and p.name != FIGURES_MODULE]
     return sorted({*package_files("methods.py", "claims.py", "papers.py"), *own})
 
 

@@ -16,7 +16,7 @@ from digestlab.methods import Method, Row, mean_row
 METHODS = (
     Method(
         id="cla", name="CLA", paper="2405.12981", role="proposed",
-        how={"ko": "인접한 두 층이 K/V 하나를 함께 쓰는 MQA-CLA2를 MQA, 그리고 KV 바이트가 같은 "
+        how={"ko": "인접한 두 층이 K/V 하나를 함께 쓰는 MQA-CLA2를 MQA 및 KV 바이트가 같은 "
                    "설계들과 같은 배치와 시드로 학습해 비교하고, 세 층이 함께 쓰는 CLA3는 head를 "
                    "1.5배로 넓혀 CLA2와 KV 바이트를 맞춥니다.",
              "en": "MQA-CLA2, where each two adjacent layers share one K/V, trains on the same "
@@ -64,10 +64,10 @@ REFERENCE = "mqa"
 DESIGNS_OF = {"cla": ("MQA-CLA2", "MQA-CLA3", "MQA-CLA3 3d/2"), "mqa": ("MQA", "MQA d/2"),
               "mha": ("MHA",), "gqa": ("GQA-4",), "mla": ("MLA",)}
 _WHAT = {
-    "MHA": ("K/V head 하나씩 query head마다", "a K/V head per query head"),
+    "MHA": ("query head마다 K/V head 하나씩", "a K/V head per query head"),
     "GQA-4": ("K/V head 네 개", "four K/V heads"),
     "MQA": ("K/V head 하나", "one K/V head"),
-    "MQA d/2": ("K/V head 하나, 절반 폭의 head를 두 배 수로", "one K/V head, twice as many heads "
+    "MQA d/2": ("K/V head 하나, 폭이 절반인 head를 두 배로", "one K/V head, twice as many heads "
                 "of half the dim"),
     "MQA-CLA2": ("인접한 두 층이 K/V 하나를 공유", "each K/V shared by two adjacent layers"),
     "MQA-CLA3": ("인접한 세 층이 K/V 하나를 공유", "each K/V shared by three adjacent layers"),

@@ -52,7 +52,7 @@ EXPLAINED: Text = {"ko": "따로 떼어 둔 stream에서의 설명된 분산",
 L0: Text = {"ko": "바이트당 활성 특징 수(L0)", "en": "active features per byte (L0)"}
 RECOVERED: Text = {"ko": "평균 대체 대비 회복한 손실", "en": "loss recovered against mean-ablation"}
 DEAD: Text = {"ko": "한 번도 켜지지 않은 특징의 비율", "en": "share of features never active"}
-DETECTS: Text = {"ko": "모든 버그를 가려내는 특징의 AUROC",
+DETECTS: Text = {"ko": "어느 버그든 가려내도록 고른 특징의 AUROC",
                  "en": "AUROC of the feature chosen to detect any bug"}
 INVENTS: Text = {"ko": "깨끗한 프로그램에서의 오류 예측, 특징을 크게 고정",
                  "en": "error predictions on clean programs, feature clamped high"}
