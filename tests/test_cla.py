@@ -418,15 +418,6 @@ def test_methods_credit_every_design_to_one_paper_and_name_only_declared_claims(
     assert not any(claims.values())
 
 
-def test_methods_module_imports_without_torch():
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
-         "import digestlab.experiments.cla.methods as m; print(len(m.METHODS))"],
-        capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "5"
-
-
 def test_credit_gives_the_cpu_scales_methods_their_rows_and_cla_its_decided_claims():
     from digestlab.methods import credit
 

@@ -264,3 +264,15 @@ def test_one_paper_has_one_entry_however_its_address_is_spelt(tmp_path):
         f"{tmp_path / 'aa.yaml'}",
         f"{tmp_path / 'dd.yaml'}: source.url: 'https://doi.org/10.1/x/' is already the source "
         f"of {tmp_path / 'cc.yaml'}"]
+
+
+def test_every_experiment_s_methods_import_without_torch():
+    """The workflow reads them while it plans, where torch is never imported."""
+    modules = [f"digestlab.experiments.{name}.methods" for name in EXPERIMENTS
+               if declared(name, ("digestlab.experiments",)).methods]
+    assert len(modules) == len(EXPERIMENTS)
+    done = subprocess.run(
+        [sys.executable, "-c", "import importlib, sys; sys.modules['torch'] = None; "
+         f"[importlib.import_module(m) for m in {modules!r}]"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

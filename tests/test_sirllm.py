@@ -476,17 +476,6 @@ def test_methods_credit_each_paper_its_own_claims():
     assert sorted(c for m in METHODS for c in m.claims) == sorted(CLAIMS)
 
 
-def test_methods_module_imports_without_torch():
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['torch'] = None; "
-            "import digestlab.experiments.sirllm.methods as m; print(len(m.METHODS))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "2"
-
-
 def _streamed(correct: dict[str, list[int]], wins: dict[str, list[float]], other: float) -> dict:
     """One model's results at cache sizes 16 and 32 (the claims', where the decay sweep ran):
     per-stream outcomes at 32, with the item held in half the streams; accuracy `other` for

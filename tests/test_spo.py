@@ -199,17 +199,6 @@ def test_methods_credit_spo_its_claims_and_the_baselines_their_papers():
     assert REFERENCE == "sequential-dpo"
 
 
-def test_methods_module_imports_without_torch():
-    import subprocess
-    import sys
-
-    code = ("import sys; sys.modules['torch'] = None; "
-            "import digestlab.experiments.spo.methods as m; print(len(m.METHODS))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "4"
-
-
 def _result_of(results: list[dict], params: Params = SCALES["smoke"]) -> dict:
     """A metrics.json of `params` with what run() writes of `results` that the methods' rows
     read."""
