@@ -64,14 +64,26 @@ def check(config: dict[str, Any]) -> int:
     return 0
 
 
+def raw_entries(papers_dir: Path) -> dict[Path, dict[str, Any]]:
+    """Each entry file's fields as written, read without validating them (a new entry's notes
+    are still empty); a file that is not a YAML mapping is left out: `digestlab check` names
+    it."""
+    found = {}
+    for path in sorted(papers_dir.glob("*.yaml")):
+        try:
+            data = load_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict):
+            found[path] = data
+    return found
+
+
 def entries_by_arxiv_id(papers_dir: Path) -> dict[str, Path]:
     """The entry file of each arXiv id (without version) that the entries hold."""
     held = {}
-    for path in sorted(papers_dir.glob("*.yaml")):
-        try:
-            source = (load_yaml(path.read_text(encoding="utf-8")) or {}).get("source") or {}
-        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
-            continue  # `digestlab check` names broken entries
+    for path, data in raw_entries(papers_dir).items():
+        source = data.get("source")
         if isinstance(source, dict) and source.get("arxiv"):
             held.setdefault(bare_arxiv_id(str(source["arxiv"])), path)
     return held
@@ -87,26 +99,20 @@ _EntryDumper.add_representer(
 
 
 def reproductions_in(papers_dir: Path, packages: tuple[str, ...]) -> dict[str, str]:
-    """Entry id -> experiment for each entry with a reproduction, read without validating the
-    rest (a new entry's notes are still empty); an unreadable file is skipped: `check` names
-    it."""
+    """Entry id -> experiment for each entry whose reproduction names a known experiment."""
     found = {}
-    for path in sorted(papers_dir.glob("*.yaml")):
-        try:
-            data = load_yaml(path.read_text(encoding="utf-8"))
-            experiment = data["reproduction"]["experiment"]
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
-            continue
+    for path, data in raw_entries(papers_dir).items():
+        reproduction = data.get("reproduction")
+        experiment = reproduction.get("experiment") if isinstance(reproduction, dict) else None
         if isinstance(experiment, str) and experiment_exists(experiment, packages):
             found[path.stem] = experiment
     return found
 
 
-def say_measured(path: Path, ref: str, config: dict[str, Any]) -> None:
-    """Tell the person adding an entry which methods of its paper the digest already measures:
-    its page will show them, and no experiment reruns for it."""
-    packages = tuple(config["experiment_packages"])
-    reproductions = reproductions_in(Path(config["papers_dir"]), packages)
+def say_measured(path: Path, ref: str, reproductions: dict[str, str],
+                 packages: tuple[str, ...]) -> None:
+    """Tell the person adding an entry which methods of its paper the digest's `reproductions`
+    (reproductions_in) already measure: its page will show them, and no experiment reruns."""
     for entry, method in measured_elsewhere(ref, reproductions, packages):
         print(f"{path}: {method.name} is measured in {entry}'s reproduction; the page will show "
               "it under \"Measured in this digest\", and no experiment reruns for it")
@@ -174,7 +180,8 @@ def new(arxiv_id: str, tags: list[str], config: dict[str, Any]) -> int:
     if path.exists():
         sys.exit(f"{path}: (file): already exists; nothing was written")
     write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
-    say_measured(path, arxiv_id, config)
+    packages = tuple(config["experiment_packages"])
+    say_measured(path, arxiv_id, reproductions_in(path.parent, packages), packages)
     if origin == "arxiv":
         print(f"wrote {path} from arXiv; write its notes, then run `digestlab check`")
     else:
@@ -223,6 +230,9 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
     settings = FetchSettings(**config["fetch"])
     papers_dir = Path(config["papers_dir"])
     held = entries_by_arxiv_id(papers_dir)
+    # an imported entry has no reproduction: what measures methods is known before the first
+    packages = tuple(config["experiment_packages"])
+    reproductions = reproductions_in(papers_dir, packages)
     written = 0
     for n, item in enumerate(items):
         if n:
@@ -274,7 +284,8 @@ def import_digest(digest: str | Path, config: dict[str, Any], dry_run: bool = Fa
             write_bytes_atomic(path, dump_entry(entry).encode("utf-8"))
             print(f"wrote {path} (to fill in: {', '.join(todo)})")
             if source:
-                say_measured(path, source.get("arxiv") or source["url"], config)
+                say_measured(path, source.get("arxiv") or source["url"], reproductions,
+                             packages)
         written += 1
         if arxiv_id:
             held[bare_arxiv_id(arxiv_id)] = path

@@ -420,11 +420,9 @@ def render_site_pages(
     measured = with_methods(views, {v.paper.id: v.paper for v in views}, methods or {})
     by_date = [(day, list(group)) for day, group in groupby(views, lambda v: v.paper.digest_date)]
     vocabulary = load_tags(tags)
-    # every claim in every result, for the dashboard, with the method whose paper's claim it
-    # is when it is another paper's; its row carries the tags of both papers
-    claims = [(v, c, claim_credit(v, c)) for v in views for c in v.findings]
-    row_tags = [claim_tags_of(v, credit) for v, _, credit in claims]
-    claim_tags = {tag: n for tag in vocabulary if (n := sum(tag in t for t in row_tags))}
+    # every claim in every result, for the dashboard
+    claims = [dashboard_row(v, c) for v in views for c in v.findings]
+    claim_tags = {tag: n for tag in vocabulary if (n := sum(tag in t for *_, t in claims))}
     # every method measured anywhere, for the methods index, its reproduction's order kept
     order = {v.paper.id: i for i, v in enumerate(views)}
     methods_index = sorted((m for m in measured if m.measured),
@@ -454,16 +452,14 @@ def render_site_pages(
     write_text_atomic(Path(out_dir) / BIBLIOGRAPHY, bibliography)
 
 
-def claim_credit(view: PaperView, claim: Claim) -> MethodView | None:
-    """The method measured in `view`'s reproduction whose paper `claim` is a claim of, when it
-    is not the reproduced paper's own."""
-    return next((m for m in view.measures
-                 if not m.own and claim.id in m.method["claims"]), None)
-
-
-def claim_tags_of(view: PaperView, credit: MethodView | None) -> list[str]:
-    """The tags a claim is filtered by: its reproduction's, and its own paper's entry's."""
-    return credit.tags() if credit else list(view.paper.tags)
+def dashboard_row(view: PaperView, claim: Claim
+                  ) -> tuple[PaperView, Claim, MethodView | None, list[str]]:
+    """A claim as the dashboard lists it: the reproduction that decided it, the method measured
+    there whose paper it is a claim of when that is not the reproduced paper, and the tags it
+    is filtered by (both papers')."""
+    credit = next((m for m in view.measures
+                   if not m.own and claim.id in m.method["claims"]), None)
+    return view, claim, credit, credit.tags() if credit else list(view.paper.tags)
 
 
 def claim_count(view: PaperView, lang: str) -> str:

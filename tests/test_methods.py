@@ -28,7 +28,6 @@ from digestlab.methods import (
     credit,
     declared,
     declared_links,
-    links,
     mean_row,
     measured_elsewhere,
     rate_row,
@@ -169,7 +168,6 @@ def test_the_three_baseline_papers_match_the_methods_of_their_measuring_entries(
              declared_links(papers, ("digestlab.experiments",))}
     assert {("streaming-llm", "sirllm"), ("deepseek-v2", "cross-layer-attention"),
             ("safe-rlhf", "spo")} <= found
-    assert links(papers, {}) == []
 
 
 def test_measured_elsewhere_names_the_measuring_entry_for_a_new_paper():
